@@ -1,0 +1,1 @@
+"""virtdev certs."""

@@ -1,0 +1,172 @@
+"""Flags and the YAML config file: one set of names for both.
+
+Every option of every `virtdev` command can also be given in the file named by `--config`, under
+the flag's own name without the leading dashes (`max-body-bytes: 1048576`). Flags win over the
+file, the file wins over the built-in defaults. One file can serve the webhook and the agent (one
+ConfigMap in the manifests): a key that belongs to another virtdev command is ignored, a key no
+command knows is an error, so a typo never passes silently.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from virtdev import catalogue
+
+
+class ConfigError(ValueError):
+    """The config file cannot be used; the message names the file and the key."""
+
+
+def csv_list(text: str) -> list[str]:
+    """Parse `a,b,c` (spaces allowed); an empty string is an empty list."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def capability_list(text: str) -> list[str]:
+    """Capabilities as Kubernetes writes them: upper case, without the `CAP_` prefix."""
+    return [item.upper().removeprefix("CAP_") for item in csv_list(text)]
+
+
+def add_config_flag(parser: argparse._ActionsContainer) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="YAML file whose keys are this command's flag names without dashes; flags win",
+    )
+
+
+def add_log_format_flag(parser: argparse._ActionsContainer) -> None:
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="log lines as human text or as one JSON object per line (default: text)",
+    )
+
+
+def add_devices_flag(parser: argparse._ActionsContainer, *, help_text: str) -> None:
+    parser.add_argument(
+        "--devices",
+        type=csv_list,
+        default=list(catalogue.DEFAULT_DEVICES),
+        metavar="LIST",
+        help=f"{help_text}; known: {', '.join(catalogue.DEVICES)} "
+        f"(default: {','.join(catalogue.DEFAULT_DEVICES)})",
+    )
+
+
+def add_launcher_policy_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags describing what a launcher pod is and what it may hold (webhook and offline CLI)."""
+    group = parser.add_argument_group("launcher policy")
+    add_devices_flag(group, help_text="devices to request for the compute container")
+    group.add_argument(
+        "--launcher-selector",
+        default=catalogue.LAUNCHER_SELECTOR,
+        metavar="KEY=VALUE",
+        help=f"label that marks virt-launcher pods (default: {catalogue.LAUNCHER_SELECTOR})",
+    )
+    group.add_argument(
+        "--compute-container",
+        default=catalogue.COMPUTE_CONTAINER,
+        metavar="NAME",
+        help="name of the launcher container that runs QEMU "
+        f"(default: {catalogue.COMPUTE_CONTAINER})",
+    )
+    group.add_argument(
+        "--required-capabilities",
+        type=capability_list,
+        default=list(catalogue.REQUIRED_CAPABILITIES),
+        metavar="LIST",
+        help="capabilities compute must add "
+        f"(default: {','.join(catalogue.REQUIRED_CAPABILITIES)})",
+    )
+    group.add_argument(
+        "--permitted-capabilities",
+        type=capability_list,
+        default=list(catalogue.PERMITTED_CAPABILITIES),
+        metavar="LIST",
+        help="capabilities any launcher container may add; others are removed or denied "
+        f"(default: {','.join(catalogue.PERMITTED_CAPABILITIES)}; e.g. add NET_BIND_SERVICE)",
+    )
+    group.add_argument(
+        "--emulation",
+        action="store_true",
+        help="the cluster runs VMs without KVM: request tun only, never kvm",
+    )
+
+
+def load_config_file(path: str) -> dict[str, Any]:
+    """Read the YAML mapping; an empty file is an empty config."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"config file {path}: {error.strerror or error}") from error
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {path}: not valid YAML: {error}") from error
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: must be a mapping of flag names to values")
+    return {str(key): value for key, value in data.items()}
+
+
+def option_actions(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    """The parser's long options, keyed by the flag name without dashes."""
+    actions: dict[str, argparse.Action] = {}
+    for action in parser._actions:  # argparse offers no public iterator over its actions
+        for flag in action.option_strings:
+            if flag.startswith("--") and flag not in ("--help", "--config"):
+                actions[flag[2:]] = action
+    return actions
+
+
+def _convert(key: str, value: Any, action: argparse.Action, path: str) -> Any:
+    where = f"config file {path}: key {key!r}"
+    if action.nargs == 0:  # a switch such as --emulation
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value if action.const is True else not value
+    if isinstance(value, (dict, bool)) or value is None:
+        raise ConfigError(f"{where}: expected a scalar or a list, got {value!r}")
+    text = ",".join(str(item) for item in value) if isinstance(value, list) else str(value)
+    convert = action.type if callable(action.type) else str
+    try:
+        converted = convert(text)
+    except (TypeError, ValueError, argparse.ArgumentTypeError) as error:
+        raise ConfigError(f"{where}: {error}") from error
+    if action.choices is not None and converted not in action.choices:
+        choices = ", ".join(map(str, action.choices))
+        raise ConfigError(f"{where}: {converted!r} is not one of {choices}")
+    return converted
+
+
+def apply_config(
+    parser: argparse.ArgumentParser,
+    values: Mapping[str, Any],
+    *,
+    path: str,
+    other_keys: Iterable[str] = (),
+) -> None:
+    """Make the file's values the parser's defaults, so flags given on the command line win."""
+    actions = option_actions(parser)
+    ignored = set(other_keys)
+    defaults: dict[str, Any] = {}
+    for key, value in values.items():
+        action = actions.get(key)
+        if action is None:
+            if key in ignored:
+                continue
+            raise ConfigError(
+                f"config file {path}: unknown key {key!r}; keys are flag names without dashes, "
+                f"e.g. {', '.join(sorted(actions)[:4])}"
+            )
+        defaults[action.dest] = _convert(key, value, action, path)
+    parser.set_defaults(**defaults)

@@ -1,0 +1,1 @@
+"""virtdev webhook: the admission server that rewrites and guards virt-launcher pods."""

@@ -1,0 +1,65 @@
+"""Serve the admission webhook: POST /mutate and /validate over HTTPS (TLS 1.2 or newer).
+
+Without --tls-cert/--tls-key it makes throwaway certificates for localhost and 127.0.0.1 in
+--dev-certs-dir and prints a ready curl line: the quickest way to try it. Probes and Prometheus
+metrics are served over plain HTTP on --metrics-port (/healthz, /readyz, /metrics).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from virtdev import catalogue
+from virtdev.config import add_config_flag, add_launcher_policy_flags, add_log_format_flag
+
+DEFAULT_MAX_BODY_BYTES = 6 * 1024 * 1024
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    add_config_flag(parser)
+    server = parser.add_argument_group("server")
+    server.add_argument("--host", default="0.0.0.0", help="address to listen on (default: 0.0.0.0)")
+    server.add_argument(
+        "--port",
+        type=int,
+        default=catalogue.WEBHOOK_PORT,
+        help=f"HTTPS port for /mutate and /validate (default: {catalogue.WEBHOOK_PORT})",
+    )
+    server.add_argument(
+        "--metrics-port",
+        type=int,
+        default=catalogue.WEBHOOK_METRICS_PORT,
+        help="plain-HTTP port for /healthz, /readyz and /metrics "
+        f"(default: {catalogue.WEBHOOK_METRICS_PORT}); 0 picks a free port",
+    )
+    server.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=DEFAULT_MAX_BODY_BYTES,
+        help="larger request bodies are refused with 413 (default: 6 MiB, an UPDATE review "
+        "carries two objects of the API server's maximum request size)",
+    )
+    add_log_format_flag(server)
+    tls = parser.add_argument_group("TLS")
+    tls.add_argument("--tls-cert", metavar="FILE", help="serving certificate chain (PEM)")
+    tls.add_argument("--tls-key", metavar="FILE", help="private key of the serving certificate")
+    tls.add_argument(
+        "--client-ca",
+        metavar="FILE",
+        help="require client certificates signed by this CA (the API server's) on the HTTPS port",
+    )
+    tls.add_argument(
+        "--dev-certs-dir",
+        default=".virtdev/dev-certs",
+        metavar="DIR",
+        help="where throwaway local certificates go when no --tls-cert is given "
+        "(default: .virtdev/dev-certs)",
+    )
+    add_launcher_policy_flags(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from webhook.server import serve
+
+    return serve(args)
