@@ -74,6 +74,13 @@ AGENT_METRICS_PORT = 8081
 MUTATE_PATH = "/mutate"
 VALIDATE_PATH = "/validate"
 
+#: The webhook's Kubernetes objects: the manifests create them, `virtdev certs ensure` fills them.
+NAMESPACE = "virtdev"
+WEBHOOK_SERVICE = "virtdev-webhook"
+TLS_SECRET = "virtdev-webhook-tls"
+MUTATING_CONFIGURATION = "virtdev"
+VALIDATING_CONFIGURATION = "virtdev"
+
 
 def plugin_socket(device: str) -> str:
     """The bare file name of virtdev's plugin socket for a device."""
