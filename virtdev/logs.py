@@ -13,7 +13,11 @@ import time
 from typing import Any
 
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is a field.
-_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+    "color_message",  # uvicorn adds an ANSI-coloured copy of its message
+}
 
 
 def fields_of(record: logging.LogRecord) -> dict[str, Any]:

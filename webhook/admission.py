@@ -1,0 +1,91 @@
+"""From a parsed review to an answer: which requests the rules apply to, and how they reply.
+
+Pure: no HTTP, no clock, no cluster. The HTTP layer (`app`) and the offline CLI (`offline`)
+both call these two functions, so `virtdev mutate` shows exactly what /mutate would answer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from webhook import schema
+from webhook.mutation import mutate
+from webhook.policy import LauncherPolicy
+from webhook.review import Answer, Request
+from webhook.validation import device_warnings, new_violations
+
+POD_KINDS = ("Pod", "EphemeralContainers")
+
+
+def as_pod(obj: dict[str, Any], kind: str, path: str) -> dict[str, Any]:
+    """Check the fields the rules read, and give the pre-1.22 EphemeralContainers form a spec."""
+    if kind == "EphemeralContainers":
+        schema.check(obj, schema.EPHEMERAL_CONTAINERS, path)
+        spec = {"ephemeralContainers": obj.get("ephemeralContainers")}
+        return {"metadata": obj.get("metadata"), "spec": spec}
+    schema.check(obj, schema.POD, path)
+    return obj
+
+
+def _labels_checked(obj: dict[str, Any] | None, path: str) -> None:
+    """Deciding whether a pod is a launcher reads its labels: check just those first."""
+    if obj is not None:
+        schema.check(obj.get("metadata"), schema.POD["metadata"], f"{path}.metadata")
+
+
+def mutate_review(request: Request, policy: LauncherPolicy, *, emulate: bool = False) -> Answer:
+    """/mutate: patch launcher pods on CREATE; anything else is allowed untouched."""
+    obj = request.object
+    if (
+        request.operation != "CREATE"
+        or request.kind != "Pod"
+        or request.sub_resource
+        or obj is None
+    ):
+        return Answer(allowed=True, verdict="skipped")
+    _labels_checked(obj, "$.request.object")
+    if not policy.is_launcher(obj):
+        return Answer(allowed=True, verdict="skipped")
+    pod = as_pod(obj, request.kind, "$.request.object")
+    mutation = mutate(pod, policy, emulate=emulate)
+    answer = Answer(
+        allowed=True,
+        verdict="patched" if mutation.patch else ("warned" if mutation.warnings else "allowed"),
+        patch=mutation.patch,
+        warnings=mutation.warnings,
+    )
+    if mutation.changes:
+        answer.audit_annotations["mutation"] = "; ".join(mutation.changes)[:1024]
+    return answer
+
+
+def validate_review(request: Request, policy: LauncherPolicy) -> Answer:
+    """/validate: refuse privileged launcher pods, on CREATE and on UPDATE (incl. kubectl debug)."""
+    if request.operation not in ("CREATE", "UPDATE") or request.kind not in POD_KINDS:
+        return Answer(allowed=True, verdict="skipped")
+    obj, old = request.object, request.old_object
+    if obj is None:
+        return Answer(allowed=True, verdict="skipped")
+    _labels_checked(obj, "$.request.object")
+    _labels_checked(old, "$.request.oldObject")
+    # Removing the label in the same update must not be a way out of the check.
+    if not (policy.is_launcher(obj) or policy.is_launcher(old)):
+        return Answer(allowed=True, verdict="skipped")
+    pod = as_pod(obj, request.kind, "$.request.object")
+    old_pod = None
+    if request.operation == "UPDATE" and old is not None:
+        old_pod = as_pod(old, request.kind, "$.request.oldObject")
+    found = new_violations(pod, old_pod, policy)
+    if found:
+        message = f"launcher pod {request.display_name} refused by virtdev: " + "; ".join(
+            map(str, found)
+        )
+        return Answer(
+            allowed=False,
+            verdict="denied",
+            status_code=403,
+            message=message,
+            audit_annotations={"violations": "; ".join(v.path for v in found)[:1024]},
+        )
+    warnings = device_warnings(pod, policy) if request.operation == "CREATE" else []
+    return Answer(allowed=True, verdict="warned" if warnings else "allowed", warnings=warnings)

@@ -1,0 +1,134 @@
+"""AdmissionReview on the wire: read a request body, write the response the API server expects.
+
+Both `admission.k8s.io/v1` and `v1beta1` are read, and the answer is written in the version of
+the request with its `uid` echoed: a wrong uid, apiVersion or kind is a call failure for the API
+server. Anything that is not a well-formed review raises `BadInput` with the JSON path at fault.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from webhook.schema import BadInput, type_name
+
+API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
+OPERATIONS = ("CREATE", "UPDATE", "DELETE", "CONNECT")
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    api_version: str
+    uid: str
+    kind: str
+    resource: str
+    sub_resource: str
+    operation: str
+    namespace: str
+    name: str
+    object: dict[str, Any] | None
+    old_object: dict[str, Any] | None
+
+    @property
+    def display_name(self) -> str:
+        """`namespace/name` for logs; a CREATE with generateName has no name yet."""
+        name = self.name
+        if not name and self.object:
+            metadata = self.object.get("metadata") or {}
+            name = str(metadata.get("name") or metadata.get("generateName") or "")
+        return f"{self.namespace}/{name}" if self.namespace else name
+
+
+@dataclass(slots=True)
+class Answer:
+    allowed: bool
+    #: For metrics and logs: skipped (not ours), allowed, patched, warned, denied.
+    verdict: str
+    patch: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    status_code: int | None = None
+    message: str = ""
+    audit_annotations: dict[str, str] = field(default_factory=dict)
+
+
+def _field(mapping: dict[str, Any], key: str, path: str, kind: type, *, required: bool) -> Any:
+    value = mapping.get(key)
+    if value is None:
+        if required:
+            raise BadInput(f"{path}.{key}", "required field is missing")
+        return None
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        expected = "an object" if kind is dict else "a string"
+        raise BadInput(f"{path}.{key}", f"expected {expected}, got {type_name(value)}")
+    return value
+
+
+def decode(body: bytes) -> Any:
+    if not body.strip():
+        raise BadInput("$", "empty body: expected an AdmissionReview JSON object")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise BadInput("$", f"malformed JSON: {error}") from None
+
+
+def parse(body: bytes) -> Request:
+    """Read an AdmissionReview request; raise BadInput naming the path of what is wrong."""
+    review = decode(body)
+    if not isinstance(review, dict):
+        raise BadInput("$", f"expected an AdmissionReview object, got {type_name(review)}")
+    api_version = _field(review, "apiVersion", "$", str, required=True)
+    if api_version not in API_VERSIONS:
+        raise BadInput(
+            "$.apiVersion", f"{api_version[:64]!r} is not one of {', '.join(API_VERSIONS)}"
+        )
+    kind = _field(review, "kind", "$", str, required=True)
+    if kind != "AdmissionReview":
+        raise BadInput("$.kind", f"expected 'AdmissionReview', got {kind[:64]!r}")
+    request = _field(review, "request", "$", dict, required=True)
+    path = "$.request"
+    uid = _field(request, "uid", path, str, required=True)
+    if not uid:
+        raise BadInput(f"{path}.uid", "must not be empty")
+    operation = _field(request, "operation", path, str, required=True)
+    if operation not in OPERATIONS:
+        raise BadInput(
+            f"{path}.operation", f"{operation[:32]!r} is not one of {', '.join(OPERATIONS)}"
+        )
+    object_kind = _field(request, "kind", path, dict, required=True)
+    resource = _field(request, "resource", path, dict, required=False) or {}
+    return Request(
+        api_version=api_version,
+        uid=uid,
+        kind=_field(object_kind, "kind", f"{path}.kind", str, required=True),
+        resource=_field(resource, "resource", f"{path}.resource", str, required=False) or "",
+        sub_resource=_field(request, "subResource", path, str, required=False) or "",
+        operation=operation,
+        namespace=_field(request, "namespace", path, str, required=False) or "",
+        name=_field(request, "name", path, str, required=False) or "",
+        object=_field(request, "object", path, dict, required=False),
+        old_object=_field(request, "oldObject", path, dict, required=False),
+    )
+
+
+def render(request: Request, answer: Answer) -> dict[str, Any]:
+    """The AdmissionReview reply; a patch only when there is one, a status only on denial."""
+    response: dict[str, Any] = {"uid": request.uid, "allowed": answer.allowed}
+    if answer.patch:
+        response["patchType"] = "JSONPatch"
+        response["patch"] = base64.b64encode(orjson.dumps(answer.patch)).decode()
+    if answer.warnings:
+        response["warnings"] = answer.warnings
+    if answer.status_code is not None:
+        reason = "Forbidden" if answer.status_code == 403 else "BadRequest"
+        response["status"] = {
+            "code": answer.status_code,
+            "reason": reason,
+            "message": answer.message,
+        }
+    if answer.audit_annotations:
+        response["auditAnnotations"] = answer.audit_annotations
+    return {"apiVersion": request.api_version, "kind": "AdmissionReview", "response": response}

@@ -1,0 +1,126 @@
+"""The shape of the parts of a Pod that virtdev reads, checked before any rule runs.
+
+The rules in `mutation` and `validation` assume the types below; this module makes that true or
+answers with a `BadInput` that names the JSON path of the first wrong value. Fields virtdev does
+not read are not checked (the API server has already validated the object; this guards against
+hand-made reviews, curl, fuzzers and version skew). A JSON `null` counts as an absent field,
+as it does for the API server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+class BadInput(ValueError):
+    """Input that is not what the protocol says; answered with HTTP 400 naming `path`."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+@dataclass(frozen=True, slots=True)
+class ListOf:
+    item: Shape
+
+
+@dataclass(frozen=True, slots=True)
+class MapOf:
+    value: Shape
+
+
+#: A shape is a Python type for a scalar, a `dict` of field shapes for an object, or a collection.
+Shape = type | tuple[type, ...] | Mapping[str, "Shape"] | ListOf | MapOf
+
+#: Extended-resource quantities arrive as strings from the API server; numbers from hand-made input.
+QUANTITY = (str, int, float)
+
+CAPABILITIES: Mapping[str, Shape] = {"add": ListOf(str), "drop": ListOf(str)}
+SECURITY_CONTEXT: Mapping[str, Shape] = {"privileged": bool, "capabilities": CAPABILITIES}
+RESOURCES: Mapping[str, Shape] = {"limits": MapOf(QUANTITY), "requests": MapOf(QUANTITY)}
+CONTAINER: Mapping[str, Shape] = {
+    "name": str,
+    "command": ListOf(str),
+    "args": ListOf(str),
+    "resources": RESOURCES,
+    "securityContext": SECURITY_CONTEXT,
+}
+POD: Mapping[str, Shape] = {
+    "metadata": {"name": str, "namespace": str, "generateName": str, "labels": MapOf(str)},
+    "spec": {
+        "containers": ListOf(CONTAINER),
+        "initContainers": ListOf(CONTAINER),
+        "ephemeralContainers": ListOf(CONTAINER),
+        "hostPID": bool,
+        "hostIPC": bool,
+        "hostNetwork": bool,
+    },
+}
+#: The pre-1.22 form of an ephemeral-containers update: the list at top level, no spec.
+EPHEMERAL_CONTAINERS: Mapping[str, Shape] = {
+    "metadata": POD["metadata"],
+    "ephemeralContainers": ListOf(CONTAINER),
+}
+
+_TYPE_NAMES = {str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+
+
+def _describe(shape: Shape) -> str:
+    if isinstance(shape, ListOf):
+        return "a list"
+    if isinstance(shape, (MapOf, Mapping)):
+        return "an object"
+    if isinstance(shape, tuple):
+        return " or ".join(dict.fromkeys(_TYPE_NAMES.get(t, t.__name__) for t in shape))
+    return _TYPE_NAMES.get(shape, shape.__name__)
+
+
+def _is(value: Any, types: type | tuple[type, ...]) -> bool:
+    # JSON true is not a number: bool is a subclass of int in Python, not in JSON.
+    if isinstance(value, bool):
+        return bool in (types if isinstance(types, tuple) else (types,))
+    return isinstance(value, types)
+
+
+def check(value: Any, shape: Shape, path: str) -> None:
+    """Raise BadInput at the first value that does not match `shape`; `None` is always fine."""
+    if value is None:
+        return
+    if isinstance(shape, ListOf):
+        if not isinstance(value, list):
+            raise BadInput(path, f"expected a list, got {type_name(value)}")
+        for index, item in enumerate(value):
+            check(item, shape.item, f"{path}[{index}]")
+    elif isinstance(shape, MapOf):
+        if not isinstance(value, dict):
+            raise BadInput(path, f"expected an object, got {type_name(value)}")
+        for key, item in value.items():
+            if item is None:
+                raise BadInput(f"{path}[{key!r}]", f"expected {_describe(shape.value)}, got null")
+            check(item, shape.value, f"{path}[{key!r}]")
+    elif isinstance(shape, Mapping):
+        if not isinstance(value, dict):
+            raise BadInput(path, f"expected an object, got {type_name(value)}")
+        for key, field_shape in shape.items():
+            check(value.get(key), field_shape, f"{path}.{key}")
+    elif not _is(value, shape):
+        raise BadInput(path, f"expected {_describe(shape)}, got {type_name(value)}")
+
+
+def type_name(value: Any) -> str:
+    """How JSON would call the type of a decoded value."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    return "an object"

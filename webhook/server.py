@@ -1,0 +1,142 @@
+"""Run the webhook process: HTTPS admission port, plain-HTTP probe port, certificate reload.
+
+uvicorn serves the app with the reloadable context of `certs.tls.ServingTLS` (TLS 1.2+). On
+SIGTERM uvicorn stops accepting, lets in-flight requests finish, then the probe server stops:
+a rolling update never drops an admission call that was already being answered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+import uvicorn
+from prometheus_client import CollectorRegistry
+
+from virtdev import catalogue, logs
+from virtdev.probes import ProbeServer
+from webhook.app import WebhookSettings, create_app
+from webhook.metrics import WebhookMetrics
+from webhook.policy import LauncherPolicy
+
+log = logging.getLogger("virtdev.webhook")
+
+#: Longer than the API server's timeoutSeconds (≤ 3 s): whatever was in flight gets answered.
+GRACEFUL_SHUTDOWN_SECONDS = 5
+LOCAL_DNS_NAMES = ("localhost",)
+LOCAL_IP_ADDRESSES = ("127.0.0.1", "::1")
+EXAMPLE_FIXTURE = "tests/fixtures/v1-launcher-2018-privileged.json"
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, telling us once its socket is listening."""
+
+    def __init__(self, config: uvicorn.Config, on_listening: list[str]) -> None:
+        super().__init__(config)
+        self._on_listening = on_listening
+
+    async def startup(self, sockets: list | None = None) -> None:  # type: ignore[type-arg]
+        await super().startup(sockets)
+        if self.started:
+            for line in self._on_listening:
+                print(line, flush=True)
+
+
+def local_material(directory: str) -> tuple[Path, Path, Path]:
+    """Throwaway certificates for 127.0.0.1, made (or kept) with the same code as in-cluster."""
+    from certs.generate import ensure_material
+
+    material = ensure_material(
+        Path(directory), dns_names=LOCAL_DNS_NAMES, ip_addresses=LOCAL_IP_ADDRESSES
+    )
+    return material.ca_cert, material.tls_cert, material.tls_key
+
+
+def curl_line(ca_cert: Path, host: str, port: int) -> str:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    if ":" in shown:
+        shown = f"[{shown}]"
+    return (
+        f"curl --cacert {ca_cert} -H 'Content-Type: application/json' "
+        f"--data @{EXAMPLE_FIXTURE} https://{shown}:{port}{catalogue.MUTATE_PATH}"
+    )
+
+
+def serve(args: argparse.Namespace) -> int:
+    logs.setup(args.log_format)
+    try:
+        policy = LauncherPolicy.from_args(args)
+    except ValueError as error:
+        print(f"virtdev webhook: {error}", file=sys.stderr)
+        return 2
+    if bool(args.tls_cert) != bool(args.tls_key):
+        print("virtdev webhook: give both --tls-cert and --tls-key, or neither", file=sys.stderr)
+        return 2
+
+    from certs.tls import CertificateError, ServingTLS
+
+    ready_lines: list[str] = []
+    if args.tls_cert:
+        cert, key = Path(args.tls_cert), Path(args.tls_key)
+    else:
+        try:
+            ca_cert, cert, key = local_material(args.dev_certs_dir)
+        except (OSError, ValueError) as error:
+            print(f"virtdev webhook: cannot make local certificates: {error}", file=sys.stderr)
+            return 2
+        log.info("no --tls-cert given: serving throwaway local certificates from %s", cert.parent)
+        ready_lines.append(
+            f"virtdev webhook ready; try:\n  {curl_line(ca_cert, args.host, args.port)}"
+        )
+
+    registry = CollectorRegistry()
+    metrics = WebhookMetrics.create(registry)
+    try:
+        tls = ServingTLS(cert, key, client_ca=args.client_ca, registry=registry)
+    except CertificateError as error:
+        print(f"virtdev webhook: {error}", file=sys.stderr)
+        return 2
+
+    settings = WebhookSettings(policy=policy, max_body_bytes=args.max_body_bytes)
+    app = create_app(settings, metrics=metrics, background=[tls.watch])
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        http="httptools",
+        loop="none",
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+    )
+    config.load()
+    config.ssl = tls.context
+    config.ssl_certfile = str(cert)  # so uvicorn knows the scheme is https
+    server = _Server(config, ready_lines)
+
+    def ready() -> tuple[bool, str]:
+        if not server.started or server.should_exit:
+            return False, "not serving yet" if not server.should_exit else "shutting down"
+        return True, "ready"
+
+    probes = ProbeServer(host=args.host, port=args.metrics_port, registry=registry, ready=ready)
+
+    async def main() -> None:
+        await probes.start()
+        try:
+            await server.serve()
+        finally:
+            await probes.stop()
+
+    try:
+        import uvloop
+
+        uvloop.run(main())
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        asyncio.run(main())
+    return 0
