@@ -1,0 +1,120 @@
+"""The agent process: one plugin per resource, one health watch per device node, the probe
+server, and a clean stop on SIGTERM/SIGINT (sockets removed, streams told, exit 0)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+
+from agent.devices import HEALTHY, Health, host_node
+from agent.health import HealthState, watch_health
+from agent.metrics import AgentMetrics
+from agent.plugin import ResourcePlugin
+from agent.settings import AgentSettings
+from virtdev.probes import ProbeServer
+
+log = logging.getLogger(__name__)
+
+
+class Agent:
+    """Build with settings, then `await run()` until cancelled or `stop()`."""
+
+    def __init__(self, settings: AgentSettings) -> None:
+        self.settings = settings
+        self.metrics = AgentMetrics()
+        self.health: dict[str, HealthState] = {}
+        self.plugins: dict[str, ResourcePlugin] = {}
+        for device in settings.devices:
+            self.metrics.add_resource(device.resource)
+            self.health[device.name] = HealthState()
+            self.plugins[device.name] = ResourcePlugin(
+                device=device,
+                settings=settings,
+                health=self.health[device.name],
+                metrics=self.metrics,
+            )
+        self.probes = ProbeServer(
+            host=settings.metrics_host,
+            port=settings.metrics_port,
+            registry=self.metrics.registry,
+            ready=self.readiness,
+        )
+        self._stopping = asyncio.Event()
+
+    def readiness(self) -> tuple[bool, str]:
+        """Ready only while every resource is registered; the reason names each one's state."""
+        ready = all(plugin.ready for plugin in self.plugins.values())
+        reason = "; ".join(
+            f"{plugin.device.resource}: {plugin.status}" for plugin in self.plugins.values()
+        )
+        return ready, reason
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def _health_changed(self, resource: str, path: str) -> Callable[[Health], None]:
+        gauge = self.metrics.device_healthy.labels(resource)
+
+        def changed(health: Health) -> None:
+            gauge.set(1 if health == HEALTHY else 0)
+            log.info(
+                "device health changed",
+                extra={"resource": resource, "node": path, "health": health},
+            )
+
+        return changed
+
+    async def run(self) -> None:
+        """Run until `stop()` (or cancellation), then take everything down."""
+        await self.probes.start()
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            for device in self.settings.devices:
+                path = host_node(device, self.settings.host_root)
+                tasks.append(
+                    asyncio.create_task(
+                        watch_health(
+                            path,
+                            self.health[device.name],
+                            on_change=self._health_changed(device.resource, path),
+                        ),
+                        name=f"health-{device.name}",
+                    )
+                )
+            for plugin in self.plugins.values():
+                tasks.append(asyncio.create_task(plugin.run(), name=f"plugin-{plugin.device.name}"))
+            stopping = asyncio.create_task(self._stopping.wait())
+            done, _ = await asyncio.wait([*tasks, stopping], return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            for task in done - {stopping}:
+                task.result()  # plugins and watches never end on their own: surface the bug
+                raise RuntimeError(f"{task.get_name()} ended unexpectedly")
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.probes.stop()
+            log.info("agent stopped")
+
+
+async def main(settings: AgentSettings) -> int:
+    """The process: run the agent until SIGTERM or SIGINT."""
+    agent = Agent(settings)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, _on_signal, agent, signum)
+    try:
+        await agent.run()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(signum)
+    return 0
+
+
+def _on_signal(agent: Agent, signum: int) -> None:
+    log.info("stopping", extra={"signal": signal.Signals(signum).name})
+    agent.stop()
