@@ -25,3 +25,5 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   "$VENV/bin/pip" install -q --disable-pip-version-check -e '.[test]'
   touch "$stamp"
 fi
+
+scripts/setup-tools.sh  # kubectl, kubernetes-validate and checkov for tests/manifests
