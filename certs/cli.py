@@ -1,13 +1,276 @@
-"""virtdev certs (placeholder until its issue lands)."""
+"""Make, show and rotate the webhook's TLS material.
+
+  virtdev certs generate --out DIR      CA + serving certificate in DIR (idempotent)
+  virtdev certs ca-bundle DIR           the base64 caBundle for the webhook configurations
+  virtdev certs ensure                  in the cluster: fill or renew the TLS Secret and patch
+                                        the caBundles (a Job, a CronJob, or --interval)
+
+Certificates are renewed when two thirds of their life have passed; a new CA is published next
+to the old one before anything it signed is served. See docs/certificates.md.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+
+from virtdev import catalogue
+from virtdev.config import add_config_flag, add_log_format_flag, csv_list
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.set_defaults(run=run)
+    subparsers = parser.add_subparsers(dest="certs_command", metavar="COMMAND", required=True)
+    generate = subparsers.add_parser(
+        "generate",
+        help="write ca.crt, tls.crt and tls.key for the webhook's Service into a directory",
+        description="Write ca.crt (the CA bundle), ca.key, tls.crt and tls.key into DIR. "
+        "Running it again keeps a valid CA and re-issues the certificate only when it is due.",
+    )
+    add_config_flag(generate)
+    generate.add_argument("--out", required=True, metavar="DIR", help="directory to write to")
+    _add_names(generate)
+    _add_periods(generate)
+    add_log_format_flag(generate)
+    generate.set_defaults(run=run_generate)
+
+    ca_bundle = subparsers.add_parser(
+        "ca-bundle",
+        help="print the base64 caBundle of a directory made by `generate`",
+        description="Print DIR/ca.crt base64-encoded on one line: the value of caBundle.",
+    )
+    ca_bundle.add_argument("dir", metavar="DIR", help="directory holding ca.crt")
+    ca_bundle.set_defaults(run=run_ca_bundle)
+
+    ensure = subparsers.add_parser(
+        "ensure",
+        help="in the cluster: fill or renew the TLS Secret and the webhooks' caBundle",
+        description="Fill or renew the kubernetes.io/tls Secret the manifests create empty, "
+        "and patch caBundle of the mutating and validating configurations. Needs only get/update "
+        "on the Secret and get/patch on the two configurations. Exits 0 when nothing is due.",
+    )
+    add_config_flag(ensure)
+    _add_names(ensure)
+    ensure.add_argument(
+        "--secret",
+        default=catalogue.TLS_SECRET,
+        help=f"the kubernetes.io/tls Secret to keep (default: {catalogue.TLS_SECRET})",
+    )
+    ensure.add_argument(
+        "--mutating-webhook-configuration",
+        default=catalogue.MUTATING_CONFIGURATION,
+        metavar="NAME",
+        help="MutatingWebhookConfiguration whose caBundle to set; empty to skip "
+        f"(default: {catalogue.MUTATING_CONFIGURATION})",
+    )
+    ensure.add_argument(
+        "--validating-webhook-configuration",
+        default=catalogue.VALIDATING_CONFIGURATION,
+        metavar="NAME",
+        help="ValidatingWebhookConfiguration whose caBundle to set; empty to skip "
+        f"(default: {catalogue.VALIDATING_CONFIGURATION})",
+    )
+    _add_periods(ensure)
+    ensure.add_argument(
+        "--grace",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="how long a new CA is published before it signs the served certificate, and how "
+        "long a replaced certificate's CA stays trusted (default: 600)",
+    )
+    ensure.add_argument(
+        "--interval",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="keep running, checking this often (default: 0, run once: a Job or CronJob)",
+    )
+    ensure.add_argument(
+        "--kubeconfig",
+        metavar="FILE",
+        help="kubeconfig to use (default: the in-cluster service account, else ~/.kube/config)",
+    )
+    add_log_format_flag(ensure)
+    ensure.set_defaults(run=run_ensure)
 
 
-def run(args: argparse.Namespace) -> int:
-    raise SystemExit("virtdev certs: not implemented yet")
+def _add_names(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--service",
+        default=catalogue.WEBHOOK_SERVICE,
+        metavar="NAME",
+        help=f"the webhook's Service (default: {catalogue.WEBHOOK_SERVICE})",
+    )
+    parser.add_argument(
+        "--namespace",
+        default=catalogue.NAMESPACE,
+        metavar="NS",
+        help=f"the Service's namespace (default: {catalogue.NAMESPACE})",
+    )
+    parser.add_argument(
+        "--dns",
+        type=csv_list,
+        action="extend",
+        default=[],
+        metavar="NAME",
+        help="extra DNS name for the certificate (repeatable, or comma-separated)",
+    )
+    parser.add_argument(
+        "--ip",
+        type=csv_list,
+        action="extend",
+        default=[],
+        metavar="ADDRESS",
+        help="IP address for the certificate (repeatable, or comma-separated)",
+    )
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _add_periods(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ca-days",
+        type=_positive_int,
+        default=3650,
+        metavar="N",
+        help="validity of a new CA in days (default: 3650)",
+    )
+    parser.add_argument(
+        "--days",
+        type=_positive_int,
+        default=365,
+        metavar="N",
+        help="validity of a new serving certificate in days (default: 365)",
+    )
+
+
+def _dns_names(args: argparse.Namespace) -> list[str]:
+    from certs.generate import service_dns_names
+
+    return [*service_dns_names(args.service, args.namespace), *args.dns]
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from certs.generate import ensure_material
+    from virtdev import logs
+
+    logs.setup(args.log_format)
+    try:
+        material = ensure_material(
+            Path(args.out),
+            dns_names=_dns_names(args),
+            ip_addresses=args.ip,
+            ca_days=args.ca_days,
+            days=args.days,
+        )
+    except ValueError as error:
+        print(f"virtdev certs generate: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"virtdev certs generate: {args.out}: {error.strerror or error}", file=sys.stderr)
+        return 1
+    state = "updated" if material.issued else "already up to date"
+    print(f"{args.out}: {state}")
+    for path in (material.ca_cert, material.tls_cert, material.tls_key):
+        print(f"  {path}")
+    return 0
+
+
+def run_ca_bundle(args: argparse.Namespace) -> int:
+    import base64
+    from pathlib import Path
+
+    from certs import pki
+    from certs.generate import CA_CERT
+
+    path = Path(args.dir) / CA_CERT
+    try:
+        pem = path.read_bytes()
+    except OSError as error:
+        print(f"virtdev certs ca-bundle: {path}: {error.strerror or error}", file=sys.stderr)
+        return 1
+    if not pki.load_certs(pem):
+        print(f"virtdev certs ca-bundle: {path}: no PEM certificate in it", file=sys.stderr)
+        return 1
+    print(base64.b64encode(pem).decode())
+    return 0
+
+
+def run_ensure(args: argparse.Namespace) -> int:
+    import logging
+    import time
+    from datetime import timedelta
+
+    from kubernetes.client.exceptions import ApiException
+
+    from certs import incluster
+    from virtdev import logs
+
+    logs.setup(args.log_format)
+    log = logging.getLogger("certs.ensure")
+    try:
+        target = incluster.Target(
+            namespace=args.namespace,
+            service=args.service,
+            secret=args.secret,
+            mutating_configuration=args.mutating_webhook_configuration or None,
+            validating_configuration=args.validating_webhook_configuration or None,
+            dns_names=tuple(_dns_names(args)),
+            ip_addresses=tuple(args.ip),
+            ca_days=args.ca_days,
+            days=args.days,
+            grace=timedelta(seconds=args.grace),
+        )
+        api_client = _api_client(args.kubeconfig)
+    except (ValueError, incluster.ClusterError) as error:
+        log.error("cannot start: %s", error)
+        return 2
+    while True:
+        try:
+            outcome = incluster.ensure(api_client, target)
+            if not outcome.changed:
+                log.info("nothing to do: the Secret and the caBundles are up to date")
+            status = 0
+        except incluster.ClusterError as error:
+            log.error("%s", error)
+            status = 1
+        except ApiException as error:
+            log.error("the API server refused: %s %s", error.status, error.reason)
+            status = 1
+        except ValueError as error:
+            log.error("%s", error)
+            return 2
+        if args.interval <= 0:
+            return status
+        time.sleep(args.interval)
+
+
+def _api_client(kubeconfig: str | None) -> object:
+    from typing import Any
+
+    from kubernetes import client, config
+
+    from certs.incluster import ClusterError
+
+    # The loaders are untyped; name them once.
+    load_kube_config: Any = config.load_kube_config
+    load_incluster_config: Any = config.load_incluster_config
+    configuration = client.Configuration()
+    try:
+        if kubeconfig:
+            load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+        else:
+            try:
+                load_incluster_config(client_configuration=configuration)
+            except config.ConfigException:
+                load_kube_config(client_configuration=configuration)
+    except (config.ConfigException, OSError) as error:
+        raise ClusterError(f"no usable Kubernetes configuration: {error}") from None
+    return client.ApiClient(configuration)
