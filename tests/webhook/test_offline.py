@@ -1,0 +1,303 @@
+"""`virtdev mutate` and `virtdev validate` run as real commands, as a user would run them.
+
+Each test starts the CLI in a subprocess (`python -m virtdev.cli`), so argument parsing, the
+config file, reading files or standard input, the exit code and what goes to stdout and stderr
+are all exercised together. Exit codes: 0 allowed, 1 denied, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import jsonpatch
+import orjson
+import pytest
+import yaml
+
+from tests.webhook.conftest import FIXTURES, load_fixture
+
+KVM, TUN = "devices.kubevirt.io/kvm", "devices.kubevirt.io/tun"
+PRIVILEGED_2018 = FIXTURES / "v1-launcher-2018-privileged.json"
+CURRENT_NONROOT = FIXTURES / "v1-launcher-current-nonroot.json"
+ALLOWED, DENIED, BAD_INPUT = 0, 1, 2
+
+
+def virtdev(*args: str | Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "virtdev.cli", *map(str, args)],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def pod_of(fixture: Path) -> dict[str, Any]:
+    obj: dict[str, Any] = load_fixture(fixture.name)["request"]["object"]
+    return obj
+
+
+def write_pod_yaml(tmp_path: Path, pod: dict[str, Any], name: str = "pod.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(pod, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def assert_unprivileged_compute(pod: dict[str, Any]) -> None:
+    compute = pod["spec"]["containers"][0]
+    assert compute["name"] == "compute"
+    for section in ("limits", "requests"):
+        assert compute["resources"][section][KVM] == "1"
+        assert compute["resources"][section][TUN] == "1"
+    assert compute["securityContext"]["privileged"] is False
+    assert compute["securityContext"]["capabilities"]["add"] == ["NET_ADMIN"]
+
+
+# --- virtdev mutate -------------------------------------------------------------------------
+
+
+def test_mutate_prints_the_patched_pod_of_a_review_file_as_json() -> None:
+    result = virtdev("mutate", PRIVILEGED_2018)
+    assert result.returncode == ALLOWED, result.stderr
+    pod = orjson.loads(result.stdout)
+    assert_unprivileged_compute(pod)
+    original = pod_of(PRIVILEGED_2018)
+    assert pod["metadata"] == original["metadata"]
+    assert pod["spec"]["containers"][0]["resources"]["requests"]["memory"] == "161679432"
+    assert pod["spec"]["containers"][0]["securityContext"]["runAsUser"] == 0
+    assert "warning: compute: privileged: true removed" in result.stderr
+
+
+def test_mutate_patch_prints_the_json_patch_that_applies_to_the_object() -> None:
+    result = virtdev("mutate", "--patch", PRIVILEGED_2018)
+    assert result.returncode == ALLOWED, result.stderr
+    patch = orjson.loads(result.stdout)
+    assert isinstance(patch, list) and patch
+    assert {"op": "replace", "path": "/spec/containers/0/securityContext/privileged"} in [
+        {"op": op["op"], "path": op["path"]} for op in patch
+    ]
+    patched = jsonpatch.apply_patch(pod_of(PRIVILEGED_2018), patch)
+    assert_unprivileged_compute(patched)
+
+
+def test_mutate_reads_a_yaml_pod_and_answers_in_yaml(tmp_path: Path) -> None:
+    path = write_pod_yaml(tmp_path, pod_of(PRIVILEGED_2018))
+    result = virtdev("mutate", path)
+    assert result.returncode == ALLOWED, result.stderr
+    assert not result.stdout.lstrip().startswith("{"), "a YAML input gets a YAML answer"
+    pod = yaml.safe_load(result.stdout)
+    assert_unprivileged_compute(pod)
+
+
+def test_mutate_patch_of_a_yaml_pod_is_yaml(tmp_path: Path) -> None:
+    path = write_pod_yaml(tmp_path, pod_of(PRIVILEGED_2018))
+    result = virtdev("mutate", "--patch", path)
+    assert result.returncode == ALLOWED, result.stderr
+    patch = yaml.safe_load(result.stdout)
+    assert_unprivileged_compute(jsonpatch.apply_patch(pod_of(PRIVILEGED_2018), patch))
+
+
+def test_mutate_reads_standard_input_given_as_dash() -> None:
+    pod = pod_of(PRIVILEGED_2018)
+    result = virtdev("mutate", "--patch", "-", stdin=orjson.dumps(pod).decode())
+    assert result.returncode == ALLOWED, result.stderr
+    assert_unprivileged_compute(jsonpatch.apply_patch(pod, orjson.loads(result.stdout)))
+
+
+def test_mutate_of_a_yaml_pod_on_standard_input() -> None:
+    pod = pod_of(PRIVILEGED_2018)
+    result = virtdev("mutate", "-", stdin=yaml.safe_dump(pod))
+    assert result.returncode == ALLOWED, result.stderr
+    assert_unprivileged_compute(yaml.safe_load(result.stdout))
+
+
+def test_mutate_of_an_already_unprivileged_pod_is_an_empty_patch(tmp_path: Path) -> None:
+    patched = orjson.loads(virtdev("mutate", PRIVILEGED_2018).stdout)
+    path = tmp_path / "patched.json"
+    path.write_bytes(orjson.dumps(patched))
+    result = virtdev("mutate", "--patch", path)
+    assert result.returncode == ALLOWED, result.stderr
+    assert orjson.loads(result.stdout) == []
+
+
+def test_mutate_leaves_a_non_launcher_pod_unchanged_and_says_so() -> None:
+    fixture = FIXTURES / "v1-non-launcher-pod.json"
+    result = virtdev("mutate", fixture)
+    assert result.returncode == ALLOWED, result.stderr
+    assert orjson.loads(result.stdout) == pod_of(fixture)
+    assert "not a launcher pod" in result.stderr
+
+
+def test_mutate_emulation_flag_withholds_kvm(tmp_path: Path) -> None:
+    result = virtdev("mutate", "--emulation", PRIVILEGED_2018)
+    assert result.returncode == ALLOWED, result.stderr
+    compute = orjson.loads(result.stdout)["spec"]["containers"][0]
+    assert compute["resources"]["limits"] == {TUN: "1"}
+    assert KVM not in compute["resources"]["requests"]
+
+
+# --- virtdev validate -----------------------------------------------------------------------
+
+
+def test_validate_denies_a_privileged_launcher_with_exit_1_and_the_field_path() -> None:
+    result = virtdev("validate", PRIVILEGED_2018)
+    assert result.returncode == DENIED
+    assert result.stdout.startswith("denied: ")
+    assert "spec.containers[0].securityContext.privileged" in result.stdout
+
+
+def test_validate_allows_the_mutated_pod_with_exit_0(tmp_path: Path) -> None:
+    mutated = virtdev("mutate", PRIVILEGED_2018)
+    assert mutated.returncode == ALLOWED
+    path = tmp_path / "mutated.json"
+    path.write_text(mutated.stdout, encoding="utf-8")
+    result = virtdev("validate", path)
+    assert result.returncode == ALLOWED, result.stdout + result.stderr
+    assert result.stdout.strip() == "allowed"
+
+
+def test_validate_reads_yaml_from_standard_input() -> None:
+    result = virtdev("validate", "-", stdin=yaml.safe_dump(pod_of(PRIVILEGED_2018)))
+    assert result.returncode == DENIED
+    assert "spec.containers[0].securityContext.privileged" in result.stdout
+
+
+def test_validate_says_a_non_launcher_pod_is_not_its_business() -> None:
+    result = virtdev("validate", FIXTURES / "v1-non-launcher-pod.json")
+    assert result.returncode == ALLOWED
+    assert result.stdout.strip() == "allowed (not a launcher pod)"
+
+
+def test_validate_denies_net_bind_service_by_default() -> None:
+    result = virtdev("validate", CURRENT_NONROOT)
+    assert result.returncode == DENIED
+    assert "spec.containers[0].securityContext.capabilities.add[0]" in result.stdout
+    assert "NET_BIND_SERVICE" in result.stdout
+
+
+def test_config_file_permitting_net_bind_service_makes_the_current_launcher_pass(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "virtdev.yaml"
+    config.write_text("permitted-capabilities: [NET_ADMIN, NET_BIND_SERVICE]\n", encoding="utf-8")
+    result = virtdev("validate", "--config", config, CURRENT_NONROOT)
+    assert result.returncode == ALLOWED, result.stdout + result.stderr
+    assert result.stdout.strip() == "allowed"
+
+
+def test_a_flag_overrides_the_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "virtdev.yaml"
+    config.write_text("permitted-capabilities: [NET_ADMIN, NET_BIND_SERVICE]\n", encoding="utf-8")
+    result = virtdev(
+        "validate", "--config", config, "--permitted-capabilities", "NET_ADMIN", CURRENT_NONROOT
+    )
+    assert result.returncode == DENIED
+    assert "NET_BIND_SERVICE is not permitted" in result.stdout
+
+
+def test_config_file_applies_to_mutate_as_well(tmp_path: Path) -> None:
+    config = tmp_path / "virtdev.yaml"
+    config.write_text("emulation: true\n", encoding="utf-8")
+    result = virtdev("mutate", "--config", config, PRIVILEGED_2018)
+    assert result.returncode == ALLOWED, result.stderr
+    assert orjson.loads(result.stdout)["spec"]["containers"][0]["resources"]["limits"] == {TUN: "1"}
+
+
+def test_an_unknown_config_key_is_an_error_naming_it(tmp_path: Path) -> None:
+    config = tmp_path / "virtdev.yaml"
+    config.write_text("permitted-capabilitys: [NET_ADMIN]\n", encoding="utf-8")
+    result = virtdev("validate", "--config", config, CURRENT_NONROOT)
+    assert result.returncode == BAD_INPUT
+    assert "permitted-capabilitys" in result.stderr
+
+
+# --- bad input: exit 2 with a message naming what is wrong ---------------------------------
+
+
+@pytest.mark.parametrize("command", ["mutate", "validate"])
+def test_malformed_input_exits_2_with_a_message(command: str) -> None:
+    result = virtdev(command, "-", stdin="{ not: [json")
+    assert result.returncode == BAD_INPUT
+    assert result.stdout == ""
+    assert result.stderr.startswith(f"virtdev {command}: -: neither JSON nor YAML")
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", ["mutate", "validate"])
+def test_a_missing_file_exits_2_naming_it(command: str, tmp_path: Path) -> None:
+    missing = tmp_path / "nope.json"
+    result = virtdev(command, missing)
+    assert result.returncode == BAD_INPUT
+    assert result.stderr.startswith(f"virtdev {command}: {missing}: ")
+    assert "No such file" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["mutate", "validate"])
+def test_a_document_that_is_not_a_pod_exits_2(command: str) -> None:
+    result = virtdev(command, "-", stdin="- a list\n- not a pod\n")
+    assert result.returncode == BAD_INPUT
+    assert "$.kind: expected a Pod or an AdmissionReview" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["mutate", "validate"])
+def test_a_wrongly_typed_field_exits_2_with_its_json_path(command: str) -> None:
+    review = load_fixture(PRIVILEGED_2018.name)
+    review["request"]["object"]["spec"]["containers"][0]["securityContext"]["privileged"] = "yes"
+    result = virtdev(command, "-", stdin=orjson.dumps(review).decode())
+    assert result.returncode == BAD_INPUT
+    assert (
+        "$.request.object.spec.containers[0].securityContext.privileged: "
+        "expected a boolean, got a string"
+    ) in result.stderr
+
+
+@pytest.mark.parametrize("command", ["mutate", "validate"])
+def test_a_review_with_a_bad_uid_exits_2(command: str) -> None:
+    review = load_fixture(PRIVILEGED_2018.name)
+    review["request"]["uid"] = ""
+    result = virtdev(command, "-", stdin=orjson.dumps(review).decode())
+    assert result.returncode == BAD_INPUT
+    assert "$.request.uid: must not be empty" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["mutate", "validate"])
+def test_a_null_capability_is_bad_input_not_a_crash(command: str) -> None:
+    """`capabilities.add: [null]` is not a pod the API server would send: exit 2, no traceback.
+
+    Fails today: `schema.check` lets a null list item through and `normalise_capability(None)`
+    raises AttributeError (the same input is a 500 from the webhook).
+    """
+    pod = copy.deepcopy(pod_of(PRIVILEGED_2018))
+    pod["spec"]["containers"][0]["securityContext"]["capabilities"] = {"add": [None]}
+    result = virtdev(command, "-", stdin=orjson.dumps(pod).decode())
+    assert "Traceback" not in result.stderr
+    assert result.returncode == BAD_INPUT
+    assert "$.request.object.spec.containers[0].securityContext.capabilities.add[0]" in (
+        result.stderr
+    )
+
+
+@pytest.mark.parametrize("command", ["mutate", "validate"])
+def test_a_yaml_key_that_is_not_a_string_is_bad_input_not_a_crash(command: str) -> None:
+    """YAML 1.1 reads `on:` as the boolean true; such a key cannot be JSON: exit 2, no traceback.
+
+    Fails today: `offline.as_request` calls `orjson.dumps` on the document, which raises
+    `TypeError: Dict key must be str`; the traceback exits 1, the code for "denied".
+    """
+    text = (
+        "kind: Pod\n"
+        "metadata:\n"
+        "  labels: {kubevirt.io: virt-launcher}\n"
+        "  annotations:\n"
+        "    on: 'x'\n"
+        "spec:\n"
+        "  containers: [{name: compute}]\n"
+    )
+    result = virtdev(command, "-", stdin=text)
+    assert "Traceback" not in result.stderr
+    assert result.returncode == BAD_INPUT
