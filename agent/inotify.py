@@ -16,6 +16,8 @@ from inotify_simple import INotify, flags
 
 #: A directory entry appeared, vanished, was renamed or changed its metadata.
 ENTRY_CHANGES = flags.CREATE | flags.DELETE | flags.MOVED_FROM | flags.MOVED_TO | flags.ATTRIB
+#: An entry appeared under a name.
+APPEARED = flags.CREATE | flags.MOVED_TO
 #: The watched directory itself went away (its watch is then gone too).
 SELF_CHANGES = flags.DELETE_SELF | flags.MOVE_SELF
 
@@ -26,7 +28,7 @@ class Watch:
     def __init__(self) -> None:
         self._inotify = INotify(nonblocking=True)
         self._loop = asyncio.get_running_loop()
-        self._names: list[str] = []
+        self._changes: dict[str, int] = {}
         self._arrived = asyncio.Event()
         self._loop.add_reader(self._inotify.fileno(), self._read)
 
@@ -41,24 +43,29 @@ class Watch:
 
     def _read(self) -> None:
         events = self._inotify.read(timeout=0)
+        for event in events:
+            self._changes[event.name] = self._changes.get(event.name, 0) | event.mask
         if events:
-            self._names.extend(event.name for event in events)
             self._arrived.set()
 
-    async def changes(self, timeout: float | None = None) -> set[str]:
-        """Wait for events; the names of the entries concerned ('' for the directory itself).
+    def drain(self) -> dict[str, int]:
+        """Take what has happened so far without waiting (see `changes`)."""
+        self._read()
+        changes, self._changes = self._changes, {}
+        self._arrived.clear()
+        return changes
 
-        An empty set means the timeout passed without any event.
+    async def changes(self, timeout: float | None = None) -> dict[str, int]:
+        """Wait for events: entry name ('' for the directory itself) -> the flags seen for it.
+
+        An empty result means the timeout passed without any event.
         """
         if not self._arrived.is_set() and timeout is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._arrived.wait(), timeout)
         else:
             await self._arrived.wait()
-        names = set(self._names)
-        self._names.clear()
-        self._arrived.clear()
-        return names
+        return self.drain()
 
     def close(self) -> None:
         self._loop.remove_reader(self._inotify.fileno())

@@ -6,8 +6,9 @@ after a kubelet restart, with backoff (1, 2, 5, 10 s) after a failure, and never
 device logic lives in `agent.devices`, the wire in `agent.servicer`; this module only sequences.
 
 The plugin directory is watched with inotify for the whole life of the plugin (watch first,
-then look). Events only wake the plugin: it then compares inodes, so its own actions (creating
-its socket, removing a stale one) never pass for a kubelet restart.
+then look). A kubelet restart shows as our socket vanishing or kubelet.sock appearing after we
+registered; events only wake the plugin, which then looks at the directory, so its own actions
+(creating its socket, removing a stale one) never pass for a kubelet restart.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import grpc
 from agent import sockets
 from agent.devices import device_ids
 from agent.health import HealthState
-from agent.inotify import Watch
+from agent.inotify import APPEARED, Watch
 from agent.metrics import AgentMetrics
 from agent.servicer import OPTIONS, DevicePluginServicer, add_to_server
 from agent.settings import AgentSettings
@@ -40,11 +41,16 @@ PROVE_TIMEOUT = 5.0
 #: Streams get this long to send their empty list when the server stops.
 STOP_GRACE = 0.5
 #: gRPC's default first reconnect is 1 s: too slow when a new kubelet.sock has just been bound.
+#: And every channel connects anew: with gRPC's global subchannel pool a "new" channel may reuse
+#: a connection to a socket file that has since been deleted, proving nothing.
 CHANNEL_OPTIONS = [
+    ("grpc.use_local_subchannel_pool", 1),
     ("grpc.initial_reconnect_backoff_ms", 50),
     ("grpc.min_reconnect_backoff_ms", 50),
     ("grpc.max_reconnect_backoff_ms", 500),
 ]
+#: How soon, then how rarely at most, to retry a kubelet.sock that exists but refuses.
+KUBELET_RECHECK = (0.05, 1.0)
 #: While standing down, how often to re-check that KubeVirt's socket still answers (it may die
 #: without removing its file, which inotify cannot tell).
 STAND_DOWN_RECHECK = 10.0
@@ -106,7 +112,8 @@ class ResourcePlugin:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + delay
         while (left := deadline - loop.time()) > 0:
-            if catalogue.KUBELET_SOCKET in await watch.changes(timeout=left):
+            changes = await watch.changes(timeout=left)
+            if changes.get(catalogue.KUBELET_SOCKET, 0) & APPEARED:
                 return
 
     # -- one try ----------------------------------------------------------------------------
@@ -129,14 +136,19 @@ class ResourcePlugin:
         )
         server = grpc.aio.server()
         add_to_server(servicer, server)
-        server.add_insecure_port(f"unix:{self._socket}")
-        await server.start()
-        own = sockets.inode(self._socket)
+        own: int | None = None
         try:
+            server.add_insecure_port(f"unix:{self._socket}")
+            await server.start()
+            own = sockets.inode(self._socket)
             await self._prove_serving()
-            kubelet = sockets.inode(self._kubelet)
+            # From here on, a kubelet.sock that appears is a kubelet newer than the one we are
+            # about to register with (inode numbers are reused, so names and events decide).
+            earlier = watch.drain()
             await self._register()
-            return await self._watch(watch, own=own, kubelet=kubelet)
+            if self._kubevirt_name in earlier and await self._kubevirt_started():
+                return self._restart("KubeVirt's device plugin started serving the resource")
+            return await self._watch(watch, own=own)
         finally:
             self._set_registered(False)
             servicer.close()
@@ -146,12 +158,21 @@ class ResourcePlugin:
                     os.unlink(self._socket)
 
     async def _wait_for_kubelet(self, watch: Watch) -> None:
-        if os.path.exists(self._kubelet):
+        """Until kubelet.sock answers. Serving earlier would be in vain: a starting kubelet
+        deletes every socket in the directory before it serves kubelet.sock."""
+        if await sockets.answers(self._kubelet):
             return
-        self.status = f"waiting for the kubelet: no {self._kubelet}"
+        self.status = f"waiting for the kubelet to serve {self._kubelet}"
         log.info("waiting for the kubelet", extra={**self._log_extra, "socket": self._kubelet})
-        while not os.path.exists(self._kubelet):
-            await watch.changes()
+        recheck = KUBELET_RECHECK[0]
+        while not await sockets.answers(self._kubelet):
+            if os.path.exists(self._kubelet):
+                # There but refusing: a kubelet between bind and listen, or a dead one whose
+                # successor will create the file anew. Look again soon, then less often.
+                await watch.changes(timeout=recheck)
+                recheck = min(recheck * 2, KUBELET_RECHECK[1])
+            else:
+                await watch.changes()  # nothing to connect to: inotify says when it appears
 
     async def _kubevirt_serves(self) -> bool:
         return await sockets.answers(self._kubevirt)
@@ -229,22 +250,23 @@ class ResourcePlugin:
         if registered:
             self.status = "registered"
 
-    async def _watch(self, watch: Watch, *, own: int | None, kubelet: int | None) -> str:
+    async def _kubevirt_started(self) -> bool:
+        return not self._settings.take_over and await self._kubevirt_serves()
+
+    def _restart(self, reason: str) -> str:
+        self.status = reason
+        log.info(reason, extra=self._log_extra)
+        return reason
+
+    async def _watch(self, watch: Watch, *, own: int | None) -> str:
         """Wait until the kubelet restarts or KubeVirt starts serving the resource."""
         while True:
-            names = await watch.changes()
+            changes = await watch.changes()
             if sockets.inode(self._socket) != own:
-                reason = "kubelet restarted: socket removed"
-            elif (now := sockets.inode(self._kubelet)) is not None and now != kubelet:
-                reason = "kubelet restarted: kubelet.sock created again"
-            elif (
-                self._kubevirt_name in names
-                and not self._settings.take_over
-                and await self._kubevirt_serves()
+                return self._restart("kubelet restarted: socket removed")
+            if changes.get(catalogue.KUBELET_SOCKET, 0) & APPEARED and os.path.exists(
+                self._kubelet
             ):
-                reason = "KubeVirt's device plugin started serving the resource"
-            else:
-                continue
-            self.status = reason
-            log.info(reason, extra=self._log_extra)
-            return reason
+                return self._restart("kubelet restarted: kubelet.sock created again")
+            if self._kubevirt_name in changes and await self._kubevirt_started():
+                return self._restart("KubeVirt's device plugin started serving the resource")

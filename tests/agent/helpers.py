@@ -1,0 +1,42 @@
+"""Running an in-process agent against the test kubelet."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from agent.app import Agent
+from agent.settings import AgentSettings
+from virtdev import catalogue
+
+KVM = catalogue.DEVICES["kvm"]
+TUN = catalogue.DEVICES["tun"]
+
+
+def all_have(health: str) -> object:
+    def check(devices: list[tuple[str, str]]) -> bool:
+        return bool(devices) and all(h == health for _, h in devices)
+
+    return check
+
+
+@contextlib.asynccontextmanager
+async def running_agent(
+    plugin_dir: Path, host_root: Path, **overrides: object
+) -> AsyncIterator[Agent]:
+    settings = AgentSettings(
+        plugin_dir=str(plugin_dir),
+        host_root=str(host_root),
+        metrics_host="127.0.0.1",
+        metrics_port=0,
+        **overrides,  # type: ignore[arg-type]
+    )
+    agent = Agent(settings)
+    task = asyncio.create_task(agent.run())
+    try:
+        yield agent
+    finally:
+        agent.stop()
+        await asyncio.wait_for(task, 30)
