@@ -24,6 +24,7 @@ from virtdev import catalogue
 from webhook import review
 from webhook.admission import mutate_review, validate_review
 from webhook.metrics import WebhookMetrics
+from webhook.openapi import endpoint_spec
 from webhook.policy import LauncherPolicy
 from webhook.schema import BadInput
 
@@ -158,12 +159,18 @@ def create_app(
             metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
 
     @app.post(
-        catalogue.MUTATE_PATH, summary="Mutating admission: make launcher pods request devices"
+        catalogue.MUTATE_PATH,
+        summary="Mutating admission: make launcher pods request devices",
+        openapi_extra=endpoint_spec(),
     )
     async def mutate_endpoint(request: Request) -> Response:
         return await answer(request, "mutate", lambda parsed: mutate_review(parsed, policy))
 
-    @app.post(catalogue.VALIDATE_PATH, summary="Validating admission: refuse privileged launchers")
+    @app.post(
+        catalogue.VALIDATE_PATH,
+        summary="Validating admission: refuse privileged launchers",
+        openapi_extra=endpoint_spec(),
+    )
     async def validate_endpoint(request: Request) -> Response:
         return await answer(request, "validate", lambda parsed: validate_review(parsed, policy))
 

@@ -1,0 +1,197 @@
+"""The OpenAPI description of /mutate and /validate, declared by hand.
+
+The endpoints read the raw body (one bounded read, one orjson parse), so FastAPI cannot infer
+what they accept; without this the published spec would say nothing and API tools (schemathesis,
+client generators) would have nothing to work from. The schemas mirror `schema.py` and
+`review.py`: the fields virtdev reads, with their types; everything else is free-form.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from webhook.review import API_VERSIONS, OPERATIONS
+
+_STRING_LIST = {"type": "array", "items": {"type": "string"}, "nullable": True}
+_QUANTITIES = {
+    "type": "object",
+    "nullable": True,
+    "additionalProperties": {"oneOf": [{"type": "string"}, {"type": "number"}]},
+}
+_CONTAINER = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "command": _STRING_LIST,
+        "args": _STRING_LIST,
+        "resources": {
+            "type": "object",
+            "nullable": True,
+            "properties": {"limits": _QUANTITIES, "requests": _QUANTITIES},
+        },
+        "securityContext": {
+            "type": "object",
+            "nullable": True,
+            "properties": {
+                "privileged": {"type": "boolean", "nullable": True},
+                "capabilities": {
+                    "type": "object",
+                    "nullable": True,
+                    "properties": {"add": _STRING_LIST, "drop": _STRING_LIST},
+                },
+            },
+        },
+    },
+}
+_CONTAINERS = {"type": "array", "nullable": True, "items": _CONTAINER}
+_OBJECT = {
+    "type": "object",
+    "nullable": True,
+    "description": "The Pod (or, before Kubernetes 1.22, EphemeralContainers) under admission.",
+    "properties": {
+        "metadata": {
+            "type": "object",
+            "nullable": True,
+            "properties": {
+                "name": {"type": "string", "nullable": True},
+                "namespace": {"type": "string", "nullable": True},
+                "generateName": {"type": "string", "nullable": True},
+                "labels": {
+                    "type": "object",
+                    "nullable": True,
+                    "additionalProperties": {"type": "string"},
+                },
+            },
+        },
+        "spec": {
+            "type": "object",
+            "nullable": True,
+            "properties": {
+                "containers": _CONTAINERS,
+                "initContainers": _CONTAINERS,
+                "ephemeralContainers": _CONTAINERS,
+                "hostPID": {"type": "boolean", "nullable": True},
+                "hostIPC": {"type": "boolean", "nullable": True},
+                "hostNetwork": {"type": "boolean", "nullable": True},
+            },
+        },
+        "ephemeralContainers": _CONTAINERS,
+    },
+}
+_GROUP_VERSION_KIND = {
+    "type": "object",
+    "required": ["kind"],
+    "properties": {
+        "group": {"type": "string"},
+        "version": {"type": "string"},
+        "kind": {"type": "string"},
+    },
+}
+ADMISSION_REVIEW_REQUEST: dict[str, Any] = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "request"],
+    "properties": {
+        "apiVersion": {"type": "string", "enum": list(API_VERSIONS)},
+        "kind": {"type": "string", "enum": ["AdmissionReview"]},
+        "request": {
+            "type": "object",
+            "required": ["uid", "kind", "operation"],
+            "properties": {
+                "uid": {"type": "string", "minLength": 1},
+                "kind": _GROUP_VERSION_KIND,
+                "resource": {
+                    "type": "object",
+                    "nullable": True,
+                    "properties": {"resource": {"type": "string"}},
+                },
+                "subResource": {"type": "string", "nullable": True},
+                "name": {"type": "string", "nullable": True},
+                "namespace": {"type": "string", "nullable": True},
+                "operation": {"type": "string", "enum": list(OPERATIONS)},
+                "object": _OBJECT,
+                "oldObject": _OBJECT,
+                "dryRun": {"type": "boolean", "nullable": True},
+            },
+        },
+    },
+}
+ADMISSION_REVIEW_RESPONSE: dict[str, Any] = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "response"],
+    "properties": {
+        "apiVersion": {"type": "string", "enum": list(API_VERSIONS)},
+        "kind": {"type": "string", "enum": ["AdmissionReview"]},
+        "response": {
+            "type": "object",
+            "required": ["uid", "allowed"],
+            "properties": {
+                "uid": {"type": "string"},
+                "allowed": {"type": "boolean"},
+                "patchType": {"type": "string", "enum": ["JSONPatch"]},
+                "patch": {"type": "string", "format": "byte"},
+                "warnings": {"type": "array", "items": {"type": "string", "maxLength": 120}},
+                "auditAnnotations": {"type": "object", "additionalProperties": {"type": "string"}},
+                "status": {
+                    "type": "object",
+                    "properties": {
+                        "code": {"type": "integer"},
+                        "reason": {"type": "string"},
+                        "message": {"type": "string"},
+                    },
+                },
+            },
+        },
+    },
+}
+STATUS: dict[str, Any] = {
+    "type": "object",
+    "required": ["kind", "code", "message"],
+    "properties": {
+        "apiVersion": {"type": "string"},
+        "kind": {"type": "string", "enum": ["Status"]},
+        "status": {"type": "string"},
+        "code": {"type": "integer"},
+        "reason": {"type": "string"},
+        "message": {"type": "string"},
+        "details": {"type": "object"},
+    },
+}
+
+
+def _openapi_31(schema: Any) -> Any:
+    """Write `nullable: true` (readable above) as OpenAPI 3.1 says it: a `null` type."""
+    if isinstance(schema, list):
+        return [_openapi_31(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    converted = {key: _openapi_31(value) for key, value in schema.items() if key != "nullable"}
+    if schema.get("nullable"):
+        if "type" in converted:
+            converted["type"] = [converted["type"], "null"]
+        else:
+            converted = {"anyOf": [converted, {"type": "null"}]}
+    return converted
+
+
+def _status(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": STATUS}}}
+
+
+def endpoint_spec() -> dict[str, Any]:
+    """`openapi_extra` for both admission endpoints."""
+    spec = {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": ADMISSION_REVIEW_REQUEST}},
+        },
+        "responses": {
+            "200": {
+                "description": "The AdmissionReview answer, in the request's apiVersion",
+                "content": {"application/json": {"schema": ADMISSION_REVIEW_RESPONSE}},
+            },
+            "400": _status("Bad input; details.causes[0].field is the JSON path at fault"),
+            "413": _status("The body is larger than --max-body-bytes"),
+            "500": _status("A bug in virtdev; see its logs"),
+        },
+    }
+    return _openapi_31(spec)  # type: ignore[no-any-return]
