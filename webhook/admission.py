@@ -9,8 +9,17 @@ from __future__ import annotations
 from typing import Any
 
 from webhook import schema
-from webhook.mutation import mutate
-from webhook.policy import LauncherPolicy
+from webhook.feasibility import (
+    DEFAULT_NO_KVM_POLICY,
+    KVM,
+    Decision,
+    NodeSnapshot,
+    decide,
+    pod_requests,
+    requested_device_resources,
+)
+from webhook.mutation import mutate, wanted_devices
+from webhook.policy import LauncherPolicy, find_compute
 from webhook.review import Answer, Request
 from webhook.validation import device_warnings, new_violations
 
@@ -33,8 +42,34 @@ def _labels_checked(obj: dict[str, Any] | None, path: str) -> None:
         schema.check(obj.get("metadata"), schema.POD["metadata"], f"{path}.metadata")
 
 
-def mutate_review(request: Request, policy: LauncherPolicy, *, emulate: bool = False) -> Answer:
+def mutate_review(
+    request: Request,
+    policy: LauncherPolicy,
+    *,
+    emulate: bool = False,
+    nodes: NodeSnapshot | None = None,
+    no_kvm_policy: str = DEFAULT_NO_KVM_POLICY,
+) -> Answer:
     """/mutate: patch launcher pods on CREATE; anything else is allowed untouched."""
+    answer, _ = mutate_review_decided(
+        request, policy, emulate=emulate, nodes=nodes, no_kvm_policy=no_kvm_policy
+    )
+    return answer
+
+
+def mutate_review_decided(
+    request: Request,
+    policy: LauncherPolicy,
+    *,
+    emulate: bool = False,
+    nodes: NodeSnapshot | None = None,
+    no_kvm_policy: str = DEFAULT_NO_KVM_POLICY,
+) -> tuple[Answer, Decision | None]:
+    """`mutate_review`, and the scheduling decision taken (None when no nodes were consulted).
+
+    `nodes` is the webhook's view of the cluster (None: no cluster configured). An unsynced
+    view never blocks admission: the pod is patched as usual and the decision says `unsynced`.
+    """
     obj = request.object
     if (
         request.operation != "CREATE"
@@ -42,12 +77,27 @@ def mutate_review(request: Request, policy: LauncherPolicy, *, emulate: bool = F
         or request.sub_resource
         or obj is None
     ):
-        return Answer(allowed=True, verdict="skipped")
+        return Answer(allowed=True, verdict="skipped"), None
     _labels_checked(obj, "$.request.object")
     if not policy.is_launcher(obj):
-        return Answer(allowed=True, verdict="skipped")
+        return Answer(allowed=True, verdict="skipped"), None
     pod = as_pod(obj, request.kind, "$.request.object")
+    decision = None
+    if nodes is not None:
+        decision = _schedule(pod, policy, emulate=emulate, nodes=nodes, no_kvm_policy=no_kvm_policy)
+        if decision.deny_message is not None:
+            return Answer(
+                allowed=False,
+                verdict="denied",
+                status_code=403,
+                message=f"launcher pod {request.display_name} refused by virtdev: "
+                + decision.deny_message,
+                audit_annotations={"scheduling": decision.outcome},
+            ), decision
+        emulate = emulate or decision.emulate
     mutation = mutate(pod, policy, emulate=emulate)
+    if decision is not None and decision.warning:
+        mutation.warn(decision.warning)
     answer = Answer(
         allowed=True,
         verdict="patched" if mutation.patch else ("warned" if mutation.warnings else "allowed"),
@@ -56,7 +106,39 @@ def mutate_review(request: Request, policy: LauncherPolicy, *, emulate: bool = F
     )
     if mutation.changes:
         answer.audit_annotations["mutation"] = "; ".join(mutation.changes)[:1024]
-    return answer
+    if decision is not None and decision.outcome != "feasible":
+        answer.audit_annotations["scheduling"] = decision.outcome
+    return answer, decision
+
+
+def _schedule(
+    pod: dict[str, Any],
+    policy: LauncherPolicy,
+    *,
+    emulate: bool,
+    nodes: NodeSnapshot,
+    no_kvm_policy: str,
+) -> Decision:
+    """The feasibility decision for the devices the pod will request once patched as usual."""
+    if not nodes.synced:
+        return Decision("unsynced")
+    spec = pod.get("spec") or {}
+    index = find_compute(spec, policy.compute_container)
+    compute = (spec.get("containers") or [])[index] if index is not None else {}
+    injected = {d.resource for d in wanted_devices(compute, policy, emulate=emulate)}
+    if index is None:
+        injected = set()
+    already = requested_device_resources(pod)
+    wanted = pod_requests(pod, injected | already)
+    for resource in injected:
+        wanted[resource] = max(wanted[resource], 1)
+    return decide(
+        pod,
+        nodes.nodes,
+        requests=wanted,
+        no_kvm_policy=no_kvm_policy,
+        kvm_injected=KVM in injected and KVM not in already,
+    )
 
 
 def validate_review(request: Request, policy: LauncherPolicy) -> Answer:

@@ -22,7 +22,8 @@ from fastapi.responses import Response
 
 from virtdev import catalogue
 from webhook import review
-from webhook.admission import mutate_review, validate_review
+from webhook.admission import mutate_review_decided, validate_review
+from webhook.feasibility import DEFAULT_NO_KVM_POLICY, NodeSnapshot
 from webhook.metrics import WebhookMetrics
 from webhook.openapi import endpoint_spec
 from webhook.policy import LauncherPolicy
@@ -41,6 +42,8 @@ BackgroundTask = Callable[[], Coroutine[Any, Any, None]]
 class WebhookSettings:
     policy: LauncherPolicy = field(default_factory=LauncherPolicy)
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    #: What /mutate does when no feasible node has kvm: warn, emulate or deny.
+    no_kvm_policy: str = DEFAULT_NO_KVM_POLICY
 
 
 class BodyTooLarge(Exception):
@@ -80,6 +83,8 @@ def _error(
 
 
 Decide = Callable[[review.Request], review.Answer]
+#: The current view of the nodes (None: no cluster configured); read once per request.
+NodeSource = Callable[[], NodeSnapshot | None]
 
 
 def create_app(
@@ -87,6 +92,7 @@ def create_app(
     *,
     metrics: WebhookMetrics | None = None,
     background: Sequence[BackgroundTask] = (),
+    nodes: NodeSource | None = None,
 ) -> FastAPI:
     settings = settings or WebhookSettings()
     metrics = metrics or WebhookMetrics.create()
@@ -164,7 +170,34 @@ def create_app(
         openapi_extra=endpoint_spec(),
     )
     async def mutate_endpoint(request: Request) -> Response:
-        return await answer(request, "mutate", lambda parsed: mutate_review(parsed, policy))
+        return await answer(request, "mutate", mutate_with_nodes)
+
+    def mutate_with_nodes(parsed: review.Request) -> review.Answer:
+        snapshot = nodes() if nodes is not None else None
+        result, decision = mutate_review_decided(
+            parsed, policy, nodes=snapshot, no_kvm_policy=settings.no_kvm_policy
+        )
+        if decision is not None:
+            metrics.scheduling_decisions.labels(decision.outcome).inc()
+            if decision.outcome == "unsynced":
+                log.warning(
+                    "node view not synced: launcher pod patched as usual, without a feasibility "
+                    "check",
+                    extra={"pod": parsed.display_name, "uid": parsed.uid},
+                )
+            else:
+                metrics.feasible_nodes.set(decision.feasible)
+            if decision.outcome not in ("feasible", "unsynced"):
+                log.info(
+                    "no feasible node: %s",
+                    decision.outcome,
+                    extra={
+                        "pod": parsed.display_name,
+                        "uid": parsed.uid,
+                        "ruled_out": dict(decision.ruled_out),
+                    },
+                )
+        return result
 
     @app.post(
         catalogue.VALIDATE_PATH,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # Admission is answered in about a millisecond; the API server gives up after timeoutSeconds (≤ 3).
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 3.0)
@@ -16,6 +16,11 @@ class WebhookMetrics:
     requests: Counter
     latency: Histogram
     patch_operations: Counter
+    #: The node view (scheduler-aware injection): see webhook.nodes and webhook.feasibility.
+    nodes_synced: Gauge
+    nodes_known: Gauge
+    feasible_nodes: Gauge
+    scheduling_decisions: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> WebhookMetrics:
@@ -39,6 +44,29 @@ class WebhookMetrics:
             patch_operations=Counter(
                 "virtdev_webhook_patch_operations",
                 "JSON Patch operations returned by /mutate.",
+                registry=registry,
+            ),
+            nodes_synced=Gauge(
+                "virtdev_webhook_node_view_synced",
+                "1 while the webhook's list/watch of nodes is in sync with the API server, else 0 "
+                "(also 0 when no cluster is configured).",
+                registry=registry,
+            ),
+            nodes_known=Gauge(
+                "virtdev_webhook_nodes_known",
+                "Nodes in the webhook's view of the cluster.",
+                registry=registry,
+            ),
+            feasible_nodes=Gauge(
+                "virtdev_webhook_feasible_nodes",
+                "Nodes that could run the last launcher pod decided on, devices included.",
+                registry=registry,
+            ),
+            scheduling_decisions=Counter(
+                "virtdev_webhook_scheduling_decisions",
+                "Launcher pods decided on against the node view, by outcome (feasible, warned, "
+                "emulated, denied, migration, unsynced).",
+                ["outcome"],
                 registry=registry,
             ),
         )

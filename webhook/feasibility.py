@@ -1,0 +1,463 @@
+"""Which nodes could run a launcher pod, judged as the scheduler's filters would, and what to do.
+
+Pure: Node and Pod dicts in the API's own JSON shape in, verdicts out; no client, no clock. The
+filters are the ones the scheduler applies to the fields a launcher pod uses — node Ready and
+schedulable (NodeUnschedulable), `spec.nodeName`, `nodeSelector` and required node affinity
+(NodeAffinity), taints against tolerations (TaintToleration: NoSchedule and NoExecute filter,
+PreferNoSchedule does not), and allocatable of each device (NodeResourcesFit, without what
+running pods already hold: the webhook may only read nodes). Each ruled-out node gets the first
+reason found, in that order, so a summary counts every node once.
+
+`decide` turns the result into what /mutate does when no feasible node has kvm, under
+`--no-kvm-policy`: `warn` (inject anyway), `emulate` (inject tun, not kvm) or `deny`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from virtdev import catalogue
+
+Node = dict[str, Any]
+Pod = dict[str, Any]
+
+NO_KVM_POLICIES = ("warn", "emulate", "deny")
+DEFAULT_NO_KVM_POLICY = "warn"
+#: The API server's limit for one admission warning.
+MAX_WARNING = 120
+FILTERED_EFFECTS = ("NoSchedule", "NoExecute")
+UNSCHEDULABLE_TAINT = "node.kubernetes.io/unschedulable"
+KVM = f"{catalogue.RESOURCE_DOMAIN}/{catalogue.ACCELERATOR}"
+
+_QUANTITY = re.compile(
+    r"^([+-]?(?:\d+\.?\d*|\.\d+))(?:([eE][+-]?\d+)|(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E))?$"
+)
+_SUFFIXES = {
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "P": 10**15,
+    "E": 10**18,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Pi": 2**50,
+    "Ei": 2**60,
+}
+
+
+def quantity(value: Any) -> int:
+    """A whole count from a resource quantity: `"2"`, `2`, `"1k"`; missing or invalid is 0.
+
+    Extended resources are whole numbers; a fraction (`"500m"`) rounds down, as no device can
+    be split. Negative values count as 0.
+    """
+    if value is None or isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return max(value, 0)
+    match = _QUANTITY.match(str(value).strip())
+    if match is None:
+        return 0
+    number, exponent, suffix = match.group(1, 2, 3)
+    try:
+        amount = Decimal(number)
+    except InvalidOperation:
+        return 0
+    if exponent:
+        amount = amount.scaleb(int(exponent[1:]))
+    elif suffix == "m":
+        amount = amount / 1000
+    elif suffix:
+        amount = amount * _SUFFIXES[suffix]
+    if not amount.is_finite() or amount <= 0:
+        return 0
+    return math.floor(amount)
+
+
+def short_name(resource: str) -> str:
+    """`devices.kubevirt.io/kvm` → `kvm`: what the summaries print."""
+    return resource.rpartition("/")[2]
+
+
+# --- nodes ------------------------------------------------------------------------------------
+
+
+def node_name(node: Node) -> str:
+    return str((node.get("metadata") or {}).get("name") or "")
+
+
+def node_labels(node: Node) -> Mapping[str, str]:
+    return (node.get("metadata") or {}).get("labels") or {}
+
+
+def is_ready(node: Node) -> bool:
+    """The Ready condition is True; a node with no conditions yet is not Ready."""
+    for condition in (node.get("status") or {}).get("conditions") or ():
+        if (condition or {}).get("type") == "Ready":
+            return (condition or {}).get("status") == "True"
+    return False
+
+
+def is_unschedulable(node: Node) -> bool:
+    return bool((node.get("spec") or {}).get("unschedulable"))
+
+
+def taints(node: Node) -> list[dict[str, Any]]:
+    return [t for t in (node.get("spec") or {}).get("taints") or () if t]
+
+
+def allocatable(node: Node, resource: str) -> int:
+    return quantity(((node.get("status") or {}).get("allocatable") or {}).get(resource))
+
+
+def capacity(node: Node, resource: str) -> int:
+    return quantity(((node.get("status") or {}).get("capacity") or {}).get(resource))
+
+
+def device_resources(node: Node) -> dict[str, dict[str, str]]:
+    """The node's `devices.kubevirt.io/*` entries of capacity and allocatable, as advertised."""
+    status = node.get("status") or {}
+    found: dict[str, dict[str, str]] = {}
+    for section in ("capacity", "allocatable"):
+        for resource, value in (status.get(section) or {}).items():
+            if resource.startswith(catalogue.RESOURCE_DOMAIN + "/"):
+                found.setdefault(resource, {})[section] = str(value)
+    return found
+
+
+# --- pods -------------------------------------------------------------------------------------
+
+
+def _spec(pod: Pod) -> dict[str, Any]:
+    return pod.get("spec") or {}
+
+
+def is_migration_target(pod: Pod) -> bool:
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    return catalogue.MIGRATION_JOB_LABEL in labels
+
+
+def _container_request(container: dict[str, Any], resource: str) -> int:
+    resources = container.get("resources") or {}
+    requests = resources.get("requests") or {}
+    if resource in requests:
+        return quantity(requests[resource])
+    # The API server copies extended-resource limits into requests when requests are absent.
+    return quantity((resources.get("limits") or {}).get(resource))
+
+
+def pod_requests(pod: Pod, resources: Iterable[str]) -> dict[str, int]:
+    """What the pod requests of each resource, by the scheduler's rule.
+
+    Containers add up; an init container runs alone (after the sidecars started before it), so
+    the pod needs the larger of the sum and the largest init step; native sidecars
+    (`restartPolicy: Always` init containers) keep running and add to both.
+    """
+    spec = _spec(pod)
+    totals: dict[str, int] = {}
+    for resource in resources:
+        regular = sum(_container_request(c, resource) for c in spec.get("containers") or () if c)
+        sidecars = init_peak = 0
+        for init in spec.get("initContainers") or ():
+            if not init:
+                continue
+            amount = _container_request(init, resource)
+            if init.get("restartPolicy") == "Always":
+                sidecars += amount
+                init_peak = max(init_peak, sidecars)
+            else:
+                init_peak = max(init_peak, sidecars + amount)
+        totals[resource] = max(regular + sidecars, init_peak)
+    return totals
+
+
+def requested_device_resources(pod: Pod) -> set[str]:
+    """Every `devices.kubevirt.io/*` name any container of the pod requests or limits."""
+    names: set[str] = set()
+    spec = _spec(pod)
+    for list_field in ("containers", "initContainers"):
+        for container in spec.get(list_field) or ():
+            resources = (container or {}).get("resources") or {}
+            for section in ("limits", "requests"):
+                names.update(
+                    name
+                    for name in resources.get(section) or {}
+                    if name.startswith(catalogue.RESOURCE_DOMAIN + "/")
+                )
+    return names
+
+
+# --- filters ----------------------------------------------------------------------------------
+
+
+def toleration_matches(toleration: Mapping[str, Any], taint: Mapping[str, Any]) -> bool:
+    """Kubernetes' ToleratesTaint: effect (empty = all), key (empty with Exists = all), value."""
+    effect = toleration.get("effect") or ""
+    if effect and effect != taint.get("effect"):
+        return False
+    key = toleration.get("key") or ""
+    operator = toleration.get("operator") or "Equal"
+    if not key:
+        return operator == "Exists"
+    if key != taint.get("key"):
+        return False
+    if operator == "Exists":
+        return True
+    if operator == "Equal":
+        return (toleration.get("value") or "") == (taint.get("value") or "")
+    return False
+
+
+def untolerated_taint(
+    node_taints: Iterable[Mapping[str, Any]], tolerations: Sequence[Mapping[str, Any]]
+) -> Mapping[str, Any] | None:
+    """The first NoSchedule/NoExecute taint no toleration matches (tolerationSeconds only
+    limits how long a NoExecute toleration lasts once running: it does not filter)."""
+    for taint in node_taints:
+        if taint.get("effect") not in FILTERED_EFFECTS:
+            continue
+        if not any(toleration_matches(t, taint) for t in tolerations):
+            return taint
+    return None
+
+
+def _integer(text: Any) -> int | None:
+    try:
+        return int(str(text))
+    except ValueError:
+        return None
+
+
+def requirement_matches(requirement: Mapping[str, Any], values_by_key: Mapping[str, str]) -> bool:
+    """One NodeSelectorRequirement against labels (or fields) of a node."""
+    key = requirement.get("key") or ""
+    operator = requirement.get("operator")
+    values = [str(v) for v in requirement.get("values") or ()]
+    present = key in values_by_key
+    value = values_by_key.get(key)
+    if operator == "In":
+        return present and value in values
+    if operator == "NotIn":
+        return not present or value not in values
+    if operator == "Exists":
+        return present
+    if operator == "DoesNotExist":
+        return not present
+    if operator in ("Gt", "Lt"):
+        if not present or len(values) != 1:
+            return False
+        have, bound = _integer(value), _integer(values[0])
+        if have is None or bound is None:
+            return False
+        return have > bound if operator == "Gt" else have < bound
+    return False  # an unknown operator matches nothing, as the API server would reject it
+
+
+def term_matches(term: Mapping[str, Any], node: Node) -> bool:
+    """A NodeSelectorTerm: its expressions and fields are ANDed; an empty term matches nothing."""
+    expressions = term.get("matchExpressions") or ()
+    fields = term.get("matchFields") or ()
+    if not expressions and not fields:
+        return False
+    labels = node_labels(node)
+    node_fields = {"metadata.name": node_name(node)}
+    return all(requirement_matches(r, labels) for r in expressions) and all(
+        requirement_matches(r, node_fields) for r in fields
+    )
+
+
+def required_affinity_matches(pod: Pod, node: Node) -> bool:
+    """requiredDuringSchedulingIgnoredDuringExecution: its nodeSelectorTerms are ORed."""
+    affinity = (_spec(pod).get("affinity") or {}).get("nodeAffinity") or {}
+    required = affinity.get("requiredDuringSchedulingIgnoredDuringExecution")
+    if required is None:
+        return True
+    return any(term_matches(term or {}, node) for term in required.get("nodeSelectorTerms") or ())
+
+
+def node_selector_matches(pod: Pod, node: Node) -> bool:
+    """`nodeSelector`: every pair must equal a label; an empty selector matches every node."""
+    labels = node_labels(node)
+    return all(labels.get(k) == v for k, v in (_spec(pod).get("nodeSelector") or {}).items())
+
+
+def placement_reason(pod: Pod, node: Node) -> str | None:
+    """Why the node cannot take the pod whatever it advertises, or None."""
+    spec = _spec(pod)
+    tolerations = [t for t in spec.get("tolerations") or () if t]
+    if not is_ready(node):
+        return "NotReady"
+    if is_unschedulable(node):
+        cordon = {"key": UNSCHEDULABLE_TAINT, "effect": "NoSchedule"}
+        if not any(toleration_matches(t, cordon) for t in tolerations):
+            return "unschedulable"
+    wanted = spec.get("nodeName")
+    if wanted and wanted != node_name(node):
+        return "nodeName"
+    if not node_selector_matches(pod, node):
+        return "nodeSelector"
+    if not required_affinity_matches(pod, node):
+        return "node affinity"
+    if untolerated_taint(taints(node), tolerations) is not None:
+        return "taint"
+    return None
+
+
+def resource_reason(node: Node, requests: Mapping[str, int]) -> str | None:
+    """The first device the node cannot give: `kvm missing` or `kvm allocatable 0`."""
+    for resource, amount in requests.items():
+        if amount <= 0:
+            continue
+        have = allocatable(node, resource)
+        if have >= amount:
+            continue
+        advertised = resource in ((node.get("status") or {}).get("allocatable") or {}) or (
+            resource in ((node.get("status") or {}).get("capacity") or {})
+        )
+        name = short_name(resource)
+        return f"{name} allocatable {have}" if advertised else f"no {name}"
+    return None
+
+
+def node_reason(pod: Pod, node: Node, requests: Mapping[str, int]) -> str | None:
+    return placement_reason(pod, node) or resource_reason(node, requests)
+
+
+@dataclass(frozen=True, slots=True)
+class Feasibility:
+    feasible: tuple[str, ...]
+    #: node name → the first reason it was ruled out for
+    ruled_out: Mapping[str, str]
+
+    def counts(self) -> Counter[str]:
+        return Counter(self.ruled_out.values())
+
+
+def feasible_nodes(pod: Pod, nodes: Iterable[Node], requests: Mapping[str, int]) -> Feasibility:
+    feasible: list[str] = []
+    ruled_out: dict[str, str] = {}
+    for node in nodes:
+        reason = node_reason(pod, node, requests)
+        if reason is None:
+            feasible.append(node_name(node))
+        else:
+            ruled_out[node_name(node)] = reason
+    return Feasibility(tuple(feasible), ruled_out)
+
+
+def summarise(counts: Counter[str], *, limit: int = 3) -> str:
+    """`2 kvm allocatable 0, 1 NotReady`: the commonest reasons first."""
+    ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    parts = [f"{n} {reason}" for reason, n in ordered[:limit]]
+    rest = sum(n for _, n in ordered[limit:])
+    if rest:
+        parts.append(f"{rest} other")
+    return ", ".join(parts)
+
+
+def _nodes(count: int) -> str:
+    return f"{count} node" if count == 1 else f"{count} nodes"
+
+
+def _fit(text: str) -> str:
+    return text if len(text) <= MAX_WARNING else text[: MAX_WARNING - 1] + "…"
+
+
+# --- the decision -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSnapshot:
+    """What the webhook knows of the nodes: trimmed Node dicts, replaced whole on every change."""
+
+    nodes: tuple[Node, ...] = ()
+    synced: bool = False
+    resource_version: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    #: feasible, warned, emulated, denied, migration, unsynced
+    outcome: str
+    emulate: bool = False
+    deny_message: str | None = None
+    warning: str | None = None
+    feasible: int = 0
+    ruled_out: Mapping[str, int] = field(default_factory=dict)
+
+
+def decide(
+    pod: Pod,
+    nodes: Sequence[Node],
+    *,
+    requests: Mapping[str, int],
+    no_kvm_policy: str = DEFAULT_NO_KVM_POLICY,
+    kvm_injected: bool = True,
+) -> Decision:
+    """What /mutate does given the nodes: inject as usual, warn, withhold kvm, or deny.
+
+    `requests` is what the pod will request of each device once patched as usual; `kvm_injected`
+    says whether kvm is among them because virtdev adds it (only then can `emulate` leave it
+    out). The policy applies only when kvm is what is missing: some node passes every other
+    filter but none has kvm. When no node passes the other filters either, the pod would wait
+    Pending whatever we do: warn, never deny. A migration target is never changed or denied.
+    """
+    if no_kvm_policy not in NO_KVM_POLICIES:
+        raise ValueError(f"no-kvm policy {no_kvm_policy!r} is not one of {NO_KVM_POLICIES}")
+    result = feasible_nodes(pod, nodes, requests)
+    counts = result.counts()
+    if result.feasible:
+        return Decision("feasible", feasible=len(result.feasible), ruled_out=dict(counts))
+    placeable = [node for node in nodes if placement_reason(pod, node) is None]
+    without_kvm = {r: n for r, n in requests.items() if r != KVM}
+    kvm_missing = (
+        requests.get(KVM, 0) > 0
+        and bool(placeable)
+        and not any(allocatable(node, KVM) >= requests[KVM] for node in placeable)
+    )
+    missing = KVM if kvm_missing else _first_missing(placeable, requests)
+    why = f"{_nodes(len(nodes))} ruled out ({summarise(counts)})" if nodes else "no nodes known"
+    subject = f"no schedulable node has {missing}" if missing else "no node can take this pod"
+    warning = _fit(f"{subject}: {why}")
+    if not kvm_missing or no_kvm_policy == "warn" or is_migration_target(pod):
+        outcome = "migration" if kvm_missing and is_migration_target(pod) else "warned"
+        return Decision(outcome, warning=warning, ruled_out=dict(counts))
+    if no_kvm_policy == "deny":
+        message = (
+            f"no schedulable node advertises {KVM}: {why}; install virtdev's agent on nodes "
+            "with /dev/kvm, or run the webhook with --no-kvm-policy=emulate"
+        )
+        return Decision("denied", deny_message=message, warning=None, ruled_out=dict(counts))
+    if no_kvm_policy == "emulate":
+        if not kvm_injected:
+            text = _fit(f"{subject}; the pod requests kvm itself, not emulated: {why}")
+            return Decision("warned", warning=text, ruled_out=dict(counts))
+        emulated = feasible_nodes(pod, nodes, without_kvm)
+        text = _fit(f"{subject}: runs emulated without kvm ({why})")
+        return Decision(
+            "emulated",
+            emulate=True,
+            warning=text,
+            feasible=len(emulated.feasible),
+            ruled_out=dict(counts),
+        )
+    raise AssertionError(no_kvm_policy)  # pragma: no cover - checked above
+
+
+def _first_missing(nodes: Sequence[Node], requests: Mapping[str, int]) -> str | None:
+    """The first requested device none of `nodes` has enough of (None when no node is placeable)."""
+    if not nodes:
+        return None
+    for resource, amount in requests.items():
+        if amount > 0 and not any(allocatable(node, resource) >= amount for node in nodes):
+            return resource
+    return None
