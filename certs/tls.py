@@ -71,7 +71,12 @@ class ServingTLS:
         )
         for result in ("ok", "failed"):
             self._reloads.labels(result=result)
-        digest, inner, leaf = self._load()  # a bad pair at start is a CertificateError
+        try:
+            digest, inner, leaf = self._load()  # a bad pair at start is a CertificateError
+        except _Unsettled:
+            raise CertificateError(
+                f"{self.cert_file} and {self.key_file} keep changing while being read"
+            ) from None
         self._digest = digest
         self._refused: tuple[bytes, str] | None = None
         self._current = inner
@@ -108,6 +113,9 @@ class ServingTLS:
         try:
             digest, inner, leaf = self._load(unless=self._digest)
         except _Unchanged:
+            return False
+        except _Unsettled:
+            log.debug("certificate files changed while being read; trying again next time")
             return False
         except CertificateError as error:
             key = (getattr(error, "digest", b""), str(error))
@@ -178,7 +186,7 @@ class ServingTLS:
             if contents == previous:
                 return contents
             previous = contents
-        raise CertificateError(f"{self.cert_file} and {self.key_file} keep changing while read")
+        raise _Unsettled
 
     def _load(self, unless: bytes | None = None) -> tuple[bytes, ssl.SSLContext, x509.Certificate]:
         cert_pem, key_pem, ca_pem = self._read_files()
@@ -196,7 +204,7 @@ class ServingTLS:
                 ) from None
             # OpenSSL read the files again; make sure it saw the bytes that were checked.
             if self._read_files() != (cert_pem, key_pem, ca_pem):
-                raise CertificateError(f"{self.cert_file} and {self.key_file} changed while read")
+                raise _Unsettled
         except CertificateError as error:
             error.digest = digest  # type: ignore[attr-defined]
             raise
@@ -204,7 +212,11 @@ class ServingTLS:
 
 
 class _Unchanged(Exception):
-    pass
+    """The files hold the pair being served."""
+
+
+class _Unsettled(Exception):
+    """The files changed while being read (an update in progress): look again later."""
 
 
 def _check_pair(
