@@ -1,0 +1,1 @@
+"""Checks of manifests/, the Dockerfile and their agreement with virtdev.catalogue."""
