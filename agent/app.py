@@ -43,6 +43,8 @@ class Agent:
             ready=self.readiness,
         )
         self._stopping = asyncio.Event()
+        #: Set once the probe server listens and the plugins are started.
+        self.started = asyncio.Event()
 
     def readiness(self) -> tuple[bool, str]:
         """Ready only while every resource is registered; the reason names each one's state."""
@@ -87,6 +89,7 @@ class Agent:
             for plugin in self.plugins.values():
                 tasks.append(asyncio.create_task(plugin.run(), name=f"plugin-{plugin.device.name}"))
             stopping = asyncio.create_task(self._stopping.wait())
+            self.started.set()
             done, _ = await asyncio.wait([*tasks, stopping], return_when=asyncio.FIRST_COMPLETED)
             stopping.cancel()
             for task in done - {stopping}:

@@ -62,7 +62,8 @@ class Watch:
         """
         if not self._arrived.is_set() and timeout is not None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._arrived.wait(), timeout)
+                async with asyncio.timeout(timeout):  # not wait_for: it may eat a cancellation
+                    await self._arrived.wait()
         else:
             await self._arrived.wait()
         return self.drain()

@@ -31,7 +31,9 @@ async def answers(path: str, *, timeout: float = CONNECT_TIMEOUT) -> bool:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.setblocking(False)
     try:
-        await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, path), timeout)
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for may swallow a cancellation.
+        async with asyncio.timeout(timeout):
+            await asyncio.get_running_loop().sock_connect(sock, path)
     except (ConnectionRefusedError, FileNotFoundError, NotADirectoryError):
         return False
     except (TimeoutError, OSError):

@@ -36,7 +36,10 @@ async def running_agent(
     agent = Agent(settings)
     task = asyncio.create_task(agent.run())
     try:
+        async with asyncio.timeout(30):
+            await agent.started.wait()
         yield agent
     finally:
         agent.stop()
-        await asyncio.wait_for(task, 30)
+        async with asyncio.timeout(30):
+            await task

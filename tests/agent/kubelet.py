@@ -202,8 +202,8 @@ class TestKubelet:
     # -- what tests wait on and call ----------------------------------------------------------
 
     async def wait_until(self, condition: Callable[[], bool], *, timeout: float = WAIT) -> None:
-        async with self._changed:
-            await asyncio.wait_for(self._changed.wait_for(condition), timeout)
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(condition)
 
     async def wait_registered(
         self, resource: str, *, count: int = 1, timeout: float = WAIT

@@ -1,0 +1,358 @@
+"""The agent against the test kubelet, over real gRPC on real unix sockets, with real
+character devices under a temporary host root."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+
+from agent.app import Agent
+from agent.v1beta1 import api_pb2 as api
+from tests.agent.conftest import make_node
+from tests.agent.helpers import KVM, TUN, all_have, running_agent
+from tests.agent.kubelet import TestKubelet
+from virtdev import catalogue
+
+
+async def get(agent: Agent, path: str) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{agent.probes.port}") as client:
+        return await client.get(path)
+
+
+def metric(agent: Agent, name: str, resource: str) -> float:
+    value = agent.metrics.registry.get_sample_value(name, {"resource": resource})
+    assert value is not None, name
+    return value
+
+
+async def test_both_resources_are_registered_as_the_kubelet_expects(
+    plugin_dir: Path, host_root: Path, kubelet: TestKubelet
+) -> None:
+    async with running_agent(plugin_dir, host_root) as agent:
+        for device in (KVM, TUN):
+            endpoint = await kubelet.wait_registered(device.resource)
+            assert endpoint.request.version == "v1beta1"
+            assert endpoint.request.endpoint == catalogue.plugin_socket(device.name)
+            assert endpoint.request.options.get_preferred_allocation_available
+            assert not endpoint.request.options.pre_start_required
+            assert endpoint.options == endpoint.request.options
+        await kubelet.wait_until(lambda: agent.readiness()[0])
+        response = await get(agent, "/readyz")
+        assert response.status_code == 200
+        assert "devices.kubevirt.io/kvm: registered" in response.text
+        assert metric(agent, "virtdev_agent_registrations_total", KVM.resource) == 1
+    assert kubelet.refusals == []
+
+
+async def test_the_device_lists_carry_count_stable_ids_all_healthy(
+    plugin_dir: Path, host_root: Path, kubelet: TestKubelet
+) -> None:
+    async with running_agent(plugin_dir, host_root, device_count=7):
+        kvm = await kubelet.wait_for_devices(KVM.resource, all_have("Healthy"))
+        tun = await kubelet.wait_for_devices(TUN.resource, all_have("Healthy"))
+    assert [i for i, _ in kvm] == [f"kvm-{n:03d}" for n in range(7)]
+    assert [i for i, _ in tun] == [f"tun-{n:03d}" for n in range(7)]
+    assert kubelet.violations == []
+
+
+async def test_the_default_count_is_the_kubelets_pod_limit(
+    plugin_dir: Path, host_root: Path, kubelet: TestKubelet
+) -> None:
+    async with running_agent(plugin_dir, host_root):
+        devices = await kubelet.wait_for_devices(KVM.resource, all_have("Healthy"))
+    assert len(devices) == catalogue.DEFAULT_DEVICE_COUNT == 110
+
+
+async def test_allocate_gives_each_container_the_node_read_write(
+    plugin_dir: Path, host_root: Path, kubelet: TestKubelet
+) -> None:
+    async with running_agent(plugin_dir, host_root) as agent:
+        await kubelet.wait_registered(TUN.resource)
+        responses = await kubelet.allocate(TUN.resource, [["tun-000"], ["tun-001", "tun-002"]])
+        for response in responses:
+            assert [(d.host_path, d.container_path, d.permissions) for d in response.devices] == [
+                ("/dev/net/tun", "/dev/net/tun", "rw")
+            ]
+            assert not response.mounts and not response.envs
+        assert metric(agent, "virtdev_agent_allocations_total", TUN.resource) == 2
+
+
+async def test_allocate_answers_several_containers_in_one_request(
+    plugin_dir: Path, host_root: Path, kubelet: TestKubelet
+) -> None:
+    async with running_agent(plugin_dir, host_root):
+        endpoint = await kubelet.wait_registered(KVM.resource)
+        request = api.AllocateRequest(
+            container_requests=[
+                api.ContainerAllocateRequest(devices_ids=["kvm-003"]),
+                api.ContainerAllocateRequest(devices_ids=["kvm-004"]),
+                api.ContainerAllocateRequest(devices_ids=["kvm-005"]),
+            ]
+        )
+        response = await endpoint.stub.Allocate(request, timeout=30)
+    assert len(response.container_responses) == 3
+    assert all(r.devices[0].host_path == "/dev/kvm" for r in response.container_responses)
+
+
+async def test_allocate_refuses_unknown_ids_naming_them(
+    plugin_dir: Path, host_root: Path, kubelet: TestKubelet
+) -> None:
+    async with running_agent(plugin_dir, host_root) as agent:
+        await kubelet.wait_registered(KVM.resource)
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await kubelet.allocate(KVM.resource, [["kvm-000", "kvm-110", "gpu-0"]])
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "gpu-0, kvm-110" in (raised.value.details() or "")
+        assert metric(agent, "virtdev_agent_allocation_errors_total", KVM.resource) == 1
+        assert metric(agent, "virtdev_agent_allocations_total", KVM.resource) == 0
+
+
+async def test_preferred_allocation_honours_must_include_and_size(
+    plugin_dir: Path, host_root: Path, kubelet: TestKubelet
+) -> None:
+    async with running_agent(plugin_dir, host_root):
+        endpoint = await kubelet.wait_registered(KVM.resource)
+        request = api.PreferredAllocationRequest(
+            container_requests=[
+                api.ContainerPreferredAllocationRequest(
+                    available_deviceIDs=["kvm-009", "kvm-002", "kvm-005", "kvm-007"],
+                    must_include_deviceIDs=["kvm-007"],
+                    allocation_size=3,
+                ),
+                api.ContainerPreferredAllocationRequest(
+                    available_deviceIDs=["kvm-001", "kvm-000"], allocation_size=1
+                ),
+            ]
+        )
+        response = await endpoint.stub.GetPreferredAllocation(request, timeout=30)
+        chosen = [list(r.deviceIDs) for r in response.container_responses]
+        assert chosen == [["kvm-007", "kvm-002", "kvm-005"], ["kvm-000"]]
+        pre_start = await endpoint.stub.PreStartContainer(
+            api.PreStartContainerRequest(devices_ids=["kvm-000"]), timeout=30
+        )
+        assert pre_start == api.PreStartContainerResponse()
+
+
+async def test_a_node_that_vanishes_and_comes_back_changes_the_health(
+    plugin_dir: Path, host_root: Path, kubelet: TestKubelet
+) -> None:
+    async with running_agent(plugin_dir, host_root) as agent:
+        await kubelet.wait_for_devices(KVM.resource, all_have("Healthy"))
+        (host_root / "dev/kvm").unlink()
+        await kubelet.wait_for_devices(KVM.resource, all_have("Unhealthy"))
+        assert metric(agent, "virtdev_agent_device_healthy", KVM.resource) == 0
+        make_node(host_root, "dev/kvm")
+        await kubelet.wait_for_devices(KVM.resource, all_have("Healthy"))
+        assert metric(agent, "virtdev_agent_device_healthy", KVM.resource) == 1
+        # A plain file where the node was is no device.
+        (host_root / "dev/kvm").unlink()
+        (host_root / "dev/kvm").write_text("")
+        await kubelet.wait_for_devices(KVM.resource, all_have("Unhealthy"))
+        tun = kubelet.endpoints[TUN.resource].lists[-1]
+        assert all(health == "Healthy" for _, health in tun)
+
+
+async def test_tun_survives_its_directory_vanishing_and_coming_back(
+    plugin_dir: Path, host_root: Path, kubelet: TestKubelet
+) -> None:
+    async with running_agent(plugin_dir, host_root):
+        await kubelet.wait_for_devices(TUN.resource, all_have("Healthy"))
+        (host_root / "dev/net/tun").unlink()
+        (host_root / "dev/net").rmdir()
+        await kubelet.wait_for_devices(TUN.resource, all_have("Unhealthy"))
+        make_node(host_root, "dev/net/tun")  # creates dev/net, then the node
+        await kubelet.wait_for_devices(TUN.resource, all_have("Healthy"))
+
+
+async def test_a_missing_node_at_start_is_advertised_unhealthy(
+    plugin_dir: Path, host_root: Path, kubelet: TestKubelet
+) -> None:
+    (host_root / "dev/kvm").unlink()
+    async with running_agent(plugin_dir, host_root):
+        await kubelet.wait_for_devices(KVM.resource, all_have("Unhealthy"))
+        make_node(host_root, "dev/kvm")
+        await kubelet.wait_for_devices(KVM.resource, all_have("Healthy"))
+
+
+async def test_kubelet_restarts_are_survived_again_and_again(
+    plugin_dir: Path, host_root: Path, kubelet: TestKubelet
+) -> None:
+    async with running_agent(plugin_dir, host_root) as agent:
+        for restart in range(1, 6):
+            await kubelet.wait_registered(KVM.resource, count=restart)
+            await kubelet.wait_registered(TUN.resource, count=restart)
+            await kubelet.wait_for_devices(KVM.resource, all_have("Healthy"))
+            await kubelet.restart()
+        await kubelet.wait_registered(KVM.resource, count=6)
+        await kubelet.wait_registered(TUN.resource, count=6)
+        await kubelet.wait_for_devices(TUN.resource, all_have("Healthy"))
+        await kubelet.wait_until(lambda: agent.readiness()[0])
+        assert metric(agent, "virtdev_agent_reregistrations_total", KVM.resource) == 5
+        assert metric(agent, "virtdev_agent_plugin_restarts_total", KVM.resource) == 0
+    assert kubelet.refusals == [] and kubelet.violations == []
+    # The agent removed its sockets on the way out.
+    assert sorted(os.listdir(plugin_dir)) == ["kubelet.sock"]
+
+
+async def test_the_agent_waits_for_an_absent_kubelet(plugin_dir: Path, host_root: Path) -> None:
+    kubelet = TestKubelet(str(plugin_dir))
+    async with running_agent(plugin_dir, host_root) as agent:
+        response = await get(agent, "/readyz")
+        assert response.status_code == 503
+        assert "waiting for the kubelet" in response.text or "starting" in response.text
+        await kubelet.start()
+        try:
+            await kubelet.wait_registered(KVM.resource)
+            await kubelet.wait_registered(TUN.resource)
+            await kubelet.wait_until(lambda: agent.readiness()[0])
+        finally:
+            await kubelet.stop()
+    assert kubelet.refusals == []
+
+
+async def test_a_stale_socket_is_replaced(
+    plugin_dir: Path, host_root: Path, kubelet: TestKubelet
+) -> None:
+    stale = plugin_dir / catalogue.plugin_socket("kvm")
+    leftover = socket.socket(socket.AF_UNIX)
+    leftover.bind(str(stale))  # bound, never listening: connecting is refused
+    leftover.close()
+    async with running_agent(plugin_dir, host_root):
+        await kubelet.wait_registered(KVM.resource)
+        await kubelet.wait_for_devices(KVM.resource, all_have("Healthy"))
+
+
+async def test_a_live_socket_is_never_replaced(
+    plugin_dir: Path, host_root: Path, kubelet: TestKubelet
+) -> None:
+    path = plugin_dir / catalogue.plugin_socket("kvm")
+    other = socket.socket(socket.AF_UNIX)
+    other.bind(str(path))
+    other.listen()
+    inode = path.stat().st_ino
+    try:
+        async with running_agent(plugin_dir, host_root) as agent:
+            await kubelet.wait_registered(TUN.resource)
+            await kubelet.wait_until(
+                lambda: metric(agent, "virtdev_agent_plugin_restarts_total", KVM.resource) >= 1
+            )
+            ready, reason = agent.readiness()
+            assert not ready and "served by another live process" in reason
+            assert path.stat().st_ino == inode
+            assert KVM.resource not in kubelet.endpoints
+    finally:
+        other.close()
+
+
+def serve_kubevirt(plugin_dir: Path, name: str) -> socket.socket:
+    """Something answering on KubeVirt's socket for the resource, as virt-handler would."""
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(plugin_dir / catalogue.kubevirt_socket(name)))
+    listener.listen()
+    return listener
+
+
+async def test_the_agent_stands_down_where_kubevirt_serves(
+    plugin_dir: Path, host_root: Path, kubelet: TestKubelet
+) -> None:
+    virt_handler = serve_kubevirt(plugin_dir, "kvm")
+    try:
+        async with running_agent(plugin_dir, host_root) as agent:
+            await kubelet.wait_registered(TUN.resource)
+            await kubelet.wait_until(
+                lambda: metric(agent, "virtdev_agent_standing_down", KVM.resource) == 1
+            )
+            response = await get(agent, "/readyz")
+            assert response.status_code == 503
+            assert "standing down: KubeVirt's device plugin serves devices.kubevirt.io/kvm" in (
+                response.text
+            )
+            assert "--take-over" in response.text
+            assert KVM.resource not in kubelet.endpoints
+            assert not (plugin_dir / catalogue.plugin_socket("kvm")).exists()
+    finally:
+        virt_handler.close()
+
+
+async def test_the_agent_stands_down_when_kubevirt_starts_later(
+    plugin_dir: Path, host_root: Path, kubelet: TestKubelet
+) -> None:
+    async with running_agent(plugin_dir, host_root) as agent:
+        endpoint = await kubelet.wait_registered(KVM.resource)
+        virt_handler = serve_kubevirt(plugin_dir, "kvm")
+        try:
+            await kubelet.wait_until(
+                lambda: metric(agent, "virtdev_agent_standing_down", KVM.resource) == 1
+            )
+            await endpoint.stream_ended.wait()  # our socket is gone, the stream with it
+            assert not (plugin_dir / catalogue.plugin_socket("kvm")).exists()
+        finally:
+            virt_handler.close()
+
+
+async def test_the_agent_takes_the_resource_back_when_kubevirt_is_gone(
+    plugin_dir: Path, host_root: Path, kubelet: TestKubelet
+) -> None:
+    virt_handler = serve_kubevirt(plugin_dir, "kvm")
+    async with running_agent(plugin_dir, host_root, kubevirt_grace=0.2) as agent:
+        await kubelet.wait_until(
+            lambda: metric(agent, "virtdev_agent_standing_down", KVM.resource) == 1
+        )
+        virt_handler.close()
+        os.unlink(plugin_dir / catalogue.kubevirt_socket("kvm"))
+        await kubelet.wait_registered(KVM.resource)
+        assert metric(agent, "virtdev_agent_standing_down", KVM.resource) == 0
+
+
+async def test_take_over_registers_even_where_kubevirt_serves(
+    plugin_dir: Path, host_root: Path, kubelet: TestKubelet
+) -> None:
+    virt_handler = serve_kubevirt(plugin_dir, "kvm")
+    try:
+        async with running_agent(plugin_dir, host_root, take_over=True) as agent:
+            await kubelet.wait_registered(KVM.resource)
+            await kubelet.wait_registered(TUN.resource)
+            assert metric(agent, "virtdev_agent_standing_down", KVM.resource) == 0
+    finally:
+        virt_handler.close()
+
+
+async def test_streams_get_an_empty_list_at_shutdown_and_metrics_are_served(
+    plugin_dir: Path, host_root: Path, kubelet: TestKubelet
+) -> None:
+    async with running_agent(plugin_dir, host_root, device_count=3) as agent:
+        await kubelet.wait_for_devices(KVM.resource, all_have("Healthy"))
+        await kubelet.wait_until(
+            lambda: metric(agent, "virtdev_agent_list_and_watch_streams", KVM.resource) == 1
+        )
+        body = (await get(agent, "/metrics")).text
+        for name in (
+            "virtdev_agent_registrations_total",
+            "virtdev_agent_reregistrations_total",
+            "virtdev_agent_device_healthy",
+            "virtdev_agent_allocations_total",
+            "virtdev_agent_list_and_watch_streams",
+        ):
+            assert f'{name}{{resource="devices.kubevirt.io/kvm"}}' in body
+        assert (await get(agent, "/healthz")).status_code == 200
+        endpoint = kubelet.endpoints[KVM.resource]
+    await endpoint.stream_ended.wait()
+    assert endpoint.lists[-1] == []
+    assert metric(agent, "virtdev_agent_list_and_watch_streams", KVM.resource) == 0
+    assert os.listdir(plugin_dir) == ["kubelet.sock"]
+
+
+async def test_vhost_net_is_served_when_asked_for(
+    plugin_dir: Path, host_root: Path, kubelet: TestKubelet
+) -> None:
+    vhost = catalogue.DEVICES["vhost-net"]
+    async with running_agent(plugin_dir, host_root, devices=(vhost,)):
+        await kubelet.wait_for_devices(vhost.resource, all_have("Healthy"))
+        responses = await kubelet.allocate(vhost.resource, [["vhost-net-000"]])
+    assert responses[0].devices[0].host_path == "/dev/vhost-net"
+    assert list(kubelet.endpoints) == [vhost.resource] or kubelet.endpoints == {}
