@@ -18,13 +18,27 @@ What it does as the API server does, for the resources registered in `RESOURCES`
   `creationTimestamp`; Secrets: `stringData` is folded into `data`, a `kubernetes.io/tls`
   Secret must have `tls.crt` and `tls.key` keys (422), and a Secret's `type` is immutable.
 
-What it does NOT cover: authentication and RBAC (tests assert the calls made instead, through
-`requests`), watch, label and field selectors, pagination, strategic merge and server-side
-apply, defaulting and schema validation beyond the above, admission, finalizers and
-`deletionTimestamp`, `generation`, subresources, `dryRun`, protobuf, and TLS.
+List and watch, as the API server does them (for the node view and `virtdev capacity`):
+- every write is also an event (ADDED / MODIFIED / DELETED, the object at its new
+  resourceVersion) in the store's event history;
+- `GET` a collection with `watch=true` streams events as JSON lines over chunked HTTP:
+  from `resourceVersion` on (all later events), or, with none or "0", synthetic ADDED events for
+  what exists and then every change; `allowWatchBookmarks=true` adds BOOKMARK events carrying the
+  current resourceVersion every `bookmark_seconds`; `timeoutSeconds` ends the stream cleanly;
+- `compact()` forgets the history up to now, as etcd compaction does: a watch from an older
+  resourceVersion gets HTTP 200 and one ERROR event with a `Status` of code 410 (Expired, "too
+  old resource version"), as a real API server sends it, or HTTP 410 on the request itself when
+  `gone_as_http` is set;
+- `drop_watches()` cuts every open watch connection without ending the chunked body, as a
+  crashed API server or a broken network would; `open_watches` counts the streams being served;
+- `labelSelector` (`k=v`, `k!=v`, `k`) and `fieldSelector` (`a.b=v`, `a.b!=v` over the object's
+  dotted fields) filter lists and watches.
 
-Extending it (e.g. nodes list/watch with bookmarks and 410 Gone) means adding a `Resource` and
-handlers over the same store: every write is already numbered by `resource_version`.
+What it does NOT cover: authentication and RBAC (tests assert the calls made instead, through
+`requests`), pagination, set-based label selectors, a watch's DELETED for objects that stop
+matching a selector, strategic merge and server-side apply, defaulting and schema validation
+beyond the above, admission, finalizers and `deletionTimestamp`, `generation`, subresources,
+`dryRun`, protobuf, and TLS.
 """
 
 from __future__ import annotations
@@ -33,7 +47,9 @@ import base64
 import copy
 import json
 import re
+import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -41,7 +57,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import jsonpatch
 
@@ -74,6 +90,7 @@ RESOURCES: dict[tuple[str, str], Resource] = {
         Resource("v1", "secrets", "Secret", True, _validate_secret),
         Resource("v1", "configmaps", "ConfigMap", True),
         Resource("v1", "nodes", "Node", False),
+        Resource("v1", "pods", "Pod", True),
         Resource(
             "admissionregistration.k8s.io/v1",
             "mutatingwebhookconfigurations",
@@ -112,6 +129,22 @@ class Request:
     namespace: str
     name: str
     status: int
+    #: The query string (`watch=true&resourceVersion=5...`), to tell lists from watches.
+    query: str = ""
+
+
+@dataclass(frozen=True)
+class Event:
+    """One write as a watch streams it: the type and the object at its new resourceVersion."""
+
+    resource_version: int
+    type: str  # ADDED, MODIFIED, DELETED
+    key: Key
+    object: Object
+
+
+class Gone(Exception):
+    """A watch asked for history the store has compacted away."""
 
 
 @dataclass
@@ -121,10 +154,40 @@ class Store:
     objects: dict[Key, Object] = field(default_factory=dict)
     resource_version: int = 0
     lock: threading.RLock = field(default_factory=threading.RLock)
+    #: Every write since the last `compact()`, oldest first.
+    events: list[Event] = field(default_factory=list)
+    #: History at or below this resourceVersion is gone (410 for watches older than it).
+    compacted: int = 0
+
+    def __post_init__(self) -> None:
+        #: Notified on every write, so watches wake up at once.
+        self.changed = threading.Condition(self.lock)
 
     def _next(self) -> str:
         self.resource_version += 1
         return str(self.resource_version)
+
+    def _record(self, kind: str, key: Key, obj: Object) -> None:
+        self.events.append(Event(self.resource_version, kind, key, copy.deepcopy(obj)))
+        self.changed.notify_all()
+
+    def compact(self) -> int:
+        """Forget the event history up to the current resourceVersion, as etcd compaction does."""
+        with self.lock:
+            self.compacted = self.resource_version
+            self.events.clear()
+            return self.compacted
+
+    def events_after(self, since: int, group_version: str, resource: str) -> list[Event]:
+        """The events of one resource after `since`; raises Gone when they were compacted."""
+        with self.lock:
+            if since < self.compacted:
+                raise Gone(f"too old resource version: {since} ({self.compacted})")
+            return [
+                e
+                for e in self.events
+                if e.resource_version > since and e.key[:2] == (group_version, resource)
+            ]
 
     def get(self, key: Key) -> Object:
         with self.lock:
@@ -151,6 +214,7 @@ class Store:
             meta["creationTimestamp"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             meta["resourceVersion"] = self._next()
             self.objects[key] = obj
+            self._record("ADDED", key, obj)
             return copy.deepcopy(obj)
 
     def update(self, key: Key, obj: Object) -> Object:
@@ -171,13 +235,15 @@ class Store:
                 meta[kept] = old["metadata"][kept]
             meta["resourceVersion"] = self._next()
             self.objects[key] = obj
+            self._record("MODIFIED", key, obj)
             return copy.deepcopy(obj)
 
     def delete(self, key: Key) -> Object:
         with self.lock:
             old = self.get(key)
             del self.objects[key]
-            self._next()
+            old["metadata"]["resourceVersion"] = self._next()
+            self._record("DELETED", key, old)
             return old
 
     def _admit(self, key: Key, obj: Object, old: Object | None) -> Object:
@@ -232,7 +298,15 @@ class StandIn:
         #: Called with (method, key) before each request is handled, under no lock: a test can
         #: write to the store here to make a client's next write stale.
         self.before: Callable[[str, Key], None] | None = None
+        #: How often an idle watch with allowWatchBookmarks=true gets a BOOKMARK event.
+        self.bookmark_seconds = 0.5
+        #: Answer a watch from a compacted resourceVersion with HTTP 410 instead of an ERROR event.
+        self.gone_as_http = False
+        #: A watch without timeoutSeconds ends after this long (the API server picks 30-60 min).
+        self.max_watch_seconds = 300.0
         self._server: ThreadingHTTPServer | None = None
+        self._watches: set[_Handler] = set()
+        self._closing = False
 
     @property
     def url(self) -> str:
@@ -250,6 +324,34 @@ class StandIn:
     def get_object(self, group_version: str, resource: str, namespace: str, name: str) -> Object:
         return self.store.get((group_version, resource, namespace, name))
 
+    def replace_object(self, obj: Object) -> Object:
+        """Replace an object unconditionally (test set-up): a MODIFIED event for watches."""
+        obj = copy.deepcopy(obj)
+        meta = obj["metadata"]
+        meta.pop("resourceVersion", None)
+        return self.store.update(_key_of(obj), obj)
+
+    def delete_object(self, obj: Object) -> Object:
+        return self.store.delete(_key_of(obj))
+
+    def compact(self) -> int:
+        """Compact the history: watches from an older resourceVersion now get 410 Gone."""
+        return self.store.compact()
+
+    @property
+    def open_watches(self) -> int:
+        with self.store.lock:
+            return len(self._watches)
+
+    def drop_watches(self) -> int:
+        """Cut every open watch connection mid-stream; returns how many were cut."""
+        with self.store.changed:
+            dropped = len(self._watches)
+            for handler in self._watches:
+                handler.dropped = True
+            self.store.changed.notify_all()
+            return dropped
+
     @contextmanager
     def running(self) -> Iterator[StandIn]:
         stand_in = self
@@ -264,14 +366,48 @@ class StandIn:
         try:
             yield self
         finally:
+            with self.store.changed:
+                self._closing = True
+                self.store.changed.notify_all()
             self._server.shutdown()
             self._server.server_close()
             thread.join(timeout=10)
 
 
+def _key_of(obj: Object) -> Key:
+    spec = next(s for s in RESOURCES.values() if s.kind == obj["kind"])
+    meta = obj["metadata"]
+    return (spec.group_version, spec.resource, meta.get("namespace", ""), meta["name"])
+
+
+def _field(obj: Any, dotted: str) -> str:
+    for part in dotted.split("."):
+        obj = obj.get(part) if isinstance(obj, dict) else None
+    return "" if obj is None else str(obj)
+
+
+def selected(obj: Object, label_selector: str, field_selector: str) -> bool:
+    """Equality-based selectors: `k=v`, `k==v`, `k!=v`, and for labels a bare `k` (exists)."""
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    for term in filter(None, (t.strip() for t in label_selector.split(","))):
+        key, op, value = re.split(r"(!=|==|=)", term, maxsplit=1) if "=" in term else (term, "", "")
+        if op == "" and key not in labels:
+            return False
+        if op in ("=", "==") and labels.get(key) != value:
+            return False
+        if op == "!=" and labels.get(key) == value:
+            return False
+    for term in filter(None, (t.strip() for t in field_selector.split(","))):
+        key, op, value = re.split(r"(!=|==|=)", term, maxsplit=1)
+        if (op == "!=") == (_field(obj, key) == value):
+            return False
+    return True
+
+
 class _Handler(BaseHTTPRequestHandler):
     owner: StandIn
     protocol_version = "HTTP/1.1"
+    dropped = False
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet: pytest shows failures
         pass
@@ -293,6 +429,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self, method: str) -> None:
         path = urlsplit(self.path).path
+        query = urlsplit(self.path).query
+        params = {k: v[-1] for k, v in parse_qs(query).items()}
         content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip()
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
@@ -301,11 +439,17 @@ class _Handler(BaseHTTPRequestHandler):
             key = self._route(path)
             if self.owner.before is not None:
                 self.owner.before(method, key)
-            status, answer = self._serve(method, key, content_type, body)
+            if method == "GET" and not key[3] and params.get("watch", "").lower() in ("true", "1"):
+                self.owner.requests.append(
+                    Request(method, path, content_type, key[1], key[2], key[3], 200, query)
+                )
+                self._watch(key, params)
+                return
+            status, answer = self._serve(method, key, content_type, body, params)
         except ApiError as error:
             status, answer = error.code, _status(error, key)
         self.owner.requests.append(
-            Request(method, path, content_type, key[1], key[2], key[3], status)
+            Request(method, path, content_type, key[1], key[2], key[3], status, query)
         )
         payload = json.dumps(answer).encode()
         self.send_response(status)
@@ -328,12 +472,22 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         return (group_version, resource, namespace, match["name"] or "")
 
-    def _serve(self, method: str, key: Key, content_type: str, body: bytes) -> tuple[int, Any]:
+    def _serve(
+        self,
+        method: str,
+        key: Key,
+        content_type: str,
+        body: bytes,
+        params: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
         store = self.owner.store
         gv, resource, namespace, name = key
+        params = params or {}
         if not name:
             if method == "GET":
                 items, rv = store.list(gv, resource, namespace)
+                labels, fields = params.get("labelSelector", ""), params.get("fieldSelector", "")
+                items = [item for item in items if selected(item, labels, fields)]
                 kind = RESOURCES[(gv, resource)].kind + "List"
                 return 200, {
                     "apiVersion": gv,
@@ -366,6 +520,116 @@ class _Handler(BaseHTTPRequestHandler):
                 meta["resourceVersion"] = precondition or current["metadata"]["resourceVersion"]
                 return 200, store.update(key, patched)
         raise ApiError(405, "MethodNotAllowed", f"{method} is not supported")
+
+    # --- watch ----------------------------------------------------------------------------
+
+    def _chunk(self, event: Object) -> None:
+        data = json.dumps(event).encode() + b"\n"
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.wfile.flush()
+
+    def _watch(self, key: Key, params: dict[str, str]) -> None:
+        """Stream events as chunked JSON lines until timeout, drop, shutdown or a gone client."""
+        owner, store = self.owner, self.owner.store
+        gv, resource, namespace, _ = key
+        spec = RESOURCES[(gv, resource)]
+        labels, fields = params.get("labelSelector", ""), params.get("fieldSelector", "")
+        bookmarks = params.get("allowWatchBookmarks", "").lower() in ("true", "1")
+        timeout = float(params.get("timeoutSeconds") or owner.max_watch_seconds)
+        since_text = params.get("resourceVersion") or "0"
+        self.close_connection = True
+        with store.lock:
+            initial: list[Object] = []
+            if since_text == "0":
+                items, current = store.list(gv, resource, namespace)
+                since = int(current)
+                initial = [{"type": "ADDED", "object": o} for o in items]
+            else:
+                since = int(since_text)
+                try:
+                    store.events_after(since, gv, resource)
+                except Gone as gone:
+                    if owner.gone_as_http:
+                        error = ApiError(410, "Expired", str(gone))
+                        payload = json.dumps(_status(error, key)).encode()
+                        self.send_response(410)
+                        self.send_header("Content-Type", "application/json")
+                        self.send_header("Content-Length", str(len(payload)))
+                        self.end_headers()
+                        self.wfile.write(payload)
+                        return
+                    error = ApiError(410, "Expired", str(gone))
+                    initial = [{"type": "ERROR", "object": _status(error, key)}]
+                    since = -1  # end after the error, as the API server does
+            owner._watches.add(self)
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            for event in initial:
+                if event["type"] != "ADDED" or selected(event["object"], labels, fields):
+                    self._chunk(event)
+            if since < 0:
+                self._end()
+                return
+            deadline = time.monotonic() + timeout
+            next_bookmark = time.monotonic() + owner.bookmark_seconds
+            while True:
+                with store.changed:
+                    while True:
+                        if self.dropped or owner._closing:
+                            break
+                        try:
+                            pending = store.events_after(since, gv, resource)
+                        except Gone:
+                            pending = []
+                            since = store.resource_version  # compacted under a live watch: go on
+                        pending = [
+                            e
+                            for e in pending
+                            if (not namespace or e.key[2] == namespace)
+                            and selected(e.object, labels, fields)
+                        ]
+                        now = time.monotonic()
+                        if pending or now >= deadline or (bookmarks and now >= next_bookmark):
+                            break
+                        wake = min(deadline, next_bookmark if bookmarks else deadline)
+                        store.changed.wait(timeout=max(0.01, min(wake - now, 0.5)))
+                    current = store.resource_version
+                if self.dropped:
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                if owner._closing:
+                    self._end()
+                    return
+                for event in pending:
+                    self._chunk({"type": event.type, "object": event.object})
+                    since = event.resource_version
+                now = time.monotonic()
+                if now >= deadline:
+                    self._end()
+                    return
+                if bookmarks and now >= next_bookmark and not pending:
+                    since = max(since, current)
+                    meta = {"resourceVersion": str(since)}
+                    self._chunk(
+                        {
+                            "type": "BOOKMARK",
+                            "object": {"apiVersion": gv, "kind": spec.kind, "metadata": meta},
+                        }
+                    )
+                    next_bookmark = now + owner.bookmark_seconds
+        except OSError:  # the client went away
+            return
+        finally:
+            with store.lock:
+                owner._watches.discard(self)
+
+    def _end(self) -> None:
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
 
 
 def _apply_patch(current: Object, content_type: str, body: bytes) -> Object:
