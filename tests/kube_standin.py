@@ -361,7 +361,9 @@ class StandIn:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        thread = threading.Thread(target=self._server.serve_forever, name="kube-standin")
+        thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="kube-standin"
+        )
         thread.start()
         try:
             yield self
