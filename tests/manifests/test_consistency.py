@@ -157,6 +157,10 @@ def test_webhook_deployment_ports_probes_and_service_match_the_catalogue(
 
     volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
     assert volumes["tls"]["secret"]["secretName"] == catalogue.TLS_SECRET
+    assert sorted(item["key"] for item in volumes["tls"]["secret"]["items"]) == [
+        "tls.crt",
+        "tls.key",
+    ], "the webhook must mount the serving pair only, never the CA's key"
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     assert arg_value(args, "--tls-cert") == f"{mounts['tls']}/tls.crt"
     assert arg_value(args, "--tls-key") == f"{mounts['tls']}/tls.key"
@@ -264,6 +268,8 @@ def test_certificate_bootstrap_targets_the_catalogues_objects(
     )
     args = _container(objects, "Job", "virtdev-certs-ensure")["args"]
     assert args[:2] == ["certs", "ensure"]
+    parsed, error = _parse(args)
+    assert parsed is not None, f"virtdev {' '.join(args)} is refused:\n{error}"
     assert arg_value(args, "--service") == catalogue.WEBHOOK_SERVICE
     assert arg_value(args, "--secret") == catalogue.TLS_SECRET
     assert arg_value(args, "--mutating-webhook-configuration") == catalogue.MUTATING_CONFIGURATION
