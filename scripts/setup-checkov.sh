@@ -8,7 +8,7 @@ CHECKOV_VENV=${CHECKOV_VENV:-.venv-checkov}
 CHECKOV_VERSION=3.3.30
 
 stamp="$CHECKOV_VENV/.installed"
-if [ ! -f "$stamp" ] || [ "$0" -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ scripts/setup-checkov.sh -nt "$stamp" ]; then
   python3 -m venv "$CHECKOV_VENV"
   "$CHECKOV_VENV/bin/pip" install -q --disable-pip-version-check --upgrade pip
   "$CHECKOV_VENV/bin/pip" install -q --disable-pip-version-check "checkov==$CHECKOV_VERSION"

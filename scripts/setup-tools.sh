@@ -26,7 +26,7 @@ KUBERNETES_VALIDATE_VERSION=1.37.0
 
 pip_quiet=(-q --disable-pip-version-check)
 stamp="$TOOLS_VENV/.installed"
-if [ ! -f "$stamp" ] || [ "$0" -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ scripts/setup-tools.sh -nt "$stamp" ]; then
   python3 -m venv "$TOOLS_VENV"
   "$TOOLS_VENV/bin/pip" install "${pip_quiet[@]}" --upgrade pip
   requirements=$(mktemp)
