@@ -209,6 +209,7 @@ def run_ensure(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
     from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
 
     from certs import incluster
     from virtdev import logs
@@ -243,6 +244,9 @@ def run_ensure(args: argparse.Namespace) -> int:
             status = 1
         except ApiException as error:
             log.error("the API server refused: %s %s", error.status, error.reason)
+            status = 1
+        except (HTTPError, OSError) as error:
+            log.error("cannot reach the API server: %s", error)
             status = 1
         except ValueError as error:
             log.error("%s", error)

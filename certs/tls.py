@@ -42,6 +42,9 @@ _READ_ATTEMPTS = 5
 class CertificateError(Exception):
     """A certificate/key pair cannot serve; the message says which files and why."""
 
+    #: Fingerprint of the refused file contents, so one bad version is reported once.
+    digest: bytes = b""
+
 
 class ServingTLS:
     """The HTTPS port's certificate, reloadable while the server runs."""
@@ -118,7 +121,7 @@ class ServingTLS:
             log.debug("certificate files changed while being read; trying again next time")
             return False
         except CertificateError as error:
-            key = (getattr(error, "digest", b""), str(error))
+            key = (error.digest, str(error))
             if self._refused != key:  # log and count each bad version once, not every poll
                 self._refused = key
                 self._reloads.labels(result="failed").inc()
@@ -206,7 +209,7 @@ class ServingTLS:
             if self._read_files() != (cert_pem, key_pem, ca_pem):
                 raise _Unsettled
         except CertificateError as error:
-            error.digest = digest  # type: ignore[attr-defined]
+            error.digest = digest
             raise
         return digest, context, leaf
 

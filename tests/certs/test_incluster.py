@@ -276,3 +276,15 @@ def test_the_cli_reports_a_missing_secret_and_exits_non_zero(
     assert result.returncode == 1
     assert "Secret virtdev/x not found: apply the manifests first" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_cli_reports_an_unreachable_api_server_and_exits_non_zero(tmp_path: Path) -> None:
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as closed:
+        port = closed.getsockname()[1]
+    config = kubeconfig(tmp_path / "kubeconfig", f"http://127.0.0.1:{port}")
+    result = run(*VIRTDEV, "certs", "ensure", "--kubeconfig", config, check=False)
+    assert result.returncode == 1
+    assert "cannot reach the API server" in result.stderr
+    assert "Traceback" not in result.stderr
