@@ -46,8 +46,8 @@ MAX_BODY_BYTES = 32 * 1024
 STARTUP_TIMEOUT = 60.0
 STATUS_MARK = "\n@@status="
 
-#: What /mutate does with each fixture: "patched", "unchanged" (a launcher pod left alone, with
-#: a warning) or "skipped" (not a launcher pod CREATE).
+#: What /mutate does with each fixture: "patched", "no compute" (a launcher pod without its compute
+#: container: a warning) or "skipped" (not a launcher pod CREATE).
 MUTATE_OUTCOME = {
     "v1-ephemeral-debug-update.json": "skipped",
     "v1-launcher-2018-privileged.json": "patched",
@@ -55,7 +55,7 @@ MUTATE_OUTCOME = {
     "v1-launcher-emulation.json": "patched",
     "v1-launcher-host-network.json": "patched",
     "v1-launcher-netraw-sysnice.json": "patched",
-    "v1-launcher-no-compute.json": "unchanged",
+    "v1-launcher-no-compute.json": "no compute",
     "v1-legacy-launcher-label-update.json": "skipped",
     "v1-non-launcher-pod.json": "skipped",
     "v1beta1-launcher-2018-privileged.json": "patched",
@@ -350,10 +350,13 @@ def test_mutate_answers_each_fixture_as_the_rules_promise(webhook: Webhook, name
     response = webhook.review("/mutate", review)
     assert response["allowed"] is True
     outcome = MUTATE_OUTCOME[name]
-    if outcome != "patched":
+    if outcome == "skipped":
         assert "patch" not in response and "patchType" not in response
-        if outcome == "unchanged":
-            assert any("no 'compute' container" in w for w in response["warnings"])
+        assert "warnings" not in response
+        return
+    if outcome == "no compute":
+        # Said, and (see test_properties) a privileged sidecar should not survive /mutate either.
+        assert any("no 'compute' container" in w for w in response["warnings"])
         return
     before = review["request"]["object"]
     after = apply(response, copy.deepcopy(before))
@@ -560,7 +563,7 @@ def test_metrics_count_the_requests_sent_by_endpoint_and_verdict(webhook: Webhoo
         ("mutate", "v1-launcher-2018-privileged.json", "patched"),
         ("mutate", "v1-launcher-2018-privileged.json", "patched"),
         ("mutate", "v1-non-launcher-pod.json", "skipped"),
-        ("mutate", "v1-launcher-no-compute.json", "warned"),
+        ("mutate", "v1-legacy-launcher-label-update.json", "skipped"),
         ("validate", "v1-launcher-2018-privileged.json", "denied"),
         ("validate", "v1-launcher-emulation.json", "warned"),
         ("validate", "v1-legacy-launcher-label-update.json", "allowed"),
