@@ -27,6 +27,8 @@ class Agent:
         self.metrics = AgentMetrics()
         self.health: dict[str, HealthState] = {}
         self.plugins: dict[str, ResourcePlugin] = {}
+        #: Set (and replaced) whenever a plugin's state or a device's health changes.
+        self._changed = asyncio.Event()
         for device in settings.devices:
             self.metrics.add_resource(device.resource)
             self.health[device.name] = HealthState()
@@ -35,6 +37,7 @@ class Agent:
                 settings=settings,
                 health=self.health[device.name],
                 metrics=self.metrics,
+                on_change=self._notify,
             )
         self.probes = ProbeServer(
             host=settings.metrics_host,
@@ -54,6 +57,19 @@ class Agent:
         )
         return ready, reason
 
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def wait_until(self, condition: Callable[[], bool], *, timeout: float) -> None:
+        """Wait until `condition()` holds, re-checked at every change (for tests and tools)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                changed = self._changed  # before the check: a change in between still wakes us
+                if condition():
+                    return
+                await changed.wait()
+
     def stop(self) -> None:
         self._stopping.set()
 
@@ -62,6 +78,7 @@ class Agent:
 
         def changed(health: Health) -> None:
             gauge.set(1 if health == HEALTHY else 0)
+            self._notify()
             log.info(
                 "device health changed",
                 extra={"resource": resource, "node": path, "health": health},

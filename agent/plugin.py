@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections.abc import Callable
 
 import grpc
 
@@ -64,8 +65,10 @@ class ResourcePlugin:
         settings: AgentSettings,
         health: HealthState,
         metrics: AgentMetrics,
+        on_change: Callable[[], None] = lambda: None,
     ) -> None:
         self.device = device
+        self._on_change = on_change
         self._settings = settings
         self._health = health
         self._metrics = metrics
@@ -97,7 +100,7 @@ class ResourcePlugin:
                     delay = BACKOFF[min(failures, len(BACKOFF) - 1)]
                     failures += 1
                     self._metrics.restarts.labels(self.device.resource).inc()
-                    self.status = f"not registered: {error}; retrying in {delay:g}s"
+                    self._set_status(f"not registered: {error}; retrying in {delay:g}s")
                     log.warning(
                         "serving or registering failed; retrying",
                         extra={**self._log_extra, "error": str(error), "retry_in": delay},
@@ -162,7 +165,7 @@ class ResourcePlugin:
         deletes every socket in the directory before it serves kubelet.sock."""
         if await sockets.answers(self._kubelet):
             return
-        self.status = f"waiting for the kubelet to serve {self._kubelet}"
+        self._set_status(f"waiting for the kubelet to serve {self._kubelet}")
         log.info("waiting for the kubelet", extra={**self._log_extra, "socket": self._kubelet})
         recheck = KUBELET_RECHECK[0]
         while not await sockets.answers(self._kubelet):
@@ -179,11 +182,11 @@ class ResourcePlugin:
 
     async def _stand_down(self, watch: Watch) -> str:
         """Leave the resource to KubeVirt's plugin for as long as its socket answers."""
-        self.status = (
+        self._metrics.standing_down.labels(self.device.resource).set(1)
+        self._set_status(
             f"standing down: KubeVirt's device plugin serves {self.device.resource} from "
             f"{self._kubevirt_name}; start with --take-over to replace it"
         )
-        self._metrics.standing_down.labels(self.device.resource).set(1)
         if not self._stood_down:
             log.warning(
                 "standing down: KubeVirt's device plugin serves this resource",
@@ -202,6 +205,7 @@ class ResourcePlugin:
                     return "KubeVirt's device plugin came back"
         finally:
             self._metrics.standing_down.labels(self.device.resource).set(0)
+            self._on_change()
         self._stood_down = False
         return f"KubeVirt's device plugin stopped serving ({self._kubevirt_name} gone)"
 
@@ -245,16 +249,23 @@ class ResourcePlugin:
         )
 
     def _set_registered(self, registered: bool) -> None:
-        self.ready = registered
         self._metrics.registered.labels(self.device.resource).set(1 if registered else 0)
+        self.ready = registered
         if registered:
-            self.status = "registered"
+            self._set_status("registered")
+        else:
+            self._on_change()
+
+    def _set_status(self, status: str) -> None:
+        """What /readyz says for this resource; observers (tests, /readyz) learn of it."""
+        self.status = status
+        self._on_change()
 
     async def _kubevirt_started(self) -> bool:
         return not self._settings.take_over and await self._kubevirt_serves()
 
     def _restart(self, reason: str) -> str:
-        self.status = reason
+        self._set_status(reason)
         log.info(reason, extra=self._log_extra)
         return reason
 

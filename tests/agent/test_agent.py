@@ -3,6 +3,7 @@ character devices under a temporary host root."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from pathlib import Path
@@ -15,7 +16,7 @@ from agent.app import Agent
 from agent.v1beta1 import api_pb2 as api
 from tests.agent.conftest import make_node
 from tests.agent.helpers import KVM, TUN, all_have, running_agent
-from tests.agent.kubelet import TestKubelet
+from tests.agent.kubelet import WAIT, TestKubelet
 from virtdev import catalogue
 
 
@@ -41,7 +42,7 @@ async def test_both_resources_are_registered_as_the_kubelet_expects(
             assert endpoint.request.options.get_preferred_allocation_available
             assert not endpoint.request.options.pre_start_required
             assert endpoint.options == endpoint.request.options
-        await kubelet.wait_until(lambda: agent.readiness()[0])
+        await agent.wait_until(lambda: agent.readiness()[0], timeout=WAIT)
         response = await get(agent, "/readyz")
         assert response.status_code == 200
         assert "devices.kubevirt.io/kvm: registered" in response.text
@@ -191,7 +192,7 @@ async def test_kubelet_restarts_are_survived_again_and_again(
         await kubelet.wait_registered(KVM.resource, count=6)
         await kubelet.wait_registered(TUN.resource, count=6)
         await kubelet.wait_for_devices(TUN.resource, all_have("Healthy"))
-        await kubelet.wait_until(lambda: agent.readiness()[0])
+        await agent.wait_until(lambda: agent.readiness()[0], timeout=WAIT)
         assert metric(agent, "virtdev_agent_reregistrations_total", KVM.resource) == 5
         assert metric(agent, "virtdev_agent_plugin_restarts_total", KVM.resource) == 0
     assert kubelet.refusals == [] and kubelet.violations == []
@@ -209,7 +210,7 @@ async def test_the_agent_waits_for_an_absent_kubelet(plugin_dir: Path, host_root
         try:
             await kubelet.wait_registered(KVM.resource)
             await kubelet.wait_registered(TUN.resource)
-            await kubelet.wait_until(lambda: agent.readiness()[0])
+            await agent.wait_until(lambda: agent.readiness()[0], timeout=WAIT)
         finally:
             await kubelet.stop()
     assert kubelet.refusals == []
@@ -238,8 +239,9 @@ async def test_a_live_socket_is_never_replaced(
     try:
         async with running_agent(plugin_dir, host_root) as agent:
             await kubelet.wait_registered(TUN.resource)
-            await kubelet.wait_until(
-                lambda: metric(agent, "virtdev_agent_plugin_restarts_total", KVM.resource) >= 1
+            await agent.wait_until(
+                lambda: metric(agent, "virtdev_agent_plugin_restarts_total", KVM.resource) >= 1,
+                timeout=WAIT,
             )
             ready, reason = agent.readiness()
             assert not ready and "served by another live process" in reason
@@ -264,8 +266,9 @@ async def test_the_agent_stands_down_where_kubevirt_serves(
     try:
         async with running_agent(plugin_dir, host_root) as agent:
             await kubelet.wait_registered(TUN.resource)
-            await kubelet.wait_until(
-                lambda: metric(agent, "virtdev_agent_standing_down", KVM.resource) == 1
+            await agent.wait_until(
+                lambda: metric(agent, "virtdev_agent_standing_down", KVM.resource) == 1,
+                timeout=WAIT,
             )
             response = await get(agent, "/readyz")
             assert response.status_code == 503
@@ -286,10 +289,12 @@ async def test_the_agent_stands_down_when_kubevirt_starts_later(
         endpoint = await kubelet.wait_registered(KVM.resource)
         virt_handler = serve_kubevirt(plugin_dir, "kvm")
         try:
-            await kubelet.wait_until(
-                lambda: metric(agent, "virtdev_agent_standing_down", KVM.resource) == 1
+            await agent.wait_until(
+                lambda: metric(agent, "virtdev_agent_standing_down", KVM.resource) == 1,
+                timeout=WAIT,
             )
-            await endpoint.stream_ended.wait()  # our socket is gone, the stream with it
+            async with asyncio.timeout(WAIT):
+                await endpoint.stream_ended.wait()  # our socket is gone, the stream with it
             assert not (plugin_dir / catalogue.plugin_socket("kvm")).exists()
         finally:
             virt_handler.close()
@@ -300,8 +305,9 @@ async def test_the_agent_takes_the_resource_back_when_kubevirt_is_gone(
 ) -> None:
     virt_handler = serve_kubevirt(plugin_dir, "kvm")
     async with running_agent(plugin_dir, host_root, kubevirt_grace=0.2) as agent:
-        await kubelet.wait_until(
-            lambda: metric(agent, "virtdev_agent_standing_down", KVM.resource) == 1
+        await agent.wait_until(
+            lambda: metric(agent, "virtdev_agent_standing_down", KVM.resource) == 1,
+            timeout=WAIT,
         )
         virt_handler.close()
         os.unlink(plugin_dir / catalogue.kubevirt_socket("kvm"))
@@ -327,8 +333,9 @@ async def test_streams_get_an_empty_list_at_shutdown_and_metrics_are_served(
 ) -> None:
     async with running_agent(plugin_dir, host_root, device_count=3) as agent:
         await kubelet.wait_for_devices(KVM.resource, all_have("Healthy"))
-        await kubelet.wait_until(
-            lambda: metric(agent, "virtdev_agent_list_and_watch_streams", KVM.resource) == 1
+        await agent.wait_until(
+            lambda: metric(agent, "virtdev_agent_list_and_watch_streams", KVM.resource) == 1,
+            timeout=WAIT,
         )
         body = (await get(agent, "/metrics")).text
         for name in (
@@ -341,7 +348,8 @@ async def test_streams_get_an_empty_list_at_shutdown_and_metrics_are_served(
             assert f'{name}{{resource="devices.kubevirt.io/kvm"}}' in body
         assert (await get(agent, "/healthz")).status_code == 200
         endpoint = kubelet.endpoints[KVM.resource]
-    await endpoint.stream_ended.wait()
+    async with asyncio.timeout(WAIT):
+        await endpoint.stream_ended.wait()
     assert endpoint.lists[-1] == []
     assert metric(agent, "virtdev_agent_list_and_watch_streams", KVM.resource) == 0
     assert os.listdir(plugin_dir) == ["kubelet.sock"]
