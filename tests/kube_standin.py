@@ -376,6 +376,60 @@ class StandIn:
             thread.join(timeout=10)
 
 
+def write_kubeconfig(path: Any, url: str) -> str:
+    """A kubeconfig for the stand-in (plain http, a dummy token), as `--kubeconfig` takes it."""
+    document = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "stand-in", "cluster": {"server": url}}],
+        "users": [{"name": "test", "user": {"token": "stand-in"}}],
+        "contexts": [{"name": "stand-in", "context": {"cluster": "stand-in", "user": "test"}}],
+        "current-context": "stand-in",
+    }
+    with open(path, "w", encoding="utf-8") as file:
+        json.dump(document, file)  # JSON is YAML
+    return str(path)
+
+
+def node_object(
+    name: str,
+    *,
+    ready: str = "True",
+    kvm: str | None = "110",
+    tun: str | None = "110",
+    kvm_allocatable: str | None = None,
+    labels: dict[str, str] | None = None,
+    taints: list[Object] | None = None,
+    unschedulable: bool = False,
+) -> Object:
+    """A Node as the kubelet reports it, with virtdev's devices (None: not advertised)."""
+    capacity: dict[str, str] = {"cpu": "4", "memory": "8Gi", "pods": "110"}
+    allocatable = dict(capacity)
+    for device, amount in (("kvm", kvm), ("tun", tun)):
+        if amount is not None:
+            capacity[f"devices.kubevirt.io/{device}"] = amount
+            allocatable[f"devices.kubevirt.io/{device}"] = amount
+    if kvm_allocatable is not None:
+        allocatable["devices.kubevirt.io/kvm"] = kvm_allocatable
+    spec: Object = {"taints": taints or []}
+    if unschedulable:
+        spec["unschedulable"] = True
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, **(labels or {})}},
+        "spec": spec,
+        "status": {
+            "capacity": capacity,
+            "allocatable": allocatable,
+            "conditions": [
+                {"type": "MemoryPressure", "status": "False"},
+                {"type": "Ready", "status": ready, "reason": "KubeletReady"},
+            ],
+        },
+    }
+
+
 def _key_of(obj: Object) -> Key:
     spec = next(s for s in RESOURCES.values() if s.kind == obj["kind"])
     meta = obj["metadata"]

@@ -13,6 +13,8 @@ from virtdev import catalogue
 from virtdev.config import add_config_flag, add_launcher_policy_flags, add_log_format_flag
 
 DEFAULT_MAX_BODY_BYTES = 6 * 1024 * 1024
+#: As in webhook.feasibility, repeated here so that `--help` does not import the webhook.
+NO_KVM_POLICIES = ("warn", "emulate", "deny")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -56,6 +58,24 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "(default: .virtdev/dev-certs)",
     )
     add_launcher_policy_flags(parser)
+    scheduling = parser.add_argument_group(
+        "scheduling", "which nodes could run a launcher pod (see docs/scheduling.md)"
+    )
+    scheduling.add_argument(
+        "--no-kvm-policy",
+        choices=NO_KVM_POLICIES,
+        default="warn",
+        help="when no schedulable node advertises devices.kubevirt.io/kvm: warn and inject it "
+        "anyway, emulate (inject tun only, the VM runs without KVM) or deny the pod; migration "
+        "targets are never changed (default: warn)",
+    )
+    scheduling.add_argument(
+        "--kubeconfig",
+        metavar="FILE",
+        help="kubeconfig for the webhook's watch of nodes (RBAC: nodes get/list/watch); without "
+        "it the in-cluster service account is used when running in a pod, and outside a cluster "
+        "the check is off (~/.kube/config is never read unless named here)",
+    )
     parser.set_defaults(run=run)
 
 

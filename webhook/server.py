@@ -20,6 +20,7 @@ from virtdev import catalogue, logs
 from virtdev.probes import ProbeServer
 from webhook.app import WebhookSettings, create_app
 from webhook.metrics import WebhookMetrics
+from webhook.nodes import NodeView, cluster_source, core_api
 from webhook.policy import LauncherPolicy
 
 log = logging.getLogger("virtdev.webhook")
@@ -65,6 +66,19 @@ def curl_line(ca_cert: Path, host: str, port: int) -> str:
     )
 
 
+def node_view(kubeconfig: str | None, metrics: WebhookMetrics) -> NodeView | None:
+    """The watch of nodes, or None (said once) when no cluster is configured."""
+    source = cluster_source(kubeconfig)
+    if source is None:
+        log.info(
+            "no cluster configured (no --kubeconfig, not in a pod): launcher pods are patched "
+            "without checking which nodes advertise the devices"
+        )
+        return None
+    log.info("watching nodes through the %s", source)
+    return NodeView(lambda: core_api(kubeconfig), metrics=metrics)
+
+
 def serve(args: argparse.Namespace) -> int:
     logs.setup(args.log_format)
     try:
@@ -100,8 +114,17 @@ def serve(args: argparse.Namespace) -> int:
         print(f"virtdev webhook: {error}", file=sys.stderr)
         return 2
 
-    settings = WebhookSettings(policy=policy, max_body_bytes=args.max_body_bytes)
-    app = create_app(settings, metrics=metrics, background=[tls.watch])
+    settings = WebhookSettings(
+        policy=policy, max_body_bytes=args.max_body_bytes, no_kvm_policy=args.no_kvm_policy
+    )
+    view = node_view(args.kubeconfig, metrics)
+    background = [tls.watch] if view is None else [tls.watch, view.run]
+    app = create_app(
+        settings,
+        metrics=metrics,
+        background=background,
+        nodes=None if view is None else view.current,
+    )
     config = uvicorn.Config(
         app,
         host=args.host,

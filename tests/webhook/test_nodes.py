@@ -1,0 +1,228 @@
+"""The node view against the API stand-in, judged by what /mutate answers.
+
+The app runs in-process (TestClient, so its lifespan runs the view's watch) and the view uses
+the real `kubernetes` client through a kubeconfig, as `--kubeconfig` does. Every step waits for
+the answer to change, bounded, instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.kube_standin import StandIn, node_object, write_kubeconfig
+from tests.webhook.conftest import free_port, load_fixture
+from webhook.app import WebhookSettings, create_app
+from webhook.metrics import WebhookMetrics
+from webhook.nodes import NodeView, core_api
+
+KVM = "devices.kubevirt.io/kvm"
+LAUNCHER = "v1-launcher-2018-privileged.json"
+T = TypeVar("T")
+
+
+def eventually(probe: Callable[[], T | None], what: str, timeout: float = 20.0) -> T:
+    """Poll until `probe` gives a truthy value; fail naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def stand_in() -> Iterator[StandIn]:
+    with StandIn().running() as server:
+        server.bookmark_seconds = 0.2
+        server.put_object(node_object("kvm-1"))
+        server.put_object(node_object("plain-1", kvm=None))
+        yield server
+
+
+@contextmanager
+def webhook(kubeconfig: str, policy: str, metrics: WebhookMetrics) -> Iterator[TestClient]:
+    view = NodeView(
+        lambda: core_api(kubeconfig), metrics=metrics, watch_seconds=5, backoff=(0.05, 0.2)
+    )
+    settings = WebhookSettings(no_kvm_policy=policy)
+    app = create_app(settings, metrics=metrics, background=[view.run], nodes=view.current)
+    with TestClient(app) as client:
+        yield client
+
+
+@pytest.fixture
+def metrics() -> WebhookMetrics:
+    return WebhookMetrics.create()
+
+
+@pytest.fixture
+def deny(stand_in: StandIn, tmp_path: Path, metrics: WebhookMetrics) -> Iterator[TestClient]:
+    with webhook(write_kubeconfig(tmp_path / "kubeconfig", stand_in.url), "deny", metrics) as c:
+        yield c
+
+
+def mutate(client: TestClient) -> dict[str, Any]:
+    reply = client.post("/mutate", content=json.dumps(load_fixture(LAUNCHER)).encode())
+    assert reply.status_code == 200
+    return reply.json()["response"]  # type: ignore[no-any-return]
+
+
+def patched_resources(response: dict[str, Any]) -> set[str]:
+    if "patch" not in response:
+        return set()
+    resources: set[str] = set()
+    for op in json.loads(base64.b64decode(response["patch"])):
+        path = op["path"]
+        if path.endswith("/resources"):
+            resources |= set(op["value"]["limits"])
+        elif path.endswith("/resources/limits"):
+            resources |= set(op["value"])
+        elif "/resources/limits/" in path:
+            resources.add(path.rpartition("/")[2].replace("~1", "/").replace("~0", "~"))
+    return resources
+
+
+def allowed_with_kvm(client: TestClient) -> dict[str, Any] | None:
+    response = mutate(client)
+    if response["allowed"] and KVM in patched_resources(response):
+        scheduling = [w for w in response.get("warnings", ()) if "node" in w]
+        return None if scheduling else response
+    return None
+
+
+def denied(client: TestClient, because: str) -> dict[str, Any] | None:
+    response = mutate(client)
+    if not response["allowed"] and because in response["status"]["message"]:
+        return response
+    return None
+
+
+def set_node(stand_in: StandIn, name: str, change: Callable[[dict[str, Any]], None]) -> None:
+    node = stand_in.get_object("v1", "nodes", "", name)
+    change(node)
+    stand_in.replace_object(node)
+
+
+def ready(status: str) -> Callable[[dict[str, Any]], None]:
+    def change(node: dict[str, Any]) -> None:
+        for condition in node["status"]["conditions"]:
+            if condition["type"] == "Ready":
+                condition["status"] = status
+
+    return change
+
+
+def kvm_allocatable(amount: str) -> Callable[[dict[str, Any]], None]:
+    def change(node: dict[str, Any]) -> None:
+        node["status"]["allocatable"][KVM] = amount
+
+    return change
+
+
+def test_a_node_going_not_ready_turns_injection_into_a_denial_and_back(
+    stand_in: StandIn, deny: TestClient, metrics: WebhookMetrics
+) -> None:
+    eventually(lambda: allowed_with_kvm(deny), "the launcher to be patched with kvm")
+    set_node(stand_in, "kvm-1", ready("False"))
+    response = eventually(lambda: denied(deny, "1 NotReady"), "a denial naming the NotReady node")
+    assert response["status"]["code"] == 403
+    assert "2 nodes ruled out (1 NotReady, 1 no kvm)" in response["status"]["message"]
+    assert "patch" not in response
+    set_node(stand_in, "kvm-1", ready("True"))
+    eventually(lambda: allowed_with_kvm(deny), "the launcher to be patched again")
+    sample = metrics.registry.get_sample_value
+    assert sample("virtdev_webhook_node_view_synced") == 1
+    assert sample("virtdev_webhook_nodes_known") == 2
+    assert sample("virtdev_webhook_feasible_nodes") == 1
+    assert (sample("virtdev_webhook_scheduling_decisions_total", {"outcome": "denied"}) or 0) >= 1
+
+
+def test_kvm_allocatable_dropping_to_zero_is_seen(stand_in: StandIn, deny: TestClient) -> None:
+    eventually(lambda: allowed_with_kvm(deny), "the launcher to be patched with kvm")
+    set_node(stand_in, "kvm-1", kvm_allocatable("0"))
+    eventually(lambda: denied(deny, "1 kvm allocatable 0"), "a denial naming kvm allocatable 0")
+
+
+def test_a_410_gone_forces_a_relist_that_sees_what_the_watch_missed(
+    stand_in: StandIn, deny: TestClient
+) -> None:
+    eventually(lambda: allowed_with_kvm(deny), "the launcher to be patched with kvm")
+    eventually(lambda: stand_in.open_watches == 1, "the view's watch")
+    # Hold the view's next call to the API server until history has moved on and been compacted.
+    arrived, release = threading.Event(), threading.Event()
+
+    def hold(method: str, key: tuple[str, str, str, str]) -> None:
+        if key[1] == "nodes" and not release.is_set():
+            arrived.set()
+            release.wait(timeout=20)
+
+    stand_in.before = hold
+    stand_in.drop_watches()
+    assert arrived.wait(timeout=20), "the view did not come back after its watch was cut"
+    set_node(stand_in, "kvm-1", kvm_allocatable("0"))
+    stand_in.compact()
+    release.set()
+    eventually(lambda: denied(deny, "kvm allocatable 0"), "the relisted view to deny")
+    watches = [r for r in stand_in.requests if r.resource == "nodes" and "watch=" in r.query]
+    lists = [r for r in stand_in.requests if r.resource == "nodes" and "watch=" not in r.query]
+    assert len(lists) >= 2, "a 410 must make the view list again"
+    assert watches
+
+
+def test_a_dropped_connection_resumes_the_watch_without_losing_changes(
+    stand_in: StandIn, deny: TestClient
+) -> None:
+    eventually(lambda: allowed_with_kvm(deny), "the launcher to be patched with kvm")
+    eventually(lambda: stand_in.open_watches == 1, "the view's watch")
+    stand_in.drop_watches()
+    set_node(stand_in, "kvm-1", ready("False"))
+    eventually(lambda: denied(deny, "NotReady"), "the resumed watch to bring the change")
+    lists = [r for r in stand_in.requests if r.resource == "nodes" and "watch=" not in r.query]
+    assert len(lists) == 1, "a dropped connection resumes from the last resourceVersion"
+
+
+def test_an_unreachable_api_server_never_blocks_admission(
+    tmp_path: Path, metrics: WebhookMetrics
+) -> None:
+    nowhere = write_kubeconfig(tmp_path / "kubeconfig", f"http://127.0.0.1:{free_port()}")
+    with webhook(nowhere, "deny", metrics) as client:
+        response = mutate(client)
+        assert response["allowed"] is True
+        assert KVM in patched_resources(response)
+        sample = metrics.registry.get_sample_value
+        assert sample("virtdev_webhook_scheduling_decisions_total", {"outcome": "unsynced"}) == 1
+        assert sample("virtdev_webhook_node_view_synced") == 0
+
+
+@pytest.mark.parametrize(
+    ("policy", "expect"),
+    [("warn", {KVM, "devices.kubevirt.io/tun"}), ("emulate", {"devices.kubevirt.io/tun"})],
+)
+def test_warn_and_emulate_patch_with_a_warning(
+    stand_in: StandIn, tmp_path: Path, metrics: WebhookMetrics, policy: str, expect: set[str]
+) -> None:
+    stand_in.delete_object(node_object("kvm-1"))
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", stand_in.url)
+
+    def warned(client: TestClient) -> dict[str, Any] | None:
+        response = mutate(client)
+        warnings = [w for w in response.get("warnings", ()) if "1 no kvm" in w]
+        return response if warnings else None
+
+    with webhook(kubeconfig, policy, metrics) as client:
+        response = eventually(lambda: warned(client), f"a {policy} warning")
+        assert response["allowed"] is True
+        assert patched_resources(response) == expect
+        assert all(len(w) <= 120 for w in response["warnings"])

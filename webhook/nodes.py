@@ -1,0 +1,288 @@
+"""The webhook's live view of the nodes: list, then watch, kept in an immutable snapshot.
+
+A reflector as client-go's, small: list the nodes, watch from the list's resourceVersion with
+bookmarks (so the resourceVersion to resume from stays fresh), resume the watch from the last
+resourceVersion seen when it ends or the connection breaks, list again when the API server
+answers 410 Gone (as HTTP 410 or as an ERROR event in the stream), and back off 1, 2, 5, 10 s
+while the API server cannot be reached.
+
+The blocking `kubernetes` client runs in a thread of its own, never on the event loop; requests
+read `snapshot`, a frozen object replaced whole on every change, so an admission call never
+waits for the cluster and never sees half an update. While the view is not in sync (before the
+first list, or after a failure until a watch is running again) the snapshot says so, and /mutate
+patches launcher pods as usual. Only what the feasibility check reads is kept of each node.
+
+Which cluster: `--kubeconfig FILE` when given, else the in-cluster service account when
+`KUBERNETES_SERVICE_HOST` is set, else none: a webhook run on a laptop never picks up a
+`~/.kube/config` it was not told about. RBAC: nodes get/list/watch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+from virtdev import catalogue
+from webhook.feasibility import Node, NodeSnapshot
+from webhook.metrics import WebhookMetrics
+
+log = logging.getLogger("virtdev.webhook.nodes")
+
+#: KubeVirt's restart backoff, also used by the agent.
+BACKOFF_SECONDS: tuple[float, ...] = (1, 2, 5, 10)
+#: client-go's reflector watches for 5-10 minutes before starting a new watch.
+WATCH_SECONDS = 300
+CONNECT_TIMEOUT_SECONDS = 5
+LIST_TIMEOUT_SECONDS = 30
+
+
+class Gone(Exception):
+    """410: the resourceVersion to resume from is too old; list again."""
+
+
+class WatchError(Exception):
+    """An ERROR event other than 410 in the watch stream."""
+
+
+def cluster_source(kubeconfig: str | None, environ: Mapping[str, str] = os.environ) -> str | None:
+    """Where the Kubernetes configuration comes from: a kubeconfig, in-cluster, or nowhere."""
+    if kubeconfig:
+        return f"kubeconfig {kubeconfig}"
+    if environ.get("KUBERNETES_SERVICE_HOST"):
+        return "in-cluster service account"
+    return None
+
+
+def core_api(kubeconfig: str | None) -> Any:
+    """A CoreV1Api for `--kubeconfig` or the in-cluster service account (imports the client)."""
+    from kubernetes import client, config
+
+    load_kube_config: Any = config.load_kube_config  # untyped in the client
+    load_incluster_config: Any = config.load_incluster_config
+    configuration = client.Configuration()
+    if kubeconfig:
+        load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    else:
+        load_incluster_config(client_configuration=configuration)
+    return client.CoreV1Api(client.ApiClient(configuration))
+
+
+def trim(node: Mapping[str, Any]) -> Node:
+    """What the feasibility check reads of a Node, nothing else: 5000 nodes stay small."""
+    metadata = node.get("metadata") or {}
+    spec = node.get("spec") or {}
+    status = node.get("status") or {}
+    prefix = catalogue.RESOURCE_DOMAIN + "/"
+    ready = [c for c in status.get("conditions") or () if (c or {}).get("type") == "Ready"]
+    return {
+        "metadata": {
+            "name": metadata.get("name") or "",
+            "labels": dict(metadata.get("labels") or {}),
+            "resourceVersion": metadata.get("resourceVersion") or "",
+        },
+        "spec": {
+            "taints": list(spec.get("taints") or ()),
+            "unschedulable": bool(spec.get("unschedulable")),
+        },
+        "status": {
+            "conditions": [{"type": "Ready", "status": c.get("status")} for c in ready],
+            "capacity": {
+                k: v for k, v in (status.get("capacity") or {}).items() if k.startswith(prefix)
+            },
+            "allocatable": {
+                k: v for k, v in (status.get("allocatable") or {}).items() if k.startswith(prefix)
+            },
+        },
+    }
+
+
+def _lines(response: Any) -> Iterator[bytes]:
+    """The JSON lines of a watch response as they arrive (one event per line)."""
+    buffer = b""
+    for chunk in response.stream(4096, decode_content=False):
+        buffer += chunk
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            if line.strip():
+                yield line
+    if buffer.strip():
+        yield buffer
+
+
+class NodeView:
+    """List/watch of nodes in a thread; `snapshot` is always a complete, immutable view."""
+
+    def __init__(
+        self,
+        connect: Callable[[], Any],
+        *,
+        metrics: WebhookMetrics | None = None,
+        watch_seconds: int = WATCH_SECONDS,
+        backoff: Sequence[float] = BACKOFF_SECONDS,
+    ) -> None:
+        self._connect = connect
+        self._metrics = metrics
+        self._watch_seconds = watch_seconds
+        self._backoff = tuple(backoff)
+        self._snapshot = NodeSnapshot()
+        self._nodes: dict[str, Node] = {}
+        self._stopping = threading.Event()
+        self._response: Any = None
+        self._lock = threading.Lock()
+        self._last_problem = ""
+
+    @property
+    def snapshot(self) -> NodeSnapshot:
+        return self._snapshot
+
+    def current(self) -> NodeSnapshot:
+        """For `create_app(nodes=...)`: the snapshot at this instant."""
+        return self._snapshot
+
+    async def run(self) -> None:
+        """The app's background task: runs until cancelled, then stops the thread promptly."""
+        thread = threading.Thread(target=self.run_blocking, name="node-view", daemon=True)
+        thread.start()
+        try:
+            await asyncio.Future()
+        finally:
+            self.stop()
+            for _ in range(40):  # at most 2 s: the thread is a daemon, shutdown never hangs on it
+                if not thread.is_alive():
+                    break
+                await asyncio.sleep(0.05)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        with self._lock:
+            response = self._response
+        if response is not None:
+            try:
+                response.shutdown()  # unblocks a read in the view's thread (urllib3 ≥ 2.3)
+            except Exception:  # best effort on the way out
+                log.debug("closing the watch response failed", exc_info=True)
+
+    def run_blocking(self) -> None:
+        """List, watch, relist on 410, reconnect with backoff; returns once stopped."""
+        core: Any = None
+        since: str | None = None
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                if core is None:
+                    core = self._connect()
+                if since is None:
+                    since = self._list(core)
+                since = self._watch(core, since)
+                failures = 0
+            except Gone as gone:
+                log.info("node watch expired (410 Gone): listing nodes again: %s", gone)
+                since = None
+            except Exception as error:  # any failure: out of sync, back off, retry
+                if self._stopping.is_set():
+                    break
+                self._publish(synced=False)
+                delay = self._backoff[min(failures, len(self._backoff) - 1)]
+                failures += 1
+                problem = f"{type(error).__name__}: {error}"[:300]
+                level = logging.DEBUG if problem == self._last_problem else logging.WARNING
+                self._last_problem = problem
+                log.log(
+                    level,
+                    "node view out of sync, retrying in %ss: %s",
+                    delay,
+                    problem,
+                    extra={"failures": failures},
+                )
+                self._stopping.wait(delay)
+        self._publish(synced=False)
+
+    def _list(self, core: Any) -> str:
+        response = core.list_node(
+            _preload_content=False,
+            _request_timeout=(CONNECT_TIMEOUT_SECONDS, LIST_TIMEOUT_SECONDS),
+        )
+        try:
+            listed = json.loads(response.data)
+        finally:
+            response.release_conn()
+        self._nodes = {
+            node["metadata"]["name"]: node
+            for node in (trim(item) for item in listed.get("items") or ())
+        }
+        since = str((listed.get("metadata") or {}).get("resourceVersion") or "")
+        self._publish(synced=True, resource_version=since)
+        if self._last_problem or since:
+            log.info("node view synced: %d nodes", len(self._nodes), extra={"rv": since})
+        self._last_problem = ""
+        return since
+
+    def _watch(self, core: Any, since: str) -> str:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            response = core.list_node(
+                watch=True,
+                resource_version=since,
+                allow_watch_bookmarks=True,
+                timeout_seconds=self._watch_seconds,
+                _preload_content=False,
+                _request_timeout=(CONNECT_TIMEOUT_SECONDS, self._watch_seconds + 15),
+            )
+        except ApiException as error:
+            if error.status == 410:
+                raise Gone(error.reason) from None
+            raise
+        with self._lock:
+            self._response = response
+        if self._stopping.is_set():
+            response.shutdown()
+        try:
+            if not self._snapshot.synced:
+                log.info("node view back in sync: watching from resourceVersion %s", since)
+                self._last_problem = ""
+            self._publish(synced=True, resource_version=since)
+            for line in _lines(response):
+                if self._stopping.is_set():
+                    break
+                since = self._apply(json.loads(line), since)
+        finally:
+            with self._lock:
+                self._response = None
+            response.release_conn()
+        return since
+
+    def _apply(self, event: Mapping[str, Any], since: str) -> str:
+        kind = event.get("type")
+        obj = event.get("object") or {}
+        if kind == "ERROR":
+            if obj.get("code") == 410:
+                raise Gone(str(obj.get("message") or "too old resource version"))
+            raise WatchError(f"{obj.get('code')} {obj.get('reason')}: {obj.get('message')}")
+        version = str((obj.get("metadata") or {}).get("resourceVersion") or since)
+        if kind == "BOOKMARK":
+            return version
+        node = trim(obj)
+        name = node["metadata"]["name"]
+        nodes = dict(self._nodes)
+        if kind == "DELETED":
+            nodes.pop(name, None)
+        elif kind in ("ADDED", "MODIFIED"):
+            nodes[name] = node
+        self._nodes = nodes
+        self._publish(synced=True, resource_version=version)
+        return version
+
+    def _publish(self, *, synced: bool, resource_version: str | None = None) -> None:
+        """Swap in a new snapshot: one attribute assignment, atomic for every reader."""
+        ordered = tuple(self._nodes[name] for name in sorted(self._nodes))
+        version = self._snapshot.resource_version if resource_version is None else resource_version
+        self._snapshot = NodeSnapshot(nodes=ordered, synced=synced, resource_version=version)
+        if self._metrics is not None:
+            self._metrics.nodes_synced.set(1 if synced else 0)
+            self._metrics.nodes_known.set(len(ordered))
