@@ -1,0 +1,367 @@
+"""Benchmark /mutate against a bare ASGI floor on the same server stack and TLS.
+
+Two servers, one at a time on the same core (`taskset`): the real `virtdev webhook` process
+(JSON logs, metrics, FastAPI, the rules) and `bench/floor_app.py` (parse the review with orjson,
+answer `allowed`, nothing else), both uvicorn + httptools + uvloop with the TLS context of
+`certs.tls.ServingTLS` and the same certificate. `wrk` on the other core POSTs the same fixture
+review over keep-alive HTTPS (32 connections by default) for a few seconds per run; the servers
+are loaded alternately, at least five times each, and the median of the per-pair ratios is the
+result. Then the pure cost per pod is timed in-process: the rules alone, the whole decision
+without HTTP (parse, rules, render), and one JSON log line (the webhook writes one per request).
+
+Targets: /mutate >= 0.8x the floor's requests/s and p99 <= 2x the floor's p99. Loopback only.
+Exit 0 when both are met, 1 when one is missed, 2 when the bench itself could not run.
+
+    .venv/bin/python bench/webhook_bench.py            # 5 alternations of 5 s
+    .venv/bin/python bench/webhook_bench.py --runs 7 --duration 10 --json results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import io
+import json
+import logging
+import os
+import re
+import shutil
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import timeit
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+FIXTURE = REPO / "tests" / "fixtures" / "v1-launcher-2018-privileged.json"
+LUA = Path(__file__).resolve().parent / "post_review.lua"
+RPS_TARGET = 0.8
+P99_TARGET = 2.0
+STARTUP_TIMEOUT = 60.0
+BENCH_LINE = re.compile(
+    r"BENCH requests=(\d+) duration_us=(\d+) errors=(\d+) p50_us=(\d+) p90_us=(\d+) "
+    r"p99_us=(\d+) max_us=(\d+)"
+)
+
+
+@dataclass
+class Load:
+    server: str
+    requests: int
+    seconds: float
+    errors: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def wait_until(check: Callable[[], bool], what: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while not check():
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode} before it was ready")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} not ready within {STARTUP_TIMEOUT}s")
+        time.sleep(0.05)  # polling interval of the readiness check
+
+
+def answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def running(
+    command: list[str], *, log: Path, ready: Callable[[subprocess.Popen[bytes]], bool], what: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as log_file:
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=log_file, cwd=REPO, start_new_session=True
+        )
+    try:
+        wait_until(lambda: ready(process), what, process)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def post(port: int, path: str, body: bytes, ca_cert: Path) -> dict[str, Any]:
+    context = ssl.create_default_context(cafile=str(ca_cert))
+    connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
+    try:
+        connection.request("POST", path, body, {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        data = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"POST {path} on port {port}: {response.status} {data[:200]!r}")
+        answer: dict[str, Any] = json.loads(data)
+        return answer
+    finally:
+        connection.close()
+
+
+def wrk(url: str, *, cpu: str, connections: int, seconds: int, server: str) -> Load:
+    result = subprocess.run(
+        [
+            "taskset",
+            "-c",
+            cpu,
+            "wrk",
+            "--threads",
+            "1",
+            "--connections",
+            str(connections),
+            "--duration",
+            f"{seconds}s",
+            "--timeout",
+            "5s",
+            "--script",
+            str(LUA),
+            url,
+        ],
+        env={**os.environ, "BENCH_BODY": str(FIXTURE)},
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"wrk failed ({result.returncode}): {result.stderr or result.stdout}")
+    match = BENCH_LINE.search(result.stdout)
+    if match is None:
+        raise RuntimeError(f"no BENCH line from wrk:\n{result.stdout}\n{result.stderr}")
+    requests, duration_us, errors, p50, p90, p99, _ = map(int, match.groups())
+    return Load(server, requests, duration_us / 1e6, errors, p50 / 1e3, p90 / 1e3, p99 / 1e3)
+
+
+# --- the pure cost per pod -------------------------------------------------------------------
+
+
+def per_call_us(function: Callable[[], object], *, repeats: int = 7) -> float:
+    timer = timeit.Timer(function)
+    number, _ = timer.autorange()
+    return statistics.median(timer.repeat(repeat=repeats, number=number)) / number * 1e6
+
+
+def pure_costs() -> dict[str, float]:
+    import orjson
+
+    from virtdev.logs import JSONFormatter
+    from webhook import review
+    from webhook.admission import mutate_review
+    from webhook.mutation import mutate
+    from webhook.policy import LauncherPolicy
+
+    body = FIXTURE.read_bytes()
+    policy = LauncherPolicy()
+    pod = orjson.loads(body)["request"]["object"]
+
+    def decide() -> bytes:
+        request = review.parse(body)
+        return orjson.dumps(review.render(request, mutate_review(request, policy)))
+
+    logger = logging.getLogger("bench.webhook.log-line")
+    logger.propagate = False
+    sink = io.StringIO()
+    handler = logging.StreamHandler(sink)
+    handler.setFormatter(JSONFormatter())
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    extra = {
+        "endpoint": "mutate",
+        "uid": "3a5c0e2a-7d8e-4b8f-9f3e-0c1d2e3f4a01",
+        "pod": "vms/virt-launcher-testvm-",
+        "operation": "CREATE",
+        "verdict": "patched",
+        "patch_ops": 5,
+        "duration_ms": 0.123,
+    }
+
+    def log_line() -> None:
+        logger.info("admission %s", "patched", extra=extra)
+        sink.seek(0)
+        sink.truncate()
+
+    return {
+        "rules_us": per_call_us(lambda: mutate(pod, policy)),
+        "decision_us": per_call_us(decide),
+        "log_line_us": per_call_us(log_line),
+    }
+
+
+# --- the run -----------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=5, help="alternations (default 5, min 5)")
+    parser.add_argument("--duration", type=int, default=5, help="whole seconds per load run")
+    parser.add_argument("--warmup", type=int, default=1, help="whole seconds of warm-up")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--server-cpu", default="0", help="core for the servers (taskset)")
+    parser.add_argument("--load-cpu", default="1", help="core for wrk (taskset)")
+    parser.add_argument("--webhook-log", help="where the webhook's JSON logs go (default: tmp)")
+    parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    args = parser.parse_args(argv)
+    if args.runs < 5:
+        parser.error("--runs: at least 5 alternations")
+    for tool in ("wrk", "taskset"):
+        if shutil.which(tool) is None:
+            print(f"webhook bench: {tool} not found", file=sys.stderr)
+            return 2
+    try:
+        return run(args)
+    except (RuntimeError, subprocess.SubprocessError, OSError) as error:
+        print(f"webhook bench: {error}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    from certs.generate import ensure_material
+
+    work = Path(tempfile.mkdtemp(prefix="virtdev-bench-"))
+    material = ensure_material(work / "certs", dns_names=["localhost"], ip_addresses=["127.0.0.1"])
+    port, metrics_port, floor_port = free_ports(3)
+    webhook_log = Path(args.webhook_log) if args.webhook_log else work / "webhook.log"
+    pinned = ["taskset", "-c", args.server_cpu, sys.executable]
+    tls = ["--tls-cert", str(material.tls_cert), "--tls-key", str(material.tls_key)]
+    webhook_command = [
+        *pinned,
+        "-m",
+        "virtdev.cli",
+        "webhook",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--metrics-port",
+        str(metrics_port),
+        "--log-format",
+        "json",
+        *tls,
+    ]
+    floor_command = [*pinned, str(REPO / "bench" / "floor_app.py"), "--port", str(floor_port), *tls]
+
+    def floor_ready(process: subprocess.Popen[bytes]) -> bool:
+        assert process.stdout is not None
+        return process.stdout.readline().startswith(b"floor ready")
+
+    with (
+        running(
+            webhook_command,
+            log=webhook_log,
+            ready=lambda _: answers(f"http://127.0.0.1:{metrics_port}/readyz"),
+            what="virtdev webhook",
+        ),
+        running(floor_command, log=work / "floor.log", ready=floor_ready, what="floor app"),
+    ):
+        body = FIXTURE.read_bytes()
+        uid = json.loads(body)["request"]["uid"]
+        mutated = post(port, "/mutate", body, material.ca_cert)["response"]
+        floor = post(floor_port, "/", body, material.ca_cert)["response"]
+        if not (mutated["uid"] == uid and mutated.get("patchType") == "JSONPatch"):
+            raise RuntimeError(f"/mutate did not patch the fixture: {mutated}")
+        if floor != {"uid": uid, "allowed": True}:
+            raise RuntimeError(f"the floor answered {floor}")
+
+        urls = {
+            "mutate": f"https://127.0.0.1:{port}/mutate",
+            "floor": f"https://127.0.0.1:{floor_port}/",
+        }
+        load = dict(cpu=args.load_cpu, connections=args.connections)
+        for server, url in urls.items():
+            wrk(url, seconds=args.warmup, server=server, **load)  # type: ignore[arg-type]
+        pairs: list[tuple[Load, Load]] = []
+        for index in range(args.runs):
+            order = ("floor", "mutate") if index % 2 == 0 else ("mutate", "floor")
+            done = {
+                s: wrk(urls[s], seconds=args.duration, server=s, **load)  # type: ignore[arg-type]
+                for s in order
+            }
+            pairs.append((done["mutate"], done["floor"]))
+            m, f = done["mutate"], done["floor"]
+            print(
+                f"run {index + 1}: /mutate {m.rps:8.0f} rps p50 {m.p50_ms:6.2f} ms "
+                f"p99 {m.p99_ms:6.2f} ms | floor {f.rps:8.0f} rps p50 {f.p50_ms:6.2f} ms "
+                f"p99 {f.p99_ms:6.2f} ms | ratio {m.rps / f.rps:.3f} rps, "
+                f"{m.p99_ms / f.p99_ms:.2f} p99",
+                flush=True,
+            )
+        log_lines = sum(1 for _ in webhook_log.open("rb"))
+
+    errors = sum(m.errors + f.errors for m, f in pairs)
+    if errors:
+        raise RuntimeError(f"{errors} wrk errors (non-2xx answers, timeouts or socket errors)")
+    os.sched_setaffinity(0, {int(args.server_cpu)})
+    costs = pure_costs()
+    rps_ratio = statistics.median(m.rps / f.rps for m, f in pairs)
+    p99_ratio = statistics.median(m.p99_ms / f.p99_ms for m, f in pairs)
+    results = {
+        "runs": args.runs,
+        "seconds_per_run": args.duration,
+        "connections": args.connections,
+        "mutate_rps": statistics.median(m.rps for m, _ in pairs),
+        "floor_rps": statistics.median(f.rps for _, f in pairs),
+        "mutate_p99_ms": statistics.median(m.p99_ms for m, _ in pairs),
+        "floor_p99_ms": statistics.median(f.p99_ms for _, f in pairs),
+        "rps_ratio": rps_ratio,
+        "p99_ratio": p99_ratio,
+        "webhook_log_lines": log_lines,
+        **costs,
+        "loads": [asdict(load) for pair in pairs for load in pair],
+    }
+    met = rps_ratio >= RPS_TARGET and p99_ratio <= P99_TARGET
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(
+        f"webhook bench: /mutate {results['mutate_rps']:.0f} rps vs floor "
+        f"{results['floor_rps']:.0f} rps = {rps_ratio:.2f}x (target >= {RPS_TARGET}), "
+        f"p99 {results['mutate_p99_ms']:.2f} ms vs {results['floor_p99_ms']:.2f} ms = "
+        f"{p99_ratio:.2f}x (target <= {P99_TARGET}); rules {costs['rules_us']:.1f} us/pod, "
+        f"parse+rules+render {costs['decision_us']:.1f} us/pod, JSON log line "
+        f"{costs['log_line_us']:.1f} us; {args.runs} runs x {args.duration:g} s, "
+        f"{args.connections} connections: {'PASS' if met else 'FAIL'}"
+    )
+    shutil.rmtree(work, ignore_errors=True)
+    return 0 if met else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
