@@ -30,6 +30,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("certs", "certs.cli", "generate, inspect and rotate the webhook's TLS material"),
     Command("mutate", "webhook.offline_mutate", "show what /mutate does to a Pod or review file"),
     Command("validate", "webhook.offline_validate", "show what /validate says of a Pod or review"),
+    Command("capacity", "webhook.capacity_cli", "per node: can it take a VM, and if not, why"),
 )
 
 DESCRIPTION = """\
