@@ -33,9 +33,7 @@ def material(tmp_path_factory: pytest.TempPathFactory) -> Material:
     return make_material(tmp_path_factory.mktemp("material"))
 
 
-def run(
-    *argv: str | Path, check: bool = True, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
+def run(*argv: object, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """Run a command with a clean environment for OpenSSL and capture its text output."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.run(
