@@ -8,6 +8,7 @@ Keys are ECDSA P-256: small, fast, and accepted by every API server and client w
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -48,11 +49,16 @@ def parse_ips(ip_addresses: Sequence[str]) -> tuple[IPAddress, ...]:
     return tuple(dict.fromkeys(parsed))
 
 
+_DNS_NAME = re.compile(
+    r"^(\*\.)?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$"
+)
+
+
 def clean_dns_names(dns_names: Sequence[str]) -> tuple[str, ...]:
-    """Lower-case, de-duplicated DNS names; empty or space-containing names are a ValueError."""
+    """Lower-case, de-duplicated DNS names (RFC 1123, `*.` allowed first); others: ValueError."""
     names = tuple(dict.fromkeys(name.strip().lower().rstrip(".") for name in dns_names))
     for name in names:
-        if not name or any(c.isspace() for c in name) or len(name) > 253:
+        if len(name) > 253 or not _DNS_NAME.match(name):
             raise ValueError(f"not a DNS name: {name!r}")
     return names
 

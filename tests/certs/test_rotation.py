@@ -77,6 +77,11 @@ def test_leaf_is_reissued_when_its_key_does_not_match(fresh: Stored) -> None:
     assert pki.same_public_key(leaf(repaired.stored), pki.load_key(repaired.stored.tls_key))
 
 
+def test_wildcards_and_upper_case_names_are_accepted() -> None:
+    result = at(Stored(), START, dns_names=["*.Hooks.Example.", "HOOK"])
+    assert pki.subject_alt_names(leaf(result.stored))[0] == {"*.hooks.example", "hook"}
+
+
 def test_garbage_is_replaced_by_fresh_material() -> None:
     garbage = Stored(b"not pem", b"nor this", b"-----BEGIN CERTIFICATE-----\nxx", b"")
     result = at(garbage, START)
@@ -149,6 +154,9 @@ def test_no_handshake_fails_across_twelve_years_of_daily_runs() -> None:
     [
         ({"ip_addresses": ["10.0.0.300"]}, "not an IP address"),
         ({"dns_names": ["has space"]}, "not a DNS name"),
+        ({"dns_names": ["a..b"]}, "not a DNS name"),
+        ({"dns_names": ["-leading.example"]}, "not a DNS name"),
+        ({"dns_names": ["under_score.example"]}, "not a DNS name"),
         ({"dns_names": []}, "at least one DNS name"),
         ({"days": 0}, "at least one day"),
         ({"days": 400, "ca_days": 365}, "cannot outlive"),
