@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -200,7 +201,7 @@ def test_a_wiped_ca_bundle_is_restored_without_touching_the_secret(
 
 
 def test_ca_rotation_keeps_old_and_new_ca_in_ca_bundle_until_the_old_leaf_is_gone(
-    cluster: StandIn, api: client.ApiClient
+    cluster: StandIn, api: client.ApiClient, tmp_path: Path
 ) -> None:
     start = datetime.now(UTC)
     incluster.ensure(api, TARGET, now=start)
@@ -223,6 +224,17 @@ def test_ca_rotation_keeps_old_and_new_ca_in_ca_bundle_until_the_old_leaf_is_gon
     leaf = pki.load_certs(secret_data(cluster)["tls.crt"])[0]
     assert pki.signed_by(leaf, new_ca)
     assert bundle_serials() == [old_ca.serial_number, new_ca.serial_number]
+    if shutil.which("openssl"):  # an independent check: both leaves against the one bundle
+        (bundle,) = set(ca_bundles(cluster))
+        assert bundle is not None
+        (tmp_path / "bundle.crt").write_bytes(base64.b64decode(bundle))
+        for name, cert in (("old.crt", old_leaf), ("new.crt", leaf)):
+            (tmp_path / name).write_bytes(pki.cert_pem(cert))
+            # -attime: the instant of this step, years ahead of the real clock
+            at = str(int((renewal + timedelta(minutes=11)).timestamp()))
+            checked = run("openssl", "verify", "-attime", at, "-purpose", "sslserver",
+                          "-CAfile", tmp_path / "bundle.crt", tmp_path / name)  # fmt: skip
+            assert checked.stdout.strip().endswith(": OK")
 
     incluster.ensure(api, TARGET, now=renewal + timedelta(minutes=22))
     assert bundle_serials() == [new_ca.serial_number]

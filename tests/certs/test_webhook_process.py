@@ -295,3 +295,18 @@ def test_the_webhook_refuses_tls_1_1_that_a_permissive_server_accepts(
         assert (
             "Protocol version: TLSv1.2" in s_client(hook.port, "-tls1_2", material.ca_cert).stderr
         )
+
+
+def test_the_webhook_refuses_to_start_on_a_bad_pair_with_a_clear_error(
+    material: Material, other: Material
+) -> None:
+    result = subprocess.run(
+        [*VIRTDEV, "webhook", "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0",
+         "--tls-cert", str(material.tls_cert), "--tls-key", str(other.tls_key)],
+        capture_output=True, text=True, timeout=60, cwd=REPO, check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert f"{other.tls_key} is not the key of the certificate in {material.tls_cert}" in (
+        result.stderr
+    )
+    assert "Traceback" not in result.stderr and "PRIVATE KEY" not in result.stderr
