@@ -20,6 +20,8 @@ ENTRY_CHANGES = flags.CREATE | flags.DELETE | flags.MOVED_FROM | flags.MOVED_TO 
 APPEARED = flags.CREATE | flags.MOVED_TO
 #: The watched directory itself went away (its watch is then gone too).
 SELF_CHANGES = flags.DELETE_SELF | flags.MOVE_SELF
+#: What the directory's own entry ('') carries when it is gone and its watch with it.
+GONE = SELF_CHANGES | flags.IGNORED
 
 
 class Watch:

@@ -24,7 +24,7 @@ import grpc
 from agent import sockets
 from agent.devices import device_ids
 from agent.health import HealthState
-from agent.inotify import APPEARED, Watch
+from agent.inotify import APPEARED, GONE, Watch
 from agent.metrics import AgentMetrics
 from agent.servicer import OPTIONS, DevicePluginServicer, add_to_server
 from agent.settings import AgentSettings
@@ -89,7 +89,6 @@ class ResourcePlugin:
     async def run(self) -> None:
         """Serve and register until cancelled; never returns on its own."""
         with Watch() as watch:
-            watch.add(self._dir)
             failures = 0
             while True:
                 try:
@@ -123,6 +122,7 @@ class ResourcePlugin:
 
     async def run_once(self, watch: Watch) -> str:
         """Serve, register and watch; returns why to start over, raises when a step fails."""
+        watch.add(self._dir)  # the same watch when it is alive; a new one if the dir was re-made
         await self._wait_for_kubelet(watch)
         if not self._settings.take_over and await self._kubevirt_serves():
             return await self._stand_down(watch)
@@ -172,10 +172,17 @@ class ResourcePlugin:
             if os.path.exists(self._kubelet):
                 # There but refusing: a kubelet between bind and listen, or a dead one whose
                 # successor will create the file anew. Look again soon, then less often.
-                await watch.changes(timeout=recheck)
+                await self._changes(watch, timeout=recheck)
                 recheck = min(recheck * 2, KUBELET_RECHECK[1])
             else:
-                await watch.changes()  # nothing to connect to: inotify says when it appears
+                await self._changes(watch)  # nothing to connect to: inotify says when it appears
+
+    async def _changes(self, watch: Watch, timeout: float | None = None) -> dict[str, int]:
+        """The directory's changes; its own removal ends this try (the watch died with it)."""
+        changes = await watch.changes(timeout)
+        if changes.get("", 0) & GONE:
+            raise RuntimeError(f"device plugin directory {self._dir} was removed")
+        return changes
 
     async def _kubevirt_serves(self) -> bool:
         return await sockets.answers(self._kubevirt)
@@ -195,12 +202,12 @@ class ResourcePlugin:
         self._stood_down = True
         try:
             while await self._kubevirt_serves():
-                await watch.changes(timeout=STAND_DOWN_RECHECK)
+                await self._changes(watch, timeout=STAND_DOWN_RECHECK)
             # Gone, perhaps for a kubelet restart: give virt-handler time to serve again.
             loop = asyncio.get_running_loop()
             deadline = loop.time() + self._settings.kubevirt_grace
             while (left := deadline - loop.time()) > 0:
-                await watch.changes(timeout=left)
+                await self._changes(watch, timeout=left)
                 if await self._kubevirt_serves():
                     return "KubeVirt's device plugin came back"
         finally:
@@ -272,7 +279,7 @@ class ResourcePlugin:
     async def _watch(self, watch: Watch, *, own: int | None) -> str:
         """Wait until the kubelet restarts or KubeVirt starts serving the resource."""
         while True:
-            changes = await watch.changes()
+            changes = await self._changes(watch)
             if sockets.inode(self._socket) != own:
                 return self._restart("kubelet restarted: socket removed")
             if changes.get(catalogue.KUBELET_SOCKET, 0) & APPEARED and os.path.exists(

@@ -73,6 +73,8 @@ class Endpoint:
     stub: DevicePluginStub
     options: api.DevicePluginOptions
     lists: list[Devices] = field(default_factory=list)
+    #: Loop time at which each list arrived (for the benchmark).
+    received_at: list[float] = field(default_factory=list)
     stream_ended: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
 
@@ -86,6 +88,8 @@ class TestKubelet:
         self.dial_timeout = dial_timeout
         self.endpoints: dict[str, Endpoint] = {}
         self.registrations: list[api.RegisterRequest] = []
+        #: (resource, loop time) when each registration completed, for the benchmark.
+        self.registered_at: list[tuple[str, float]] = []
         self.refusals: list[str] = []
         #: Anything a plugin sent that a real kubelet would reject or choke on.
         self.violations: list[str] = []
@@ -101,6 +105,7 @@ class TestKubelet:
         server.add_insecure_port(f"unix:{self.socket}")
         await server.start()
         self._server = server
+        #: When kubelet.sock began accepting connections.
         self.started_at = asyncio.get_running_loop().time()
 
     async def stop(self) -> None:
@@ -147,6 +152,7 @@ class TestKubelet:
         endpoint.task = asyncio.create_task(self._list_and_watch(endpoint))
         self.endpoints[request.resource_name] = endpoint
         self.registrations.append(request)
+        self.registered_at.append((request.resource_name, asyncio.get_running_loop().time()))
         await self._notify()
         return api.Empty()
 
@@ -178,6 +184,7 @@ class TestKubelet:
                 devices = [(device.ID, device.health) for device in response.devices]
                 self._check(endpoint.request.resource_name, devices)
                 endpoint.lists.append(devices)
+                endpoint.received_at.append(asyncio.get_running_loop().time())
                 await self._notify()
         except grpc.aio.AioRpcError:
             pass  # the plugin went away: a real kubelet marks the devices unhealthy

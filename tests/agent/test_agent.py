@@ -364,3 +364,22 @@ async def test_vhost_net_is_served_when_asked_for(
         responses = await kubelet.allocate(vhost.resource, [["vhost-net-000"]])
     assert responses[0].devices[0].host_path == "/dev/vhost-net"
     assert list(kubelet.endpoints) == [vhost.resource] or kubelet.endpoints == {}
+
+
+async def test_the_plugin_directory_removed_and_made_again_is_survived(
+    plugin_dir: Path, host_root: Path, kubelet: TestKubelet
+) -> None:
+    async with running_agent(plugin_dir, host_root) as agent:
+        await kubelet.wait_registered(KVM.resource)
+        await kubelet.stop()
+        for entry in plugin_dir.iterdir():
+            entry.unlink()
+        plugin_dir.rmdir()
+        await agent.wait_until(
+            lambda: "was removed" in agent.readiness()[1] or "No such file" in agent.readiness()[1],
+            timeout=WAIT,
+        )
+        plugin_dir.mkdir()
+        await kubelet.start()
+        await kubelet.wait_registered(KVM.resource, count=2)
+        await kubelet.wait_registered(TUN.resource, count=2)

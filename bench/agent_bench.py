@@ -1,0 +1,195 @@
+"""Benchmark the node agent against the floor (bench/floor_plugin.py), in the same run.
+
+Each plugin runs as its own process pinned to one CPU with taskset, the test kubelet
+(tests/agent/kubelet.py: real gRPC, real unix sockets, dial-back inside Register) runs here
+pinned to another, and real character devices are made with mknod (run as root). Measured:
+
+- resident memory (VmRSS) after registering, allocating, restarts and health flips;
+- kubelet restart -> re-registration: from the new kubelet.sock accepting connections to the
+  last resource's Register completing;
+- device node removed -> the Unhealthy list arriving at the kubelet;
+- Allocate latency, one container per call as the kubelet does.
+
+Targets (exit status 1 when one is missed): RSS <= 1.2x the floor's, re-registration median
+< 0.5 s, Unhealthy update median < 0.2 s. One summary line is printed last.
+
+usage: .venv/bin/python bench/agent_bench.py [--rounds 10] [--allocations 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.agent.conftest import make_node  # noqa: E402
+from tests.agent.kubelet import TestKubelet  # noqa: E402
+
+RESOURCES = ("devices.kubevirt.io/kvm", "devices.kubevirt.io/tun")
+KVM = RESOURCES[0]
+TARGET_RSS_RATIO = 1.2
+TARGET_REREGISTER = 0.5
+TARGET_UNHEALTHY = 0.2
+BENCH_CPU, PLUGIN_CPU = 0, 1
+DEADLINE = 300.0
+
+
+@dataclass
+class Result:
+    name: str
+    rss_kib: int
+    reregister: list[float]
+    unhealthy: list[float]
+    allocate: list[float]
+
+
+def rss_kib(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(r"VmRSS:\s+(\d+) kB", status)
+    assert match, status
+    return int(match.group(1))
+
+
+def healthy(devices: list[tuple[str, str]]) -> bool:
+    return bool(devices) and all(h == "Healthy" for _, h in devices)
+
+
+def unhealthy(devices: list[tuple[str, str]]) -> bool:
+    return bool(devices) and all(h == "Unhealthy" for _, h in devices)
+
+
+async def measure(name: str, command: list[str], work: Path, args: argparse.Namespace) -> Result:
+    plugin_dir, host = work / "dp", work / "host"
+    plugin_dir.mkdir()
+    for node in ("dev/kvm", "dev/net/tun"):
+        make_node(host, node)
+    kubelet = TestKubelet(str(plugin_dir))
+    await kubelet.start()
+    argv = [str(a).format(dir=plugin_dir, host=host) for a in command]
+    process = subprocess.Popen(
+        ["taskset", "-c", str(PLUGIN_CPU), *argv],
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+    )
+    try:
+        for resource in RESOURCES:
+            await kubelet.wait_registered(resource)
+            await kubelet.wait_for_devices(resource, healthy)
+
+        allocate = []
+        for n in range(args.allocations):
+            started = time.perf_counter()
+            await kubelet.allocate(KVM, [[f"kvm-{n % 110:03d}"]])
+            allocate.append(time.perf_counter() - started)
+
+        node = host / "dev/kvm"
+        flips = []
+        for _ in range(args.rounds):
+            endpoint = kubelet.endpoints[KVM]
+            started = asyncio.get_running_loop().time()
+            node.unlink()
+            await kubelet.wait_for_devices(KVM, unhealthy)
+            flips.append(endpoint.received_at[-1] - started)
+            make_node(host, "dev/kvm")
+            await kubelet.wait_for_devices(KVM, healthy)
+
+        reregister = []
+        for round_ in range(2, args.rounds + 2):
+            await kubelet.restart()
+            for resource in RESOURCES:
+                await kubelet.wait_registered(resource, count=round_)
+            last = max(t for r, t in kubelet.registered_at[-len(RESOURCES) :])
+            reregister.append(last - kubelet.started_at)
+            for resource in RESOURCES:
+                await kubelet.wait_for_devices(resource, healthy)
+
+        return Result(name, rss_kib(process.pid), reregister, flips, allocate)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        await kubelet.stop()
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def p99(values: list[float]) -> float:
+    return sorted(values)[max(0, int(len(values) * 0.99) - 1)]
+
+
+async def main(args: argparse.Namespace) -> int:
+    os.sched_setaffinity(0, {BENCH_CPU})
+    python = sys.executable
+    subjects = {
+        "floor": [python, "bench/floor_plugin.py", "{dir}", "{host}", "110"],
+        "agent": [
+            python,
+            "-m",
+            "virtdev.cli",
+            "agent",
+            "--device-plugin-dir={dir}",
+            "--host-root={host}",
+            "--metrics-port=0",
+        ],
+    }
+    results: dict[str, Result] = {}
+    with tempfile.TemporaryDirectory(prefix="agent-bench-") as tmp:
+        async with asyncio.timeout(DEADLINE):
+            for name, command in subjects.items():
+                work = Path(tmp) / name
+                work.mkdir()
+                results[name] = await measure(name, command, work, args)
+
+    floor, agent = results["floor"], results["agent"]
+    for r in (floor, agent):
+        print(
+            f"{r.name:5}  rss {r.rss_kib / 1024:6.1f} MiB  "
+            f"re-register median {median(r.reregister) * 1000:6.1f} ms "
+            f"(max {max(r.reregister) * 1000:6.1f})  "
+            f"unhealthy median {median(r.unhealthy) * 1000:6.1f} ms "
+            f"(max {max(r.unhealthy) * 1000:6.1f})  "
+            f"allocate p50 {median(r.allocate) * 1000:5.2f} ms p99 {p99(r.allocate) * 1000:5.2f} ms"
+        )
+    ratio = agent.rss_kib / floor.rss_kib
+    missed = []
+    if ratio > TARGET_RSS_RATIO:
+        missed.append(f"rss ratio {ratio:.2f} > {TARGET_RSS_RATIO}")
+    if median(agent.reregister) >= TARGET_REREGISTER:
+        missed.append(f"re-register median >= {TARGET_REREGISTER}s")
+    if median(agent.unhealthy) >= TARGET_UNHEALTHY:
+        missed.append(f"unhealthy median >= {TARGET_UNHEALTHY}s")
+
+    def vs(key: str) -> str:
+        a, f = median(getattr(agent, key)), median(getattr(floor, key))
+        return f"{a * 1000:.1f} ms ({a / f:.2f}x floor)"
+
+    print(
+        f"SUMMARY agent rss {agent.rss_kib / 1024:.1f} MiB ({ratio:.2f}x floor "
+        f"{floor.rss_kib / 1024:.1f} MiB); re-register median {vs('reregister')}; "
+        f"unhealthy median {vs('unhealthy')}; allocate p50 {vs('allocate')}; "
+        + ("all targets met" if not missed else "MISSED: " + ", ".join(missed))
+    )
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=10, help="restarts and health flips")
+    parser.add_argument("--allocations", type=int, default=300, help="Allocate calls")
+    sys.exit(asyncio.run(main(parser.parse_args())))

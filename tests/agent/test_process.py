@@ -1,0 +1,96 @@
+"""The real `virtdev agent` process: flags, clear errors, and a clean SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.agent.helpers import KVM, TUN, all_have
+from tests.agent.kubelet import WAIT, TestKubelet
+
+pytestmark = pytest.mark.slow
+
+AGENT = [sys.executable, "-m", "virtdev.cli", "agent"]
+
+
+async def test_sigterm_stops_the_agent_cleanly(
+    plugin_dir: Path, host_root: Path, kubelet: TestKubelet
+) -> None:
+    process = await asyncio.create_subprocess_exec(
+        *AGENT,
+        f"--device-plugin-dir={plugin_dir}",
+        f"--host-root={host_root}",
+        "--device-count=4",
+        "--metrics-port=0",
+        "--log-format=json",
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        for device in (KVM, TUN):
+            await kubelet.wait_for_devices(device.resource, all_have("Healthy"))
+        endpoints = list(kubelet.endpoints.values())
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(WAIT):
+            _, stderr = await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0, stderr.decode()
+    for endpoint in endpoints:
+        async with asyncio.timeout(WAIT):
+            await endpoint.stream_ended.wait()
+        assert endpoint.lists[-1] == [], "an empty list is the last word at shutdown"
+    assert os.listdir(plugin_dir) == ["kubelet.sock"]
+    assert b'"msg": "registered with the kubelet"' in stderr
+    assert b'"signal": "SIGTERM"' in stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--devices=kvm,gpu"], "unknown device(s) gpu: known devices are kvm, tun, vhost-net"),
+        (["--devices="], "name at least one device"),
+        (["--device-count=0"], "must be between 1 and"),
+        (["--device-count=many"], "not a whole number"),
+        (["--metrics-port=70000"], "must be between 0 and 65535"),
+        (["--device-plugin-dir=/nonexistent/dp"], "/nonexistent/dp is not a directory"),
+        (["--device-plugin-dir=/", "--host-root=/nonexistent/host"], "is not a directory"),
+        (["--log-format=xml"], "invalid choice: 'xml'"),
+    ],
+)
+def test_bad_flags_are_clear_errors(flags: list[str], message: str) -> None:
+    result = subprocess.run([*AGENT, *flags], capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_flags_can_come_from_the_config_file(
+    tmp_path: Path, plugin_dir: Path, host_root: Path
+) -> None:
+    config = tmp_path / "agent.yaml"
+    config.write_text(f"device-plugin-dir: {plugin_dir}\ndevice-count: 0\n")
+    result = subprocess.run(
+        [*AGENT, f"--config={config}"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert "key 'device-count': must be between 1 and" in result.stderr
+
+
+def test_the_agent_does_not_import_the_webhooks_libraries() -> None:
+    code = (
+        "import sys, virtdev.cli as c; c.build_parser(); import agent.app; "
+        "heavy = {'fastapi', 'uvicorn', 'kubernetes', 'cryptography', 'starlette', 'pydantic'}; "
+        "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "[]"
