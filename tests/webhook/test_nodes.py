@@ -23,7 +23,7 @@ from tests.kube_standin import StandIn, node_object, write_kubeconfig
 from tests.webhook.conftest import free_port, load_fixture
 from webhook.app import WebhookSettings, create_app
 from webhook.metrics import WebhookMetrics
-from webhook.nodes import NodeView, core_api
+from webhook.nodes import NodeView, cluster_source, core_api
 
 KVM = "devices.kubevirt.io/kvm"
 LAUNCHER = "v1-launcher-2018-privileged.json"
@@ -226,3 +226,46 @@ def test_warn_and_emulate_patch_with_a_warning(
         assert response["allowed"] is True
         assert patched_resources(response) == expect
         assert all(len(w) <= 120 for w in response["warnings"])
+
+
+def test_without_a_cluster_the_view_is_off_and_says_so_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, metrics: WebhookMetrics
+) -> None:
+    from webhook.server import node_view
+
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with caplog.at_level("INFO", logger="virtdev.webhook"):
+        assert node_view(None, metrics) is None
+    assert [r.message for r in caplog.records if "no cluster configured" in r.message]
+    assert len(caplog.records) == 1
+
+
+@pytest.mark.parametrize(
+    ("kubeconfig", "environ", "source"),
+    [
+        (None, {}, None),
+        (None, {"HOME": "/root", "KUBECONFIG": "/etc/kubeconfig"}, None),
+        (None, {"KUBERNETES_SERVICE_HOST": "10.96.0.1"}, "in-cluster service account"),
+        ("/etc/kc", {"KUBERNETES_SERVICE_HOST": "10.96.0.1"}, "kubeconfig /etc/kc"),
+    ],
+)
+def test_the_cluster_comes_from_the_flag_or_the_pod_never_from_the_shell(
+    kubeconfig: str | None, environ: dict[str, str], source: str | None
+) -> None:
+    assert cluster_source(kubeconfig, environ) == source
+
+
+def test_the_policy_and_kubeconfig_are_config_file_keys(tmp_path: Path) -> None:
+    from virtdev.cli import parse
+
+    config = tmp_path / "virtdev.yaml"
+    config.write_text("no-kvm-policy: deny\nkubeconfig: /etc/virtdev/kubeconfig\n")
+    args = parse(["webhook", "--config", str(config)])
+    assert (args.no_kvm_policy, args.kubeconfig) == ("deny", "/etc/virtdev/kubeconfig")
+    assert (
+        parse(["webhook", "--config", str(config), "--no-kvm-policy", "emulate"]).no_kvm_policy
+        == "emulate"
+    )
+    config.write_text("no-kvm-policy: sometimes\n")
+    with pytest.raises(SystemExit):
+        parse(["webhook", "--config", str(config)])
