@@ -116,6 +116,7 @@ class ServingTLS:
         try:
             digest, inner, leaf = self._load(unless=self._digest)
         except _Unchanged:
+            self._refused = None  # back to the pair being served: a bad one again is news
             return False
         except _Unsettled:
             log.debug("certificate files changed while being read; trying again next time")
