@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO))  # the packages, and bench.floor_app
 
 FIXTURE = REPO / "tests" / "fixtures" / "v1-launcher-2018-privileged.json"
 LUA = Path(__file__).resolve().parent / "post_review.lua"
@@ -226,6 +226,95 @@ def pure_costs() -> dict[str, float]:
     }
 
 
+# --- the cost per request inside the process, without sockets or TLS -----------------------------
+
+
+def asgi_scope(path: str, body: bytes) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "https",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [
+            (b"host", b"127.0.0.1"),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+        "client": ("127.0.0.1", 40000),
+        "server": ("127.0.0.1", 8443),
+        "state": {},
+    }
+
+
+async def call_asgi(app: Any, path: str, body: bytes, count: int) -> list[Any]:
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    for _ in range(count):
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive(messages: list[dict[str, Any]] = messages) -> Any:
+            return messages.pop() if messages else {"type": "http.disconnect"}
+
+        await app(asgi_scope(path, body), receive, send)
+    return sent
+
+
+def asgi_costs(*, count: int = 3000, profile_top: int = 0) -> dict[str, float]:
+    """µs per request of the webhook's app and of the floor, called directly on one event loop.
+
+    The webhook's app logs as `virtdev webhook --log-format json` does (to /dev/null here);
+    `profile_top` > 0 also prints the functions that dominate its time (cProfile).
+    """
+    import cProfile
+    import pstats
+
+    import uvloop
+
+    from bench.floor_app import app as floor_app
+    from virtdev import logs
+    from webhook.app import create_app
+
+    body = FIXTURE.read_bytes()
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level, sys.stderr
+    with open(os.devnull, "w") as devnull:
+        sys.stderr = devnull
+        try:
+            logs.setup("json")
+        finally:
+            sys.stderr = saved[2]
+        try:
+            webhook_app = create_app()
+            results: dict[str, float] = {}
+            for name, app, path in (("floor", floor_app, "/"), ("app", webhook_app, "/mutate")):
+                sent = uvloop.run(call_asgi(app, path, body, 200))  # warm-up and check
+                assert sent[0]["status"] == 200, sent[0]
+                started = time.perf_counter()
+                uvloop.run(call_asgi(app, path, body, count))
+                results[f"asgi_{name}_us"] = (time.perf_counter() - started) / count * 1e6
+            if profile_top:
+                profiler = cProfile.Profile()
+                profiler.enable()
+                uvloop.run(call_asgi(webhook_app, "/mutate", body, count))
+                profiler.disable()
+                stats = pstats.Stats(profiler).strip_dirs()
+                print(f"cProfile of {count} /mutate calls, by own time:")
+                stats.sort_stats("tottime").print_stats(profile_top)
+                print("by cumulative time:")
+                stats.sort_stats("cumulative").print_stats(profile_top)
+        finally:
+            root.handlers[:], root.level = saved[0], saved[1]
+    return results
+
+
 # --- the run -----------------------------------------------------------------------------------
 
 
@@ -239,7 +328,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--load-cpu", default="1", help="core for wrk (taskset)")
     parser.add_argument("--webhook-log", help="where the webhook's JSON logs go (default: tmp)")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    parser.add_argument(
+        "--profile",
+        type=int,
+        metavar="N",
+        default=0,
+        help="only profile /mutate in-process (no sockets) and print the top N functions",
+    )
     args = parser.parse_args(argv)
+    if args.profile:
+        os.sched_setaffinity(0, {int(args.server_cpu)})
+        print(asgi_costs(profile_top=args.profile))
+        return 0
     if args.runs < 5:
         parser.error("--runs: at least 5 alternations")
     for tool in ("wrk", "taskset"):
@@ -330,7 +430,7 @@ def run(args: argparse.Namespace) -> int:
     if errors:
         raise RuntimeError(f"{errors} wrk errors (non-2xx answers, timeouts or socket errors)")
     os.sched_setaffinity(0, {int(args.server_cpu)})
-    costs = pure_costs()
+    costs = {**pure_costs(), **asgi_costs()}
     rps_ratio = statistics.median(m.rps / f.rps for m, f in pairs)
     p99_ratio = statistics.median(m.p99_ms / f.p99_ms for m, f in pairs)
     results = {
@@ -356,7 +456,9 @@ def run(args: argparse.Namespace) -> int:
         f"p99 {results['mutate_p99_ms']:.2f} ms vs {results['floor_p99_ms']:.2f} ms = "
         f"{p99_ratio:.2f}x (target <= {P99_TARGET}); rules {costs['rules_us']:.1f} us/pod, "
         f"parse+rules+render {costs['decision_us']:.1f} us/pod, JSON log line "
-        f"{costs['log_line_us']:.1f} us; {args.runs} runs x {args.duration:g} s, "
+        f"{costs['log_line_us']:.1f} us; in-process app {costs['asgi_app_us']:.0f} us vs "
+        f"floor {costs['asgi_floor_us']:.0f} us per request; "
+        f"{args.runs} runs x {args.duration} s, "
         f"{args.connections} connections: {'PASS' if met else 'FAIL'}"
     )
     shutil.rmtree(work, ignore_errors=True)
