@@ -124,10 +124,10 @@ def _schedule(
         return Decision("unsynced")
     spec = pod.get("spec") or {}
     index = find_compute(spec, policy.compute_container)
-    compute = (spec.get("containers") or [])[index] if index is not None else {}
-    injected = {d.resource for d in wanted_devices(compute, policy, emulate=emulate)}
-    if index is None:
-        injected = set()
+    injected: set[str] = set()  # no compute container: the mutation adds nothing
+    if index is not None:
+        compute = spec["containers"][index]
+        injected = {d.resource for d in wanted_devices(compute, policy, emulate=emulate)}
     already = requested_device_resources(pod)
     wanted = pod_requests(pod, injected | already)
     for resource in injected:

@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -178,8 +179,12 @@ class NodeView:
                     core = self._connect()
                 if since is None:
                     since = self._list(core)
-                since = self._watch(core, since)
+                started = time.monotonic()
+                since, events = self._watch(core, since)
                 failures = 0
+                if not events and time.monotonic() - started < 1:
+                    # A watch that ends at once, empty, again and again must not spin.
+                    self._stopping.wait(self._backoff[0])
             except Gone as gone:
                 log.info("node watch expired (410 Gone): listing nodes again: %s", gone)
                 since = None
@@ -222,7 +227,8 @@ class NodeView:
         self._last_problem = ""
         return since
 
-    def _watch(self, core: Any, since: str) -> str:
+    def _watch(self, core: Any, since: str) -> tuple[str, int]:
+        """Follow one watch to its end; the resourceVersion to resume from, and events seen."""
         from kubernetes.client.exceptions import ApiException
 
         try:
@@ -247,15 +253,17 @@ class NodeView:
                 log.info("node view back in sync: watching from resourceVersion %s", since)
                 self._last_problem = ""
             self._publish(synced=True, resource_version=since)
+            events = 0
             for line in _lines(response):
                 if self._stopping.is_set():
                     break
                 since = self._apply(json.loads(line), since)
+                events += 1
         finally:
             with self._lock:
                 self._response = None
             response.release_conn()
-        return since
+        return since, events
 
     def _apply(self, event: Mapping[str, Any], since: str) -> str:
         kind = event.get("type")
