@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ from virtdev import catalogue
 from webhook.feasibility import (
     KVM,
     Node,
+    NodeSnapshot,
     Pod,
     decide,
     feasible_nodes,
@@ -413,3 +415,88 @@ def test_emulate_cannot_take_away_kvm_the_pod_requests_itself() -> None:
 def test_an_unknown_policy_is_a_programming_error() -> None:
     with pytest.raises(ValueError, match="no-kvm policy"):
         decide(pod(), [], requests=BOTH, no_kvm_policy="maybe")
+
+
+# --- through mutate_review: the pure admission path with a snapshot of nodes ------------------
+
+
+def review(name: str, **labels: str) -> Any:
+    from tests.webhook.conftest import load_fixture
+    from webhook.review import parse
+
+    document = load_fixture(name)
+    document["request"]["object"]["metadata"]["labels"].update(labels)
+    return parse(json.dumps(document).encode())
+
+
+def test_mutate_review_without_nodes_is_unchanged() -> None:
+    from webhook.admission import mutate_review, mutate_review_decided
+    from webhook.policy import LauncherPolicy
+
+    request = review("v1-launcher-2018-privileged.json")
+    answer, decision = mutate_review_decided(request, LauncherPolicy())
+    assert decision is None
+    assert answer == mutate_review(request, LauncherPolicy())
+
+
+KVM_LESS = NodeSnapshot(nodes=(node("a", allocatable=NO_KVM, capacity=NO_KVM),), synced=True)
+
+
+@pytest.mark.parametrize(
+    ("name", "labels", "policy", "outcome", "allowed", "kvm_patched"),
+    [
+        ("v1-launcher-2018-privileged.json", {}, "deny", "denied", False, False),
+        ("v1-launcher-2018-privileged.json", {}, "emulate", "emulated", True, False),
+        ("v1-launcher-2018-privileged.json", {}, "warn", "warned", True, True),
+        (
+            "v1-launcher-2018-privileged.json",
+            {catalogue.MIGRATION_JOB_LABEL: "job-1"},
+            "deny",
+            "migration",
+            True,
+            True,
+        ),
+        ("v1-launcher-emulation.json", {}, "deny", "feasible", True, False),
+        ("v1-launcher-current-nonroot.json", {}, "emulate", "warned", True, False),
+    ],
+)
+def test_mutate_review_follows_the_decision(
+    name: str,
+    labels: dict[str, str],
+    policy: str,
+    outcome: str,
+    allowed: bool,
+    kvm_patched: bool,
+) -> None:
+    from webhook.admission import mutate_review_decided
+    from webhook.policy import LauncherPolicy
+
+    request = review(name, **labels)
+    answer, decision = mutate_review_decided(
+        request, LauncherPolicy(), nodes=KVM_LESS, no_kvm_policy=policy
+    )
+    assert decision is not None and decision.outcome == outcome
+    assert answer.allowed is allowed
+    assert (
+        any(KVM.replace("/", "~1") in op["path"] or KVM in str(op["value"]) for op in answer.patch)
+        is kvm_patched
+    )
+    if not allowed:
+        assert answer.status_code == 403 and "kvm" in answer.message
+        assert answer.patch == []
+    if outcome != "feasible":
+        assert answer.audit_annotations["scheduling"] == outcome
+
+
+def test_an_unsynced_view_patches_as_usual() -> None:
+    from webhook.admission import mutate_review, mutate_review_decided
+    from webhook.policy import LauncherPolicy
+
+    request = review("v1-launcher-2018-privileged.json")
+    answer, decision = mutate_review_decided(
+        request, LauncherPolicy(), nodes=NodeSnapshot(), no_kvm_policy="deny"
+    )
+    assert decision is not None and decision.outcome == "unsynced"
+    usual = mutate_review(request, LauncherPolicy())
+    assert (answer.allowed, answer.patch, answer.warnings) == (True, usual.patch, usual.warnings)
+    assert answer.audit_annotations["scheduling"] == "unsynced"
