@@ -194,6 +194,8 @@ async def test_kubelet_restarts_are_survived_again_and_again(
         await kubelet.wait_for_devices(TUN.resource, all_have("Healthy"))
         await agent.wait_until(lambda: agent.readiness()[0], timeout=WAIT)
         assert metric(agent, "virtdev_agent_reregistrations_total", KVM.resource) == 5
+        # Every stream of the old kubelets noticed its end; only the new one is open.
+        assert metric(agent, "virtdev_agent_list_and_watch_streams", TUN.resource) == 1
         assert metric(agent, "virtdev_agent_plugin_restarts_total", KVM.resource) == 0
     assert kubelet.refusals == [] and kubelet.violations == []
     # The agent removed its sockets on the way out.
