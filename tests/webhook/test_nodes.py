@@ -269,3 +269,17 @@ def test_the_policy_and_kubeconfig_are_config_file_keys(tmp_path: Path) -> None:
     config.write_text("no-kvm-policy: sometimes\n")
     with pytest.raises(SystemExit):
         parse(["webhook", "--config", str(config)])
+
+
+def test_shutting_the_app_down_closes_the_watch_promptly(
+    stand_in: StandIn, tmp_path: Path, metrics: WebhookMetrics
+) -> None:
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", stand_in.url)
+    view = NodeView(lambda: core_api(kubeconfig), metrics=metrics, watch_seconds=300)
+    app = create_app(WebhookSettings(), metrics=metrics, background=[view.run], nodes=view.current)
+    with TestClient(app):
+        eventually(lambda: stand_in.open_watches == 1, "the view's watch")
+        started = time.monotonic()
+    assert time.monotonic() - started < 5
+    eventually(lambda: stand_in.open_watches == 0, "the watch connection to close", timeout=5)
+    assert view.snapshot.synced is False
