@@ -425,32 +425,46 @@ def decide(
         and not any(allocatable(node, KVM) >= requests[KVM] for node in placeable)
     )
     missing = KVM if kvm_missing else _first_missing(placeable, requests)
-    why = f"{_nodes(len(nodes))} ruled out ({summarise(counts)})" if nodes else "no nodes known"
     subject = f"no schedulable node has {missing}" if missing else "no node can take this pod"
-    warning = _fit(f"{subject}: {why}")
+    ruled_out = dict(counts)
     if not kvm_missing or no_kvm_policy == "warn" or is_migration_target(pod):
         outcome = "migration" if kvm_missing and is_migration_target(pod) else "warned"
-        return Decision(outcome, warning=warning, ruled_out=dict(counts))
+        return Decision(outcome, warning=_warning(subject, counts), ruled_out=ruled_out)
     if no_kvm_policy == "deny":
         message = (
-            f"no schedulable node advertises {KVM}: {why}; install virtdev's agent on nodes "
-            "with /dev/kvm, or run the webhook with --no-kvm-policy=emulate"
+            f"no schedulable node advertises {KVM}: {_why(counts, limit=5)}; install virtdev's "
+            "agent on nodes with /dev/kvm, or run the webhook with --no-kvm-policy=emulate"
         )
-        return Decision("denied", deny_message=message, warning=None, ruled_out=dict(counts))
-    if no_kvm_policy == "emulate":
-        if not kvm_injected:
-            text = _fit(f"{subject}; the pod requests kvm itself, not emulated: {why}")
-            return Decision("warned", warning=text, ruled_out=dict(counts))
-        emulated = feasible_nodes(pod, nodes, without_kvm)
-        text = _fit(f"{subject}: runs emulated without kvm ({why})")
-        return Decision(
-            "emulated",
-            emulate=True,
-            warning=text,
-            feasible=len(emulated.feasible),
-            ruled_out=dict(counts),
-        )
-    raise AssertionError(no_kvm_policy)  # pragma: no cover - checked above
+        return Decision("denied", deny_message=message, ruled_out=ruled_out)
+    if not kvm_injected:  # emulate, but the pod asks for kvm itself: not ours to take away
+        warning = _warning(f"{subject} (pod requests it)", counts)
+        return Decision("warned", warning=warning, ruled_out=ruled_out)
+    emulated = feasible_nodes(pod, nodes, without_kvm)
+    return Decision(
+        "emulated",
+        emulate=True,
+        warning=_warning(f"{subject}; emulated", counts),
+        feasible=len(emulated.feasible),
+        ruled_out=ruled_out,
+    )
+
+
+def _why(counts: Counter[str], *, limit: int = 3) -> str:
+    total = sum(counts.values())
+    return (
+        f"{_nodes(total)} ruled out ({summarise(counts, limit=limit)})"
+        if total
+        else "no nodes known"
+    )
+
+
+def _warning(subject: str, counts: Counter[str]) -> str:
+    """`subject: N nodes ruled out (reasons)` within 120 characters: fewer reasons if need be."""
+    for limit in (3, 2, 1):
+        text = f"{subject}: {_why(counts, limit=limit)}"
+        if len(text) <= MAX_WARNING:
+            return text
+    return _fit(text)
 
 
 def _first_missing(nodes: Sequence[Node], requests: Mapping[str, int]) -> str | None:

@@ -500,3 +500,18 @@ def test_an_unsynced_view_patches_as_usual() -> None:
     usual = mutate_review(request, LauncherPolicy())
     assert (answer.allowed, answer.patch, answer.warnings) == (True, usual.patch, usual.warnings)
     assert answer.audit_annotations["scheduling"] == "unsynced"
+
+
+def test_warnings_drop_reasons_rather_than_get_cut() -> None:
+    nodes = [
+        node("a", allocatable=NO_KVM),
+        node("b", ready="False"),
+        node("c", unschedulable=True),
+        node("d", taints=[{"key": "x", "effect": "NoSchedule"}]),
+        node("e", allocatable={TUN: "1"}, capacity={TUN: "1"}),
+    ]
+    for policy in ("warn", "emulate"):
+        decision = decide(pod(), nodes, requests=BOTH, no_kvm_policy=policy)
+        assert decision.warning is not None
+        assert len(decision.warning) <= 120 and not decision.warning.endswith("…")
+        assert "5 nodes ruled out (" in decision.warning
