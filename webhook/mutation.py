@@ -152,8 +152,11 @@ def mutate(pod: dict[str, Any], policy: LauncherPolicy, *, emulate: bool = False
     spec = pod.get("spec") or {}
     compute_index = find_compute(spec, policy.compute_container)
     if compute_index is None:
-        mutation.warn(f"launcher pod has no {policy.compute_container!r} container: left unchanged")
-        return mutation
+        # No devices to request; the privileges still go, or /validate would refuse the pod
+        # that /mutate let through (validate(mutate(pod)) must allow every launcher pod).
+        mutation.warn(
+            f"launcher pod has no {policy.compute_container!r} container: no devices requested"
+        )
 
     for list_field, index, container in containers(spec):
         base: tuple[str | int, ...] = ("spec", list_field, index)

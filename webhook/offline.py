@@ -49,10 +49,18 @@ def load(path: str, stdin: TextIO = sys.stdin) -> tuple[Any, bool]:
         raise BadInput(path, f"neither JSON nor YAML: {error}") from None
 
 
+def _as_json(document: Any) -> bytes:
+    """YAML allows what JSON does not (`1: x`, dates); the webhook only ever sees JSON."""
+    try:
+        return orjson.dumps(document)
+    except TypeError as error:
+        raise BadInput("$", f"not representable as JSON: {error}") from None
+
+
 def as_request(document: Any) -> review.Request:
     """A Pod becomes the CREATE review the API server would send; a review is read as is."""
     if isinstance(document, dict) and document.get("kind") == "AdmissionReview":
-        return review.parse(orjson.dumps(document))
+        return review.parse(_as_json(document))
     if not isinstance(document, dict) or document.get("kind", "Pod") != "Pod":
         raise BadInput("$.kind", "expected a Pod or an AdmissionReview")
     metadata = document.get("metadata") if isinstance(document.get("metadata"), dict) else {}
@@ -68,7 +76,7 @@ def as_request(document: Any) -> review.Request:
             "object": document,
         },
     }
-    return review.parse(orjson.dumps(synthetic))
+    return review.parse(_as_json(synthetic))
 
 
 def dump(data: Any, as_yaml: bool, out: TextIO) -> None:

@@ -102,7 +102,7 @@ def _compile(shape: Shape) -> Valid:
             if type(value) is not list:
                 return False
             for element in value:
-                if element is not None and not item(element):
+                if element is None or not item(element):
                     return False
             return True
 
@@ -163,6 +163,8 @@ def _locate(value: Any, shape: Shape, path: str) -> None:
         if not isinstance(value, list):
             raise BadInput(path, f"expected a list, got {type_name(value)}")
         for index, item in enumerate(value):
+            if item is None:  # null is "absent" for a field, but a list has no absent items
+                raise BadInput(f"{path}[{index}]", f"expected {_describe(shape.item)}, got null")
             _locate(item, shape.item, f"{path}[{index}]")
     elif isinstance(shape, MapOf):
         if not isinstance(value, dict):

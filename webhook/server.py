@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
@@ -33,7 +35,7 @@ EXAMPLE_FIXTURE = "tests/fixtures/v1-launcher-2018-privileged.json"
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server, telling us once its socket is listening."""
+    """uvicorn's server, telling us once its socket is listening, exiting 0 on SIGTERM."""
 
     def __init__(self, config: uvicorn.Config, on_listening: list[str]) -> None:
         super().__init__(config)
@@ -44,6 +46,17 @@ class _Server(uvicorn.Server):
         if self.started:
             for line in self._on_listening:
                 print(line, flush=True)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # uvicorn re-raises the signal after its graceful shutdown, so the process would die
+        # of SIGTERM. For a Deployment's pod SIGTERM is the normal end: once every in-flight
+        # request is answered, exit 0.
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                self._captured_signals.clear()
 
 
 def local_material(directory: str) -> tuple[Path, Path, Path]:

@@ -58,7 +58,7 @@ EXPECTED = {
     "v1-launcher-current-nonroot.json": (True, False),
     "v1-launcher-emulation.json": (True, True),
     "v1-launcher-host-network.json": (True, False),
-    "v1-launcher-no-compute.json": (False, False),
+    "v1-launcher-no-compute.json": (True, False),
     "v1-non-launcher-pod.json": (False, True),
     "v1-ephemeral-debug-update.json": (False, False),
     "v1-legacy-launcher-label-update.json": (False, True),

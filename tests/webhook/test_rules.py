@@ -159,10 +159,20 @@ def test_container_without_security_context_outside_compute_is_left_alone() -> N
     assert not any("/containers/1" in op["path"] for op in mutate(pod, DEFAULT).patch)
 
 
-def test_launcher_without_compute_is_unchanged_with_a_warning() -> None:
-    result = mutate(launcher({"name": "qemu", "securityContext": {"privileged": True}}), DEFAULT)
+def test_launcher_without_compute_requests_nothing_with_a_warning() -> None:
+    result = mutate(launcher({"name": "qemu", "image": "q"}), DEFAULT)
     assert result.patch == []
-    assert result.warnings == ["launcher pod has no 'compute' container: left unchanged"]
+    assert result.warnings == ["launcher pod has no 'compute' container: no devices requested"]
+
+
+def test_launcher_without_compute_still_loses_privileges() -> None:
+    pod = launcher({"name": "qemu", "securityContext": {"privileged": True}})
+    after = patched(pod)
+    assert after["spec"]["containers"][0] == {
+        "name": "qemu",
+        "securityContext": {"privileged": False},
+    }
+    assert violations(after, DEFAULT) == []
 
 
 def test_configured_compute_name_and_required_capabilities() -> None:
