@@ -23,7 +23,7 @@ from fastapi.responses import Response
 from virtdev import catalogue
 from webhook import review
 from webhook.admission import mutate_review_decided, validate_review
-from webhook.feasibility import DEFAULT_NO_KVM_POLICY, NodeSnapshot
+from webhook.feasibility import DEFAULT_NO_KVM_POLICY, NO_KVM_POLICIES, NodeSnapshot
 from webhook.metrics import WebhookMetrics
 from webhook.openapi import endpoint_spec
 from webhook.policy import LauncherPolicy
@@ -44,6 +44,10 @@ class WebhookSettings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     #: What /mutate does when no feasible node has kvm: warn, emulate or deny.
     no_kvm_policy: str = DEFAULT_NO_KVM_POLICY
+
+    def __post_init__(self) -> None:
+        if self.no_kvm_policy not in NO_KVM_POLICIES:  # fail at start, not on every request
+            raise ValueError(f"no-kvm policy {self.no_kvm_policy!r}: one of {NO_KVM_POLICIES}")
 
 
 class BodyTooLarge(Exception):

@@ -283,3 +283,8 @@ def test_shutting_the_app_down_closes_the_watch_promptly(
     assert time.monotonic() - started < 5
     eventually(lambda: stand_in.open_watches == 0, "the watch connection to close", timeout=5)
     assert view.snapshot.synced is False
+
+
+def test_an_unknown_policy_fails_at_start() -> None:
+    with pytest.raises(ValueError, match="no-kvm policy"):
+        WebhookSettings(no_kvm_policy="sometimes")
