@@ -373,6 +373,7 @@ async def test_the_plugin_directory_removed_and_made_again_is_survived(
 ) -> None:
     async with running_agent(plugin_dir, host_root) as agent:
         await kubelet.wait_registered(KVM.resource)
+        await kubelet.wait_registered(TUN.resource)
         await kubelet.stop()
         for entry in plugin_dir.iterdir():
             entry.unlink()
@@ -385,3 +386,16 @@ async def test_the_plugin_directory_removed_and_made_again_is_survived(
         await kubelet.start()
         await kubelet.wait_registered(KVM.resource, count=2)
         await kubelet.wait_registered(TUN.resource, count=2)
+
+
+async def test_a_stale_kubevirt_socket_does_not_make_the_agent_stand_down(
+    plugin_dir: Path, host_root: Path, kubelet: TestKubelet
+) -> None:
+    leftover = socket.socket(socket.AF_UNIX)
+    leftover.bind(str(plugin_dir / catalogue.kubevirt_socket("kvm")))  # nobody listens
+    leftover.close()
+    async with running_agent(plugin_dir, host_root) as agent:
+        await kubelet.wait_registered(KVM.resource)
+        assert metric(agent, "virtdev_agent_standing_down", KVM.resource) == 0
+    # Not ours: the agent leaves KubeVirt's file alone.
+    assert (plugin_dir / catalogue.kubevirt_socket("kvm")).exists()
