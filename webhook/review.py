@@ -34,11 +34,18 @@ class Request:
 
     @property
     def display_name(self) -> str:
-        """`namespace/name` for logs; a CREATE with generateName has no name yet."""
+        """`namespace/name` for logs; a CREATE with generateName has no name yet.
+
+        Skipped objects are never schema-checked, so only string names are taken from them.
+        """
         name = self.name
         if not name and self.object:
-            metadata = self.object.get("metadata") or {}
-            name = str(metadata.get("name") or metadata.get("generateName") or "")
+            metadata = self.object.get("metadata")
+            if isinstance(metadata, dict):
+                for key in ("name", "generateName"):
+                    if isinstance(metadata.get(key), str) and metadata[key]:
+                        name = metadata[key]
+                        break
         return f"{self.namespace}/{name}" if self.namespace else name
 
 
