@@ -628,7 +628,9 @@ def test_sigterm_lets_the_request_in_flight_finish_and_exits_0(tmp_path: Path) -
             # uvicorn says "100 Continue" when the app starts reading the body: in flight now.
             interim = b""
             while b"\r\n\r\n" not in interim:
-                interim += sock.recv(1)
+                byte = sock.recv(1)
+                assert byte, f"connection closed after {interim!r}"
+                interim += byte
             assert interim.startswith(b"HTTP/1.1 100 Continue"), interim
             sock.sendall(body[: len(body) // 2])
 
