@@ -80,7 +80,7 @@ class Agent:
             gauge.set(1 if health == HEALTHY else 0)
             self._notify()
             log.info(
-                "device health changed",
+                "device health",
                 extra={"resource": resource, "node": path, "health": health},
             )
 

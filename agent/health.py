@@ -54,9 +54,11 @@ async def watch_health(
     *,
     on_change: Callable[[Health], None] = lambda _health: None,
 ) -> None:
-    """Keep `state` equal to the health of the node at `path` until cancelled."""
+    """Keep `state` equal to the health of the node at `path` until cancelled; `on_change`
+    hears the first health seen and every change after it."""
     with Watch() as watch:
         watched: tuple[str, int] | None = None
+        first = True
         while True:
             directory = nearest_directory(path)
             if watched is None or watched[0] != directory:
@@ -79,6 +81,7 @@ async def watch_health(
                     await asyncio.sleep(1.0)
                     continue
             health = node_health(path)
-            if state.set(health):
-                on_change(health)
+            if state.set(health) or first:
+                on_change(health)  # the first look is reported too: "missing at start" matters
+            first = False
             await watch.changes()
