@@ -19,8 +19,9 @@ pytestmark = pytest.mark.slow
 AGENT = [sys.executable, "-m", "virtdev.cli", "agent"]
 
 
-async def test_sigterm_stops_the_agent_cleanly(
-    plugin_dir: Path, host_root: Path, kubelet: TestKubelet
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+async def test_a_stop_signal_stops_the_agent_cleanly(
+    plugin_dir: Path, host_root: Path, kubelet: TestKubelet, signum: signal.Signals
 ) -> None:
     process = await asyncio.create_subprocess_exec(
         *AGENT,
@@ -35,7 +36,7 @@ async def test_sigterm_stops_the_agent_cleanly(
         for device in (KVM, TUN):
             await kubelet.wait_for_devices(device.resource, all_have("Healthy"))
         endpoints = list(kubelet.endpoints.values())
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(signum)
         async with asyncio.timeout(WAIT):
             _, stderr = await process.communicate()
     finally:
@@ -49,7 +50,7 @@ async def test_sigterm_stops_the_agent_cleanly(
         assert endpoint.lists[-1] == [], "an empty list is the last word at shutdown"
     assert os.listdir(plugin_dir) == ["kubelet.sock"]
     assert b'"msg": "registered with the kubelet"' in stderr
-    assert b'"signal": "SIGTERM"' in stderr
+    assert f'"signal": "{signum.name}"'.encode() in stderr
 
 
 @pytest.mark.parametrize(
