@@ -19,6 +19,10 @@ from virtdev.probes import ProbeServer
 log = logging.getLogger(__name__)
 
 
+class StartError(RuntimeError):
+    """The agent cannot start as configured; the message says which setting and why."""
+
+
 class Agent:
     """Build with settings, then `await run()` until cancelled or `stop()`."""
 
@@ -88,7 +92,13 @@ class Agent:
 
     async def run(self) -> None:
         """Run until `stop()` (or cancellation), then take everything down."""
-        await self.probes.start()
+        try:
+            await self.probes.start()
+        except OSError as error:
+            where = f"{self.settings.metrics_host}:{self.settings.metrics_port}"
+            raise StartError(
+                f"--metrics-port: cannot listen on {where}: {error.strerror or error}"
+            ) from None
         tasks: list[asyncio.Task[None]] = []
         try:
             for device in self.settings.devices:

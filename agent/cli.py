@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     import asyncio
     import os
 
-    from agent.app import main
+    from agent.app import StartError, main
     from agent.settings import AgentSettings
     from virtdev import logs
 
@@ -113,4 +113,7 @@ def run(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         take_over=args.take_over,
     )
-    return asyncio.run(main(settings))
+    try:
+        return asyncio.run(main(settings))
+    except StartError as error:
+        raise SystemExit(f"virtdev agent: {error}") from None

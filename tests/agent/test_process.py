@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -71,6 +72,28 @@ def test_bad_flags_are_clear_errors(flags: list[str], message: str) -> None:
     assert result.returncode != 0
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_metrics_port_in_use_is_a_clear_error(plugin_dir: Path, host_root: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [
+                *AGENT,
+                f"--device-plugin-dir={plugin_dir}",
+                f"--host-root={host_root}",
+                f"--metrics-port={port}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert f"--metrics-port: cannot listen on 0.0.0.0:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert os.listdir(plugin_dir) == []
 
 
 def test_flags_can_come_from_the_config_file(
