@@ -399,3 +399,23 @@ async def test_a_stale_kubevirt_socket_does_not_make_the_agent_stand_down(
         assert metric(agent, "virtdev_agent_standing_down", KVM.resource) == 0
     # Not ours: the agent leaves KubeVirt's file alone.
     assert (plugin_dir / catalogue.kubevirt_socket("kvm")).exists()
+
+
+async def test_a_negative_allocation_size_is_refused(
+    plugin_dir: Path, host_root: Path, kubelet: TestKubelet
+) -> None:
+    async with running_agent(plugin_dir, host_root):
+        endpoint = await kubelet.wait_registered(KVM.resource)
+        request = api.PreferredAllocationRequest(
+            container_requests=[
+                api.ContainerPreferredAllocationRequest(
+                    available_deviceIDs=["kvm-000"], allocation_size=-1
+                )
+            ]
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await endpoint.stub.GetPreferredAllocation(request, timeout=30)
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "must not be negative" in (raised.value.details() or "")
+        options = await endpoint.stub.GetDevicePluginOptions(api.Empty(), timeout=30)
+        assert options == api.DevicePluginOptions(get_preferred_allocation_available=True)
