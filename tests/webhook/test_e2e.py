@@ -47,7 +47,7 @@ STARTUP_TIMEOUT = 60.0
 STATUS_MARK = "\n@@status="
 
 #: What /mutate does with each fixture: "patched", "no compute" (a launcher pod without its compute
-#: container: a warning) or "skipped" (not a launcher pod CREATE).
+#: container: privileges removed, no devices, a warning) or "skipped" (not a launcher CREATE).
 MUTATE_OUTCOME = {
     "v1-ephemeral-debug-update.json": "skipped",
     "v1-launcher-2018-privileged.json": "patched",
@@ -354,17 +354,22 @@ def test_mutate_answers_each_fixture_as_the_rules_promise(webhook: Webhook, name
         assert "patch" not in response and "patchType" not in response
         assert "warnings" not in response
         return
-    if outcome == "no compute":
-        # Said, and (see test_properties) a privileged sidecar should not survive /mutate either.
-        assert any("no 'compute' container" in w for w in response["warnings"])
-        return
     before = review["request"]["object"]
     after = apply(response, copy.deepcopy(before))
+    if outcome == "no compute":
+        # No devices to request, said; privileges go all the same.
+        assert any("no 'compute' container" in w for w in response["warnings"])
+        assert after["spec"]["containers"][0]["securityContext"] == {"privileged": False}
+        assert changed_pointers(before, after) == {"/spec/containers/0/securityContext/privileged"}
+        return
     assert_promised(name, before, after)
     assert "mutation" in response["auditAnnotations"]
 
 
-@pytest.mark.parametrize("name", [n for n, o in MUTATE_OUTCOME.items() if o == "patched"])
+PATCHED = [name for name, outcome in MUTATE_OUTCOME.items() if outcome != "skipped"]
+
+
+@pytest.mark.parametrize("name", PATCHED)
 def test_mutating_the_patched_pod_again_yields_no_patch(webhook: Webhook, name: str) -> None:
     review = load_fixture(name)
     first = webhook.review("/mutate", review)
@@ -375,7 +380,7 @@ def test_mutating_the_patched_pod_again_yields_no_patch(webhook: Webhook, name: 
     assert "auditAnnotations" not in second
 
 
-@pytest.mark.parametrize("name", [n for n, o in MUTATE_OUTCOME.items() if o == "patched"])
+@pytest.mark.parametrize("name", PATCHED)
 def test_validate_allows_the_patched_pod(webhook: Webhook, name: str) -> None:
     review = load_fixture(name)
     review["request"]["object"] = apply(

@@ -269,8 +269,7 @@ def test_a_review_with_a_bad_uid_exits_2(command: str) -> None:
 def test_a_null_capability_is_bad_input_not_a_crash(command: str) -> None:
     """`capabilities.add: [null]` is not a pod the API server would send: exit 2, no traceback.
 
-    Fails today: `schema.check` lets a null list item through and `normalise_capability(None)`
-    raises AttributeError (the same input is a 500 from the webhook).
+    Once an AttributeError in `policy.normalise_capability` (and a 500 from the webhook).
     """
     pod = copy.deepcopy(pod_of(PRIVILEGED_2018))
     pod["spec"]["containers"][0]["securityContext"]["capabilities"] = {"add": [None]}
@@ -286,8 +285,8 @@ def test_a_null_capability_is_bad_input_not_a_crash(command: str) -> None:
 def test_a_yaml_key_that_is_not_a_string_is_bad_input_not_a_crash(command: str) -> None:
     """YAML 1.1 reads `on:` as the boolean true; such a key cannot be JSON: exit 2, no traceback.
 
-    Fails today: `offline.as_request` calls `orjson.dumps` on the document, which raises
-    `TypeError: Dict key must be str`; the traceback exits 1, the code for "denied".
+    Once a `TypeError: Dict key must be str` from `orjson.dumps` in `offline.as_request`,
+    whose traceback exited 1, the code for "denied".
     """
     text = (
         "kind: Pod\n"

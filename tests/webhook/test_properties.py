@@ -278,9 +278,8 @@ def test_validate_allows_every_mutated_launcher_pod_without_host_namespaces(
 ) -> None:
     """The issue's property, for every launcher pod, including those without compute.
 
-    Fails today: `mutation.mutate` returns no patch at all when the pod has no compute
-    container, so a privileged sidecar (or a capability not permitted) stays and /validate
-    denies the pod that /mutate let through.
+    A launcher without compute gets no devices, but its containers lose their privileges all
+    the same: otherwise /validate would deny the pod that /mutate let through.
     """
     patched, _ = mutated(pod, POLICIES[policy])
     answer = validate_review(review.parse(admission_review(patched)), POLICIES[policy])
@@ -488,8 +487,7 @@ def test_a_null_anywhere_is_never_a_5xx(
 ) -> None:
     """JSON null where a value was: absent for a field, broken as a list item; never a 500.
 
-    Fails today for a null capability (`capabilities.add: [null]`): `schema.check` passes null
-    list items and `normalise_capability(None)` raises AttributeError, answered with a 500.
+    A null capability (`capabilities.add: [null]`) was once an AttributeError, a 500.
     """
     document = orjson.loads(admission_review(pod))
     parts = data.draw(st.sampled_from(list(locations(document))[1:]), label="location")
@@ -509,8 +507,7 @@ def test_each_fixture_broken_at_each_location_is_bad_input_or_answered(name: str
     """Exhaustive over the fixtures: null or a wrong type at every location, both endpoints.
 
     The app answers BadInput with 400 and anything else with 500, so the rules may only ever
-    raise BadInput (naming a `$` path). Fails today for `capabilities.add[i]: null` in every
-    fixture with added capabilities (AttributeError in `policy.normalise_capability`).
+    raise BadInput (naming a `$` path); `capabilities.add[i]: null` was once an AttributeError.
     """
     document = load_fixture(name)
     policy = LauncherPolicy()
