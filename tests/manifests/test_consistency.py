@@ -254,6 +254,7 @@ def test_the_virtdev_cli_accepts_the_workloads_args_and_the_shared_config(
     if kind == "Deployment":
         assert parsed.launcher_selector == catalogue.LAUNCHER_SELECTOR
         assert parsed.log_format == "json"
+        assert parsed.no_kvm_policy == "warn"
 
 
 @pytest.mark.parametrize("kustomization", [k for k in APPLIED if k != "overlays/cert-manager"])
