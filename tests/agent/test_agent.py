@@ -419,3 +419,22 @@ async def test_a_negative_allocation_size_is_refused(
         assert "must not be negative" in (raised.value.details() or "")
         options = await endpoint.stub.GetDevicePluginOptions(api.Empty(), timeout=30)
         assert options == api.DevicePluginOptions(get_preferred_allocation_available=True)
+
+
+async def test_a_dead_kubelets_socket_is_waited_out(
+    plugin_dir: Path, host_root: Path, kubelet: TestKubelet
+) -> None:
+    async with running_agent(plugin_dir, host_root) as agent:
+        await kubelet.wait_registered(KVM.resource)
+        await kubelet.wait_registered(TUN.resource)
+        await kubelet.stop()
+        leftover = socket.socket(socket.AF_UNIX)
+        leftover.bind(kubelet.socket)  # what a killed kubelet leaves: a socket nobody accepts on
+        leftover.close()
+        await agent.wait_until(
+            lambda: agent.readiness()[1].count("waiting for the kubelet") == 2, timeout=WAIT
+        )
+        await kubelet.restart()  # the successor wipes the directory and serves
+        await kubelet.wait_registered(KVM.resource, count=2)
+        await kubelet.wait_registered(TUN.resource, count=2)
+        assert metric(agent, "virtdev_agent_plugin_restarts_total", KVM.resource) == 0
