@@ -70,3 +70,23 @@ def test_field_numbers_are_the_kubelets() -> None:
         "pre_start_required": 1,
         "get_preferred_allocation_available": 2,
     }
+
+
+def test_the_pins_agree_with_the_generated_code() -> None:
+    import re
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pins = {
+        re.split(r"[<>=!~ ]", spec, maxsplit=1)[0]: spec
+        for spec in [*project["dependencies"], *project["optional-dependencies"]["test"]]
+    }
+    grpc_stub = (ROOT / "agent/v1beta1/api_pb2_grpc.py").read_text()
+    grpc_version = re.search(r"GRPC_GENERATED_VERSION = '([\d.]+)'", grpc_stub)
+    message_stub = (ROOT / "agent/v1beta1/api_pb2.py").read_text()
+    protobuf_version = re.search(r"# Protobuf Python Version: ([\d.]+)", message_stub)
+    assert grpc_version and protobuf_version
+    assert pins["grpcio-tools"] == f"grpcio-tools=={grpc_version[1]}"
+    assert pins["grpcio"].startswith(f"grpcio>={grpc_version[1]},")
+    major = protobuf_version[1].split(".")[0]
+    assert pins["protobuf"] == f"protobuf>={protobuf_version[1]},<{int(major) + 1}"
