@@ -84,6 +84,8 @@ def mutate_review_decided(
     pod = as_pod(obj, request.kind, "$.request.object")
     decision = None
     if nodes is not None:
+        if nodes.synced:  # what the feasibility check will read
+            schema.check(pod, schema.SCHEDULING, "$.request.object")
         decision = _schedule(pod, policy, emulate=emulate, nodes=nodes, no_kvm_policy=no_kvm_policy)
         if decision.deny_message is not None:
             return Answer(

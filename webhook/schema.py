@@ -60,6 +60,31 @@ POD: Mapping[str, Shape] = {
         "hostNetwork": bool,
     },
 }
+#: What the feasibility check reads, only when a node view is configured (`--kubeconfig`).
+NODE_SELECTOR_REQUIREMENT: Mapping[str, Shape] = {
+    "key": str,
+    "operator": str,
+    "values": ListOf(str),
+}
+NODE_SELECTOR_TERM: Mapping[str, Shape] = {
+    "matchExpressions": ListOf(NODE_SELECTOR_REQUIREMENT),
+    "matchFields": ListOf(NODE_SELECTOR_REQUIREMENT),
+}
+TOLERATION: Mapping[str, Shape] = {"key": str, "operator": str, "value": str, "effect": str}
+SCHEDULING: Mapping[str, Shape] = {
+    "spec": {
+        "nodeName": str,
+        "nodeSelector": MapOf(str),
+        "tolerations": ListOf(TOLERATION),
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": ListOf(NODE_SELECTOR_TERM)
+                }
+            }
+        },
+    },
+}
 #: The pre-1.22 form of an ephemeral-containers update: the list at top level, no spec.
 EPHEMERAL_CONTAINERS: Mapping[str, Shape] = {
     "metadata": POD["metadata"],
