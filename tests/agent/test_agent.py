@@ -438,3 +438,21 @@ async def test_a_dead_kubelets_socket_is_waited_out(
         await kubelet.wait_registered(KVM.resource, count=2)
         await kubelet.wait_registered(TUN.resource, count=2)
         assert metric(agent, "virtdev_agent_plugin_restarts_total", KVM.resource) == 0
+
+
+async def test_back_to_back_kubelet_restarts_end_registered_with_the_last(
+    plugin_dir: Path, host_root: Path, kubelet: TestKubelet
+) -> None:
+    async with running_agent(plugin_dir, host_root) as agent:
+        await kubelet.wait_registered(KVM.resource)
+        await kubelet.wait_registered(TUN.resource)
+        for _ in range(5):
+            await kubelet.restart()  # no waiting in between: registrations race the restarts
+        # `endpoints` holds only what the running (last) kubelet accepted.
+        for device in (KVM, TUN):
+            await kubelet.wait_registered(device.resource)
+            await kubelet.wait_for_devices(device.resource, all_have("Healthy"))
+        await agent.wait_until(lambda: agent.readiness()[0], timeout=WAIT)
+    # A registration may reach a kubelet that has just wiped the plugin's new socket; the
+    # agent then serves and registers again. Nothing else may be refused.
+    assert all("failed to dial device plugin" in refusal for refusal in kubelet.refusals)
