@@ -1,9 +1,8 @@
-"""The HTTP face of the webhook: POST /mutate and POST /validate, nothing else on this port.
+"""The webhook's ASGI app: POST /mutate and POST /validate, plus FastAPI for the rest.
 
-Hot path: read the raw body once (bounded), parse it with orjson, run the pure rules, answer
-with plain bytes. No per-request model validation: `review.parse` checks exactly what is read.
-Errors are told apart on purpose: 400 names the JSON path of bad input, 413 a body over the
-limit, and a bug is a 500 (logged with its traceback) — never disguised as bad input.
+`create_app(settings)` wires the pure rules (with the live node view, when there is one) into
+the two admission endpoints (`webhook.endpoint`, plain ASGI for speed) and gives FastAPI the
+lifespan (background tasks: certificate reload, node watch) and the OpenAPI description.
 """
 
 from __future__ import annotations
@@ -11,28 +10,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 
 from virtdev import catalogue
 from webhook import review
 from webhook.admission import mutate_review_decided, validate_review
+from webhook.endpoint import AdmissionEndpoint, Receive, Scope, Send, respond, status_body
 from webhook.feasibility import DEFAULT_NO_KVM_POLICY, NO_KVM_POLICIES, NodeSnapshot
 from webhook.metrics import WebhookMetrics
-from webhook.openapi import endpoint_spec
+from webhook.openapi import admission_paths
 from webhook.policy import LauncherPolicy
-from webhook.schema import BadInput
 
 log = logging.getLogger("virtdev.webhook")
 
 DEFAULT_MAX_BODY_BYTES = 6 * 1024 * 1024
-JSON = "application/json"
 
 #: A background job the app's lifespan runs and cancels (certificate reload, node watch).
 BackgroundTask = Callable[[], Coroutine[Any, Any, None]]
@@ -50,43 +46,6 @@ class WebhookSettings:
             raise ValueError(f"no-kvm policy {self.no_kvm_policy!r}: one of {NO_KVM_POLICIES}")
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refusing early (by Content-Length) or as soon as the limit is passed."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _error(
-    code: int, reason: str, message: str, path: str | None = None, problem: str = ""
-) -> Response:
-    """A Kubernetes-style Status body, so kubectl users recognise it."""
-    body: dict[str, Any] = {
-        "apiVersion": "v1",
-        "kind": "Status",
-        "status": "Failure",
-        "code": code,
-        "reason": reason,
-        "message": message,
-    }
-    if path is not None:
-        body["details"] = {"causes": [{"field": path, "message": problem or message}]}
-    return Response(orjson.dumps(body), status_code=code, media_type=JSON)
-
-
-Decide = Callable[[review.Request], review.Answer]
 #: The current view of the nodes (None: no cluster configured); read once per request.
 NodeSource = Callable[[], NodeSnapshot | None]
 
@@ -97,7 +56,7 @@ def create_app(
     metrics: WebhookMetrics | None = None,
     background: Sequence[BackgroundTask] = (),
     nodes: NodeSource | None = None,
-) -> FastAPI:
+) -> AdmissionApp:
     settings = settings or WebhookSettings()
     metrics = metrics or WebhookMetrics.create()
     policy = settings.policy
@@ -116,65 +75,15 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
-    app = FastAPI(
+    api = FastAPI(
         title="virtdev admission webhook",
         version="v1",
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
     )
-    app.state.ready = False
-    app.state.metrics = metrics
-
-    async def answer(request: Request, endpoint: str, decide: Decide) -> Response:
-        started = time.perf_counter()
-        verdict = "error"
-        try:
-            try:
-                body = await read_body(request, settings.max_body_bytes)
-                parsed = review.parse(body)
-                result = decide(parsed)
-            except BodyTooLarge:
-                verdict = "too_large"
-                limit = settings.max_body_bytes
-                return _error(413, "RequestEntityTooLarge", f"request body exceeds {limit} bytes")
-            except BadInput as error:
-                verdict = "bad_request"
-                log.info("bad admission request", extra={"endpoint": endpoint, "error": str(error)})
-                return _error(400, "BadRequest", str(error), error.path, error.problem)
-            verdict = result.verdict
-            if result.patch:
-                metrics.patch_operations.inc(len(result.patch))
-            elapsed_ms = round((time.perf_counter() - started) * 1000, 3)
-            log.log(
-                logging.DEBUG if verdict == "skipped" else logging.INFO,
-                "admission %s",
-                verdict,
-                extra={
-                    "endpoint": endpoint,
-                    "uid": parsed.uid,
-                    "pod": parsed.display_name,
-                    "operation": parsed.operation,
-                    "verdict": verdict,
-                    "patch_ops": len(result.patch),
-                    "duration_ms": elapsed_ms,
-                },
-            )
-            return Response(orjson.dumps(review.render(parsed, result)), media_type=JSON)
-        except Exception:
-            log.exception("bug while answering an admission request", extra={"endpoint": endpoint})
-            return _error(500, "InternalError", "internal error in virtdev webhook; see its logs")
-        finally:
-            metrics.requests.labels(endpoint, verdict).inc()
-            metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
-
-    @app.post(
-        catalogue.MUTATE_PATH,
-        summary="Mutating admission: make launcher pods request devices",
-        openapi_extra=endpoint_spec(),
-    )
-    async def mutate_endpoint(request: Request) -> Response:
-        return await answer(request, "mutate", mutate_with_nodes)
+    api.state.ready = False
+    api.state.metrics = metrics
 
     def mutate_with_nodes(parsed: review.Request) -> review.Answer:
         snapshot = nodes() if nodes is not None else None
@@ -203,12 +112,51 @@ def create_app(
                 )
         return result
 
-    @app.post(
-        catalogue.VALIDATE_PATH,
-        summary="Validating admission: refuse privileged launchers",
-        openapi_extra=endpoint_spec(),
-    )
-    async def validate_endpoint(request: Request) -> Response:
-        return await answer(request, "validate", lambda parsed: validate_review(parsed, policy))
+    def validate(parsed: review.Request) -> review.Answer:
+        return validate_review(parsed, policy)
 
-    return app
+    endpoints = {
+        catalogue.MUTATE_PATH: AdmissionEndpoint(
+            "mutate", mutate_with_nodes, max_body_bytes=settings.max_body_bytes, metrics=metrics
+        ),
+        catalogue.VALIDATE_PATH: AdmissionEndpoint(
+            "validate", validate, max_body_bytes=settings.max_body_bytes, metrics=metrics
+        ),
+    }
+    api.openapi = lambda: _openapi(api)  # type: ignore[method-assign]
+    return AdmissionApp(api, endpoints)
+
+
+def _openapi(api: FastAPI) -> dict[str, Any]:
+    """FastAPI's description of the port, plus the two admission endpoints declared by hand."""
+    if api.openapi_schema is None:
+        schema = get_openapi(title=api.title, version=api.version, routes=api.routes)
+        schema.setdefault("paths", {}).update(admission_paths())
+        api.openapi_schema = schema
+    return api.openapi_schema
+
+
+class AdmissionApp:
+    """The ASGI app on the HTTPS port: admission POSTs go straight to their endpoint.
+
+    Everything else (the lifespan, /openapi.json, 404s) is FastAPI's. Attributes such as
+    `state` are FastAPI's too.
+    """
+
+    def __init__(self, api: FastAPI, endpoints: dict[str, AdmissionEndpoint]) -> None:
+        self.api = api
+        self.endpoints = endpoints
+        self.state = api.state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            endpoint = self.endpoints.get(scope["path"])
+            if endpoint is not None:
+                if scope["method"] == "POST":
+                    return await endpoint(scope, receive, send)
+                body = status_body(405, "MethodNotAllowed", "admission endpoints accept POST only")
+                return await respond(send, 405, body, allow=b"POST")
+        await self.api(scope, receive, send)
+
+    def openapi(self) -> dict[str, Any]:
+        return self.api.openapi()

@@ -1,15 +1,16 @@
 """The OpenAPI description of /mutate and /validate, declared by hand.
 
-The endpoints read the raw body (one bounded read, one orjson parse), so FastAPI cannot infer
-what they accept; without this the published spec would say nothing and API tools (schemathesis,
-client generators) would have nothing to work from. The schemas mirror `schema.py` and
-`review.py`: the fields virtdev reads, with their types; everything else is free-form.
+The endpoints are plain ASGI (see `webhook.endpoint`) and read the raw body, so FastAPI can
+neither route nor infer them; without this the published spec would say nothing and API tools
+(schemathesis, client generators) would have nothing to work from. The schemas mirror
+`schema.py` and `review.py`: the fields virtdev reads, with their types; the rest is free-form.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from virtdev import catalogue
 from webhook.review import API_VERSIONS, OPERATIONS
 
 _STRING_LIST = {"type": "array", "items": {"type": "string"}, "nullable": True}
@@ -177,8 +178,27 @@ def _status(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": STATUS}}}
 
 
-def endpoint_spec() -> dict[str, Any]:
-    """`openapi_extra` for both admission endpoints."""
+def admission_paths() -> dict[str, Any]:
+    """The `paths` entries of /mutate and /validate (served outside FastAPI's routing)."""
+    return {
+        catalogue.MUTATE_PATH: {
+            "post": {
+                "summary": "Mutating admission: make launcher pods request their devices",
+                "operationId": "mutate",
+                **_endpoint_spec(),
+            }
+        },
+        catalogue.VALIDATE_PATH: {
+            "post": {
+                "summary": "Validating admission: refuse privileged launcher pods",
+                "operationId": "validate",
+                **_endpoint_spec(),
+            }
+        },
+    }
+
+
+def _endpoint_spec() -> dict[str, Any]:
     spec = {
         "requestBody": {
             "required": True,
