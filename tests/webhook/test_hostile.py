@@ -1,30 +1,68 @@
 """Hostile and malformed reviews through the HTTP app: never a 5xx, always a named answer.
 
 The webhook is an HTTP server any pod in the cluster may reach, so it has to survive what no
-API server would send. Every 5xx here is a bug.
+API server would send. Every 5xx here is a bug. `test_properties` generates launcher pods of
+every shape and puts one wrong type or null at one place; this module goes further:
+
+- well-typed launcher pods at their oddest (unicode names, labels, annotations, capabilities
+  such as `net_admın`; unknown fields with any JSON value in every object), through HTTP: the
+  patch applies to the object as sent, a second pass patches nothing, /validate allows the
+  patched pod unless it uses a host namespace, and a denial names its `spec.` fields;
+- reviews broken one to three times (any JSON value at any place, unknown fields, removed
+  fields and list items, values wrapped in lists), any JSON or bytes as a body: a 400 whose
+  `details.causes[0].field` is a `$` path, or a sound answer;
+- nesting 1000 to 100,000 levels deep at every kind of place (orjson's limit is 1024): a 400;
+- huge pods built deterministically from generated ones (privileged sidecars by the thousand,
+  or one big annotation) to exactly the body limit and one byte over: patched, and 413 — with
+  a small limit in-process and at the 6 MiB default in the real process over HTTPS;
+- regressions found this way: a skipped object's odd metadata, malformed scheduling fields.
 """
 
 from __future__ import annotations
 
+import base64
+import copy
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import jsonpatch
 import orjson
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
 from tests.kube_standin import node_object
 from tests.webhook.conftest import load_fixture
-from webhook.app import WebhookSettings, create_app
+from tests.webhook.test_e2e import start_webhook, stop
+from tests.webhook.test_properties import (
+    CONTAINER_LISTS,
+    ENDPOINT,
+    HOST_NAMESPACES,
+    admission_review,
+    launcher_pods,
+    locations,
+    replaced,
+    value_at,
+)
+from webhook import review
+from webhook.admission import mutate_review, validate_review
+from webhook.app import DEFAULT_MAX_BODY_BYTES, WebhookSettings, create_app
 from webhook.feasibility import NodeSnapshot
 from webhook.nodes import trim
+from webhook.policy import LauncherPolicy
 
 UID = "f00dfeed-0000-4000-8000-00000000dead"
+#: The in-process app's body limit: room for 100,000-level nesting, far from the 6 MiB default.
+LIMIT = 1024 * 1024
+#: CI is a loaded 2-core machine; each example is an HTTP round trip through TestClient.
+HOSTILE = settings(max_examples=150, deadline=None)
 
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[TestClient]:
-    with TestClient(create_app(WebhookSettings())) as test_client:
+    with TestClient(create_app(WebhookSettings(max_body_bytes=LIMIT))) as test_client:
         yield test_client
 
 
@@ -164,3 +202,386 @@ def test_well_formed_scheduling_fields_are_judged_not_refused(
     response = post(client_with_nodes, "/mutate", orjson.dumps(document))
     assert response.status_code == 200, response.text
     assert response.json()["response"]["allowed"] is True
+
+
+# --- generators ------------------------------------------------------------------------------
+
+#: Any JSON value: unicode text (astral planes, controls, RTL), 64-bit integers, finite floats.
+JSON_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20)
+)
+JSON_VALUES = st.recursive(
+    JSON_SCALARS,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=16,
+)
+#: Unknown keys, and known names at places where they mean nothing (or something else).
+KEYS = st.text(max_size=12) | st.sampled_from(
+    ["spec", "metadata", "containers", "privileged", "capabilities", "add", "limits", "uid", ""]
+)
+UNICODE = st.text(min_size=1, max_size=24)
+#: Capabilities that upper-case into a permitted name in Python (dotless ı → I) or do not.
+ODD_CAPABILITY = UNICODE | st.sampled_from(
+    ["net_admın", "NET_ADMİN", "ｎｅｔ＿ａｄｍｉｎ", "SYS_ADMIN"]
+)
+
+
+#: Objects whose every value is read (MapOf in `schema`): unknown keys there must stay strings.
+STRING_MAPS = ("labels", "annotations", "limits", "requests", "nodeSelector")
+
+
+def with_unknown_fields(value: Any, draw: st.DrawFn, key: str = "") -> Any:
+    """Every object gets, or not, extra fields of any JSON value under unicode keys."""
+    if isinstance(value, dict):
+        copied = {name: with_unknown_fields(item, draw, name) for name, item in value.items()}
+        values = UNICODE if key in STRING_MAPS else JSON_VALUES
+        extra = draw(st.dictionaries(st.text(min_size=1, max_size=8), values, max_size=2))
+        for name, item in extra.items():
+            copied.setdefault(name, item)
+        return copied
+    if isinstance(value, list):
+        return [with_unknown_fields(item, draw, key) for item in value]
+    return value
+
+
+@st.composite
+def odd_launcher_pods(draw: st.DrawFn, *, host_namespaces: bool | None = None) -> dict[str, Any]:
+    """A well-typed launcher pod at its oddest: unicode names, labels, annotations and
+    capabilities, unknown fields in every object, nulls for absent maps, no or many containers."""
+    pod = draw(launcher_pods(host_namespaces=host_namespaces))
+    for list_field in CONTAINER_LISTS:
+        for container in pod["spec"].get(list_field) or ():
+            if container["name"] != "compute" and draw(st.booleans()):
+                container["name"] = draw(UNICODE)
+            security = container.get("securityContext")
+            capabilities = security and security.get("capabilities")
+            if capabilities and capabilities.get("add") is not None and draw(st.booleans()):
+                capabilities["add"] = draw(st.lists(ODD_CAPABILITY, max_size=3))
+    metadata = pod["metadata"]
+    metadata["labels"].update(draw(st.dictionaries(UNICODE, UNICODE, max_size=3)))
+    metadata["labels"]["kubevirt.io"] = "virt-launcher"
+    metadata["annotations"] = draw(st.dictionaries(UNICODE, UNICODE, max_size=3))
+    if draw(st.booleans()):
+        metadata["name"] = draw(UNICODE)
+    return with_unknown_fields(pod, draw) if draw(st.booleans()) else pod
+
+
+@st.composite
+def broken_reviews(draw: st.DrawFn) -> dict[str, Any] | Any:
+    """A launcher review broken one to three times: any JSON value (wrong type or not) put at
+    any location, an unknown field added to any object, a field or list item removed, a value
+    wrapped in a list."""
+    document: Any = orjson.loads(admission_review(draw(odd_launcher_pods())))
+    for _ in range(draw(st.integers(1, 3))):
+        parts = draw(st.sampled_from(list(locations(document))), label="location")
+        target = value_at(document, parts)
+        action = draw(st.sampled_from(["replace", "add", "add", "remove", "wrap"]), label="action")
+        if action == "replace":
+            document = replaced(document, parts, draw(JSON_VALUES, label="value"))
+        elif action == "add" and isinstance(target, dict):
+            target[draw(KEYS, label="key")] = draw(JSON_VALUES, label="value")
+        elif action == "remove" and parts:
+            del value_at(document, parts[:-1])[parts[-1]]
+        elif action == "wrap":
+            document = replaced(document, parts, [target])
+    return document
+
+
+# --- what every answer must be ------------------------------------------------------------------
+
+
+def assert_never_5xx_and_well_formed(response: Any, sent: Any, limit: int) -> Any:
+    """The common contract; returns the AdmissionReview response of a 200, else None."""
+    assert response.status_code < 500, response.text
+    if response.status_code == 413:
+        assert len(orjson.dumps(sent)) > limit if not isinstance(sent, bytes) else len(sent) > limit
+        return None
+    if response.status_code == 400:
+        status = response.json()
+        assert status["kind"] == "Status" and status["code"] == 400
+        cause = status["details"]["causes"][0]
+        assert cause["field"].startswith("$"), cause
+        return None
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert isinstance(sent, dict)
+    assert answer["apiVersion"] == sent["apiVersion"] and answer["kind"] == "AdmissionReview"
+    reply = answer["response"]
+    assert reply["uid"] == sent["request"]["uid"]
+    assert isinstance(reply["allowed"], bool)
+    assert ("patch" in reply) == ("patchType" in reply)
+    for warning in reply.get("warnings", []):
+        assert 0 < len(warning) <= 120 and not warning.startswith("Warning:")
+    if not reply["allowed"]:
+        assert_denial_names_a_field(reply)
+    return reply
+
+
+def assert_denial_names_a_field(reply: dict[str, Any]) -> None:
+    """A denial says which fields: `auditAnnotations.violations` lists `spec.` paths, and the
+    message names the first of them."""
+    assert "patch" not in reply
+    violations = reply["auditAnnotations"]["violations"]
+    first = violations.split("; ")[0]
+    assert first.startswith("spec."), violations
+    assert f" refused by virtdev: {first}: " in reply["status"]["message"], reply["status"]
+
+
+def patch_of(reply: dict[str, Any]) -> list[dict[str, Any]]:
+    if "patch" not in reply:
+        return []
+    assert reply["patchType"] == "JSONPatch"
+    patch: list[dict[str, Any]] = orjson.loads(base64.b64decode(reply["patch"]))
+    assert patch, "an empty patch is sent as no patch"
+    return patch
+
+
+# --- properties through HTTP ------------------------------------------------------------------
+
+
+@HOSTILE
+@given(pod=odd_launcher_pods())
+def test_launcher_pods_of_every_shape_are_patched_validly_and_idempotently(
+    client: TestClient, pod: dict[str, Any]
+) -> None:
+    body = admission_review(pod)
+    sent = orjson.loads(body)
+    reply = assert_never_5xx_and_well_formed(post(client, "/mutate", body), sent, LIMIT)
+    assert reply is not None and reply["allowed"] is True
+    # The patch applies to the object exactly as sent (jsonpatch raises otherwise).
+    patched = jsonpatch.apply_patch(sent["request"]["object"], patch_of(reply))
+
+    again = admission_review(patched)
+    second = assert_never_5xx_and_well_formed(
+        post(client, "/mutate", again), orjson.loads(again), LIMIT
+    )
+    assert second is not None and patch_of(second) == [], "mutation is idempotent"
+
+    verdict = assert_never_5xx_and_well_formed(
+        post(client, "/validate", again), orjson.loads(again), LIMIT
+    )
+    assert verdict is not None
+    host = [name for name in HOST_NAMESPACES if pod["spec"].get(name) is True]
+    assert verdict["allowed"] is (not host), verdict
+    if host:
+        assert verdict["auditAnnotations"]["violations"] == "; ".join(f"spec.{n}" for n in host)
+
+    as_sent = assert_never_5xx_and_well_formed(post(client, "/validate", body), sent, LIMIT)
+    assert as_sent is not None  # a denial of the pod as sent names its fields (checked above)
+
+
+@HOSTILE
+@given(document=broken_reviews(), endpoint=ENDPOINT)
+def test_broken_reviews_are_a_400_naming_a_path_or_a_sound_answer(
+    client: TestClient, document: Any, endpoint: str
+) -> None:
+    response = post(client, endpoint, orjson.dumps(document))
+    reply = assert_never_5xx_and_well_formed(response, document, LIMIT)
+    event(f"{endpoint} {response.status_code}" + (" patched" if reply and "patch" in reply else ""))
+    if reply is None or "patch" not in reply:
+        return
+    patched = jsonpatch.apply_patch(document["request"]["object"], patch_of(reply))
+    document["request"]["object"] = patched
+    again = assert_never_5xx_and_well_formed(
+        post(client, endpoint, orjson.dumps(document)), document, LIMIT
+    )
+    assert again is not None and patch_of(again) == [], "mutation is idempotent"
+
+
+ANY_BODY = st.one_of(
+    st.binary(max_size=64),
+    JSON_VALUES.map(orjson.dumps),
+    JSON_VALUES.map(
+        lambda request: orjson.dumps(
+            {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}
+        )
+    ),
+    JSON_VALUES.map(
+        lambda obj: orjson.dumps(
+            {
+                "apiVersion": "admission.k8s.io/v1beta1",
+                "kind": "AdmissionReview",
+                "request": {
+                    "uid": UID,
+                    "kind": {"kind": "Pod"},
+                    "operation": "CREATE",
+                    "object": obj,
+                },
+            }
+        )
+    ),
+)
+
+
+@HOSTILE
+@given(body=ANY_BODY, endpoint=ENDPOINT)
+def test_any_body_at_all_is_a_400_or_an_answer(
+    client: TestClient, body: bytes, endpoint: str
+) -> None:
+    response = post(client, endpoint, body)
+    event(f"{endpoint} {response.status_code}")
+    try:
+        sent = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        assert response.status_code == 400, response.text
+        assert response.json()["details"]["causes"][0]["field"] == "$"
+        return
+    assert_never_5xx_and_well_formed(response, sent, LIMIT)
+
+
+# --- deep nesting: orjson stops at 1024 levels, and that is a 400 -------------------------------
+
+ORJSON_DEPTH = 1024
+#: Where the nested value goes, and how deep that place already is.
+DEEP_PLACES = {
+    "the body": ((), 0),
+    "an unknown top-level field": (("zz",), 1),
+    "an unknown request field": (("request", "zz"), 2),
+    "the object": (("request", "object"), 2),
+    "the old object": (("request", "oldObject"), 2),
+    "an unknown pod field": (("request", "object", "zz"), 3),
+    "an unknown spec field": (("request", "object", "spec", "zz"), 4),
+    "a container": (("request", "object", "spec", "containers", 0, "zz"), 6),
+    "a label": (("request", "object", "metadata", "labels", "zz"), 5),
+    "an annotation": (("request", "object", "metadata", "annotations", "zz"), 5),
+    "a capability": (
+        ("request", "object", "spec", "containers", 0, "securityContext", "capabilities", "add", 0),
+        8,
+    ),
+}
+MARK = "@@deep@@"
+
+
+def nested(depth: int, kind: str) -> bytes:
+    if kind == "lists":
+        return b"[" * depth + b"]" * depth
+    if kind == "objects":
+        return b'{"a":' * depth + b"null" + b"}" * depth
+    opens = [b"[", b'{"a":'] * (depth // 2) + [b"["] * (depth % 2)
+    closes = [b"]" if part == b"[" else b"}" for part in reversed(opens)]
+    return b"".join(opens) + b"1" + b"".join(closes)
+
+
+def deep_review(place: tuple[str | int, ...], depth: int, kind: str) -> bytes:
+    document = load_fixture("v1-launcher-2018-privileged.json")
+    document["request"]["object"]["metadata"]["annotations"] = {}
+    document["request"]["oldObject"] = None
+    if not place:
+        return nested(depth, kind)
+    target: Any = document
+    for part, child in zip(place[:-1], place[1:], strict=True):
+        if isinstance(part, str) and target.get(part) is None:  # a missing parent: made
+            target[part] = [None] if isinstance(child, int) else {}
+        target = target[part]
+    target[place[-1]] = MARK
+    return orjson.dumps(document).replace(f'"{MARK}"'.encode(), nested(depth, kind))
+
+
+@pytest.mark.parametrize("kind", ["lists", "objects", "mixed"])
+@pytest.mark.parametrize("depth", [1000, 1020, 1025, 100_000])
+@pytest.mark.parametrize("place", list(DEEP_PLACES))
+@pytest.mark.parametrize("endpoint", ["/mutate", "/validate"])
+def test_deep_nesting_anywhere_is_a_400_or_an_answer_never_a_500(
+    client: TestClient, endpoint: str, place: str, depth: int, kind: str
+) -> None:
+    parts, above = DEEP_PLACES[place]
+    body = deep_review(parts, depth, kind)
+    response = post(client, endpoint, body)
+    assert response.status_code in (200, 400), response.text
+    if response.status_code == 400:
+        assert response.json()["details"]["causes"][0]["field"].startswith("$")
+    if above + depth > ORJSON_DEPTH:  # `mixed` nests two levels per step, as deep in total
+        assert response.status_code == 400, response.text
+        assert response.json()["details"]["causes"][0]["field"] == "$"
+        assert "depth limit" in response.json()["message"]
+
+
+# --- huge pods: just under and just over the body limit ---------------------------------------
+
+SMALL_LIMIT = 48 * 1024
+SIDECAR = {
+    "name": "",
+    "image": "quay.io/example/sidecar:v1",
+    "securityContext": {"privileged": True},
+}
+
+
+def enlarged(pod: dict[str, Any], size: int, *, how: str) -> bytes:
+    """The review of `pod` grown to exactly `size` bytes: by privileged sidecars (each one
+    patched), then an annotation of the remaining length."""
+    pod = copy.deepcopy(pod)
+    pod["metadata"]["annotations"] = {"virtdev.test/padding": ""}
+    base = len(admission_review(pod))
+    if how == "containers":
+        one = len(orjson.dumps({**SIDECAR, "name": "sidecar-00000"})) + 1
+        containers = pod["spec"]["containers"]
+        for index in range(max(0, (size - base) // one - 1)):
+            containers.append({**SIDECAR, "name": f"sidecar-{index:05d}"})
+    missing = size - len(admission_review(pod))
+    assert missing >= 0, "the pod is already larger than wanted"
+    pod["metadata"]["annotations"]["virtdev.test/padding"] = "x" * missing
+    body = admission_review(pod)
+    assert len(body) == size
+    return body
+
+
+@pytest.fixture(scope="module")
+def small_client() -> Iterator[TestClient]:
+    with TestClient(create_app(WebhookSettings(max_body_bytes=SMALL_LIMIT))) as test_client:
+        yield test_client
+
+
+@settings(max_examples=25, deadline=None)
+@given(pod=launcher_pods(host_namespaces=False), how=st.sampled_from(["containers", "annotation"]))
+def test_a_huge_pod_at_the_limit_is_patched_and_one_byte_more_is_413(
+    small_client: TestClient, pod: dict[str, Any], how: str
+) -> None:
+    at_limit = enlarged(pod, SMALL_LIMIT, how=how)
+    sent = orjson.loads(at_limit)
+    reply = assert_never_5xx_and_well_formed(
+        post(small_client, "/mutate", at_limit), sent, SMALL_LIMIT
+    )
+    assert reply is not None and reply["allowed"] is True
+    patched = jsonpatch.apply_patch(sent["request"]["object"], patch_of(reply))
+    # The patched pod may be over the limit: the rest is checked without HTTP.
+    policy = LauncherPolicy()
+    assert mutate_review(review.parse(admission_review(patched)), policy).patch == []
+    assert validate_review(review.parse(admission_review(patched)), policy).allowed is True
+
+    for endpoint in ("/mutate", "/validate"):
+        over = post(small_client, endpoint, enlarged(pod, SMALL_LIMIT + 1, how=how))
+        assert over.status_code == 413, over.text
+        assert over.json()["reason"] == "RequestEntityTooLarge"
+
+
+@pytest.mark.slow
+def test_the_real_process_answers_6_mib_and_refuses_one_byte_more(tmp_path: Path) -> None:
+    """At the default --max-body-bytes (6 MiB), over real HTTPS: a launcher with thousands of
+    privileged sidecars, exactly at the limit, is patched; one byte more is a 413."""
+    pod = load_fixture("v1-launcher-2018-privileged.json")["request"]["object"]
+    at_limit = enlarged(pod, DEFAULT_MAX_BODY_BYTES, how="containers")
+    server = start_webhook(tmp_path)
+    try:
+        reply = server.post("/mutate", at_limit)
+        assert reply.status == 200, reply.body[:300]
+        sent = orjson.loads(at_limit)
+        answer = reply.json()["response"]
+        assert answer["uid"] == sent["request"]["uid"] and answer["allowed"] is True
+        patch = patch_of(answer)
+        patched = jsonpatch.apply_patch(sent["request"]["object"], patch)
+        assert len(patch) > len(patched["spec"]["containers"]), "every sidecar loses privileges"
+        assert not any(
+            (c.get("securityContext") or {}).get("privileged")
+            for c in patched["spec"]["containers"]
+        )
+        over = server.post("/mutate", enlarged(pod, DEFAULT_MAX_BODY_BYTES + 1, how="containers"))
+        assert over.status == 413, over.body[:300]
+        server.assert_still_serving()
+    finally:
+        stop(server)
