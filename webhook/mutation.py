@@ -9,6 +9,7 @@ names is escaped. Running the rules again on the patched pod yields no operation
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,9 +28,15 @@ Operation = dict[str, Any]
 MAX_WARNING = 120
 
 
+@functools.lru_cache(maxsize=256)
+def escape(part: str) -> str:
+    """One RFC 6901 reference token: `~` becomes `~0`, `/` becomes `~1` (resource names)."""
+    return part.replace("~", "~0").replace("/", "~1")
+
+
 def pointer(*parts: str | int) -> str:
-    """An RFC 6901 JSON Pointer: `~` becomes `~0` and `/` becomes `~1` inside each part."""
-    return "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in parts)
+    """An RFC 6901 JSON Pointer from unescaped parts."""
+    return "".join("/" + escape(str(part)) for part in parts)
 
 
 @dataclass(slots=True)
@@ -65,7 +72,7 @@ def wanted_devices(
 
 def _request_devices(
     mutation: Mutation,
-    base: tuple[str | int, ...],
+    base: str,
     compute: dict[str, Any],
     devices: tuple[catalogue.Device, ...],
 ) -> None:
@@ -75,20 +82,20 @@ def _request_devices(
         return
     before = len(mutation.patch)
     if resources is None:
-        mutation.add(pointer(*base, "resources"), {"limits": wanted, "requests": dict(wanted)})
+        mutation.add(base + "/resources", {"limits": wanted, "requests": dict(wanted)})
         mutation.warn(f"compute now requests {', '.join(wanted)}: set by virtdev")
         mutation.changes.append(f"compute requests {', '.join(wanted)}")
         return
     for section in ("limits", "requests"):
         current = resources.get(section)
         if current is None:
-            mutation.add(pointer(*base, "resources", section), dict(wanted))
+            mutation.add(base + "/resources/" + section, dict(wanted))
             continue
         for resource in wanted:
             if resource not in current:
-                mutation.add(pointer(*base, "resources", section, resource), "1")
+                mutation.add(base + "/resources/" + section + "/" + escape(resource), "1")
             elif not _is_one(current[resource]):
-                mutation.replace(pointer(*base, "resources", section, resource), "1")
+                mutation.replace(base + "/resources/" + section + "/" + escape(resource), "1")
                 mutation.warn(
                     f"compute {section}[{resource}] was {str(current[resource])[:16]!r}, set to '1'"
                 )
@@ -99,7 +106,7 @@ def _request_devices(
 
 def _restrict_privileges(
     mutation: Mutation,
-    base: tuple[str | int, ...],
+    base: str,
     container: dict[str, Any],
     policy: LauncherPolicy,
     *,
@@ -111,17 +118,17 @@ def _restrict_privileges(
     if security is None:
         if required:
             mutation.add(
-                pointer(*base, "securityContext"),
+                base + "/securityContext",
                 {"privileged": False, "capabilities": {"add": list(required)}},
             )
             mutation.changes.append(f"{label} privileged=false, capabilities.add={list(required)}")
         return
     if security.get("privileged") is True:
-        mutation.replace(pointer(*base, "securityContext", "privileged"), False)
+        mutation.replace(base + "/securityContext/privileged", False)
         mutation.warn(f"{label}: privileged: true removed; devices come from virtdev")
         mutation.changes.append(f"{label} privileged=false")
     elif security.get("privileged") is None and required:
-        mutation.add(pointer(*base, "securityContext", "privileged"), False)
+        mutation.add(base + "/securityContext/privileged", False)
 
     capabilities = security.get("capabilities")
     current = added_capabilities(container)
@@ -132,11 +139,11 @@ def _restrict_privileges(
         return
     removed = [cap for cap in current if not policy.is_permitted(cap)]
     if capabilities is None:
-        mutation.add(pointer(*base, "securityContext", "capabilities"), {"add": wanted})
+        mutation.add(base + "/securityContext/capabilities", {"add": wanted})
     elif capabilities.get("add") is None:
-        mutation.add(pointer(*base, "securityContext", "capabilities", "add"), wanted)
+        mutation.add(base + "/securityContext/capabilities/add", wanted)
     else:
-        mutation.replace(pointer(*base, "securityContext", "capabilities", "add"), wanted)
+        mutation.replace(base + "/securityContext/capabilities/add", wanted)
     if removed:
         mutation.warn(f"{label}: removed capabilities not permitted: {','.join(removed)}")
     mutation.changes.append(f"{label} capabilities.add={wanted}")
@@ -159,7 +166,7 @@ def mutate(pod: dict[str, Any], policy: LauncherPolicy, *, emulate: bool = False
         )
 
     for list_field, index, container in containers(spec):
-        base: tuple[str | int, ...] = ("spec", list_field, index)
+        base = f"/spec/{list_field}/{index}"  # JSON Pointer of the container; no escaping needed
         is_compute = list_field == "containers" and index == compute_index
         name = container.get("name") or f"{list_field}[{index}]"
         if is_compute:
