@@ -1,0 +1,459 @@
+"""Faults under load on the real `virtdev webhook`: rotation, SIGTERM, the node view cut off.
+
+Three scenarios, each with `wrk` loading the webhook (pinned to its own core) over loopback:
+
+- rotation: the serving pair lives in a Secret-like volume (`..data` symlink swapped atomically,
+  as the kubelet does). While one wrk keeps 32 connections alive and another opens a fresh TLS
+  connection for every request (`Connection: close`), the pair is replaced several times —
+  renewed by the same CA, then issued by a second CA the client already trusts — and once by a
+  bad pair (a certificate with another key), which must be refused. Target: zero failed
+  requests, each new pair served (checked by a verified handshake), the bad one never.
+- sigterm: 32 requests are put in flight (headers and half the body sent, `100 Continue`
+  received: the app is reading them) while wrk loads the server; then SIGTERM. Target: the
+  listener closes, every in-flight request gets its full 200 answer with a patch, no request
+  is answered with a non-2xx status, and the process exits 0 within its 5 s grace period.
+- nodes: the webhook watches nodes through `--kubeconfig` on the Kubernetes API stand-in of
+  the tests (tests/kube_standin.py). During the load the stand-in's watches are cut twice, then
+  the stand-in is stopped altogether. Target: zero failed admissions, launcher pods still
+  patched, and the metrics show decisions both with the view in sync and without it.
+
+Exit 0 when every target is met, 1 when one is missed, 2 when the bench could not run. One
+summary line on stdout (wrk's text on stderr). About a minute and a half; loopback only.
+
+    .venv/bin/python bench/webhook_faults.py
+    .venv/bin/python bench/webhook_faults.py --only rotation --json faults.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from cryptography import x509
+
+from bench.webhook_load import (
+    PATCHED,
+    BenchError,
+    Load,
+    cores,
+    machine,
+    make_material,
+    sample,
+    webhook,
+    wrk_background,
+)
+from certs import pki
+from certs.generate import Material
+from tests.certs.helpers import SecretVolume
+from tests.kube_standin import StandIn, node_object, write_kubeconfig
+
+IN_FLIGHT = 32
+GRACE_SECONDS = 5  # webhook/server.py GRACEFUL_SHUTDOWN_SECONDS
+OK_RELOADS = 'virtdev_webhook_certificate_reloads_total{result="ok"}'
+FAILED_RELOADS = 'virtdev_webhook_certificate_reloads_total{result="failed"}'
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 20) -> float:
+    """Seconds until `condition` held, checking every 50 ms; BenchError after `timeout`."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            raise BenchError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def presented_serial(port: int, context: ssl.SSLContext) -> int:
+    """POST a review over a fresh verified connection; the serial of the certificate served."""
+    connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
+    try:
+        connection.request(
+            "POST", "/mutate", PATCHED.read_bytes(), {"Content-Type": "application/json"}
+        )
+        response = connection.getresponse()
+        body = response.read()
+        if response.status != 200 or b'"patchType":"JSONPatch"' not in body:
+            raise BenchError(f"verified client got {response.status} {body[:200]!r}")
+        assert connection.sock is not None
+        der = connection.sock.getpeercert(binary_form=True)
+        assert der is not None
+        return int(x509.load_der_x509_certificate(der).serial_number)
+    finally:
+        connection.close()
+
+
+def pair(leaf: pki.KeyPair, key: Any = None) -> dict[str, bytes]:
+    return {"tls.crt": pki.cert_pem(leaf.cert), "tls.key": pki.key_pem(key or leaf.key)}
+
+
+def ca_of(material: Material) -> pki.KeyPair:
+    key = pki.load_key(material.ca_key.read_bytes())
+    assert key is not None
+    return pki.KeyPair(pki.load_certs(material.ca_cert.read_bytes())[0], key)
+
+
+def new_leaf(ca: pki.KeyPair) -> pki.KeyPair:
+    return pki.issue_leaf(
+        ca,
+        dns_names=("localhost",),
+        ip_addresses=pki.parse_ips(["127.0.0.1"]),
+        now=datetime.now(UTC),
+        days=30,
+    )
+
+
+def failures(*loads: Load) -> int:
+    return sum(load.failed for load in loads)
+
+
+# --- rotation -----------------------------------------------------------------------------
+
+
+def rotation(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    server_cpu, load_cpu = cores()
+    first, second = make_material(workdir / "ca-1"), make_material(workdir / "ca-2")
+    bundle = workdir / "bundle.crt"  # the caBundle during a CA rotation: old and new
+    bundle.write_bytes(first.ca_cert.read_bytes() + second.ca_cert.read_bytes())
+    context = ssl.create_default_context(cafile=str(bundle))
+    volume = SecretVolume(
+        workdir / "tls",
+        {"tls.crt": first.tls_cert.read_bytes(), "tls.key": first.tls_key.read_bytes()},
+    )
+    cas = [ca_of(first), ca_of(second)]
+    steps = [cas[0]] * (args.rotations // 2) + [cas[1]] * (args.rotations - args.rotations // 2)
+    seconds = args.rotations * args.interval + 8
+    served: list[int] = []
+    swap_seconds: list[float] = []
+    with webhook(
+        workdir, cert=volume.path("tls.crt"), key=volume.path("tls.key"), cpu=server_cpu
+    ) as hook:
+        served.append(presented_serial(hook.port, context))
+        url = f"{hook.url}/mutate"
+        kept = wrk_background(
+            url, connections=32, seconds=seconds, cpu=load_cpu, what="rotation keep-alive"
+        )
+        fresh = wrk_background(
+            url, connections=16, seconds=seconds, cpu=load_cpu, close=True,
+            what="rotation fresh connections",
+        )  # fmt: skip
+        bad_refused = False
+        try:
+            time.sleep(2)
+            for index, ca in enumerate(steps):
+                leaf = new_leaf(ca)
+                volume.publish(pair(leaf))
+                serial = leaf.cert.serial_number
+                swap_seconds.append(
+                    wait_for(lambda s=serial: presented_serial(hook.port, context) == s, "a pair")
+                )
+                served.append(serial)
+                if index == len(steps) // 2:  # a bad pair in the middle: refused, old one kept
+                    stray = new_leaf(ca)
+                    volume.publish(pair(stray, key=leaf.key))
+                    wait_for(lambda: sample(hook.metrics(), FAILED_RELOADS) >= 1, "a refusal")
+                    bad_refused = presented_serial(hook.port, context) == serial
+                    time.sleep(args.interval / 2)
+                    volume.publish(pair(leaf))  # back to a good pair (content-compared: no reload)
+                time.sleep(args.interval)
+            kept_load = kept.result(timeout=seconds + 60)
+            fresh_load = fresh.result(timeout=seconds + 60)
+        finally:
+            for load in (kept, fresh):
+                if load.process.poll() is None:
+                    load.process.kill()
+                    load.process.wait()
+        metrics = hook.metrics()
+    ok_reloads, failed_reloads = sample(metrics, OK_RELOADS), sample(metrics, FAILED_RELOADS)
+    checks = {
+        "no failed request": failures(kept_load, fresh_load) == 0,
+        "every new pair served in order": len(set(served)) == len(steps) + 1,
+        "bad pair refused, old pair kept": bad_refused and failed_reloads == 1,
+        "one reload per good pair": ok_reloads == len(steps),
+    }
+    return {
+        "keep_alive": kept_load.brief(),
+        "fresh_connections": fresh_load.brief(),
+        "rotations": len(steps),
+        "served_serials": len(served),
+        "seconds_to_serve_new_pair_max": round(max(swap_seconds), 2),
+        "reloads_ok": ok_reloads,
+        "reloads_failed": failed_reloads,
+        "checks": checks,
+    }
+
+
+# --- SIGTERM ------------------------------------------------------------------------------
+
+
+def read_response(sock: ssl.SSLSocket) -> tuple[bytes, bytes]:
+    """One HTTP/1.1 response with Content-Length: (head, body)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed after {data[:100]!r}")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    match = re.search(rb"(?im)^content-length: *(\d+)", head)
+    if match is None:
+        raise ConnectionError(f"no Content-Length in {head!r}")
+    while len(body) < int(match[1]):
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed mid-body")
+        body += chunk
+    return head, body
+
+
+def start_in_flight(port: int, context: ssl.SSLContext, body: bytes) -> ssl.SSLSocket:
+    """A request the app is reading: headers and half the body sent, `100 Continue` seen."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=30)
+    sock = context.wrap_socket(raw, server_hostname="127.0.0.1")
+    sock.sendall(
+        b"POST /mutate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body)
+    )
+    interim = b""
+    while b"\r\n\r\n" not in interim:
+        chunk = sock.recv(1)
+        if not chunk:
+            raise BenchError("closed before 100 Continue")
+        interim += chunk
+    if not interim.startswith(b"HTTP/1.1 100 Continue"):
+        raise BenchError(f"expected 100 Continue, got {interim!r}")
+    sock.sendall(body[: len(body) // 2])
+    return sock
+
+
+def refuses_connections(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def sigterm(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    server_cpu, load_cpu = cores()
+    material = make_material(workdir / "certs")
+    context = ssl.create_default_context(cafile=str(material.ca_cert))
+    body = PATCHED.read_bytes()
+    uid = json.loads(body)["request"]["uid"]
+    sockets: list[ssl.SSLSocket] = []
+    with webhook(workdir, cert=material.tls_cert, key=material.tls_key, cpu=server_cpu) as hook:
+        load = wrk_background(
+            f"{hook.url}/mutate", connections=64, seconds=8, cpu=load_cpu, what="sigterm"
+        )
+        try:
+            time.sleep(2)
+            sockets = [start_in_flight(hook.port, context, body) for _ in range(IN_FLIGHT)]
+            signalled = time.monotonic()
+            hook.process.send_signal(signal.SIGTERM)
+            listener_closed = wait_for(lambda: refuses_connections(hook.port), "the listener")
+            alive_after_close = hook.process.poll() is None
+            answered = 0
+            for sock in sockets:
+                sock.sendall(body[len(body) // 2 :])
+                with contextlib.suppress(OSError, ConnectionError):
+                    head, answer = read_response(sock)
+                    reply = json.loads(answer)["response"]
+                    if (
+                        head.startswith(b"HTTP/1.1 200 ")
+                        and reply["uid"] == uid
+                        and reply.get("patchType") == "JSONPatch"
+                    ):
+                        answered += 1
+            returncode = hook.process.wait(timeout=GRACE_SECONDS + 30)
+            exit_seconds = time.monotonic() - signalled
+            wrk_load = load.result(timeout=60)
+        finally:
+            for sock in sockets:
+                sock.close()
+            if load.process.poll() is None:
+                load.process.kill()
+                load.process.wait()
+    checks = {
+        f"{IN_FLIGHT} in-flight requests answered 200 with a patch": answered == IN_FLIGHT,
+        "the listener closed with requests in flight": alive_after_close,
+        "no non-2xx answer": wrk_load.status == 0,
+        "exit code 0": returncode == 0,
+        f"exit within {GRACE_SECONDS}s grace + 2s": exit_seconds <= GRACE_SECONDS + 2,
+    }
+    return {
+        "in_flight": IN_FLIGHT,
+        "in_flight_answered": answered,
+        "load": wrk_load.brief(),
+        "listener_closed_after_s": round(listener_closed, 3),
+        "exit_after_s": round(exit_seconds, 3),
+        "exit_code": returncode,
+        "checks": checks,
+    }
+
+
+# --- the node view cut off ----------------------------------------------------------------
+
+
+def nodes(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    server_cpu, load_cpu = cores()
+    material = make_material(workdir / "certs")
+    context = ssl.create_default_context(cafile=str(material.ca_cert))
+    stand_in = StandIn()
+    stand_in.bookmark_seconds = 0.5
+    seconds = 24
+    with contextlib.ExitStack() as cluster:
+        cluster.enter_context(stand_in.running())
+        for index in range(3):
+            stand_in.put_object(node_object(f"node-{index}"))
+        stand_in.put_object(node_object("node-no-kvm", kvm=None))
+        kubeconfig = write_kubeconfig(workdir / "kubeconfig", stand_in.url)
+        with webhook(
+            workdir, cert=material.tls_cert, key=material.tls_key, cpu=server_cpu,
+            extra=["--kubeconfig", kubeconfig],
+        ) as hook:  # fmt: skip
+            synced = "virtdev_webhook_node_view_synced"
+            wait_for(lambda: sample(hook.metrics(), synced) == 1, "the node view to sync")
+            load = wrk_background(
+                f"{hook.url}/mutate", connections=64, seconds=seconds, cpu=load_cpu,
+                what="node view cut off",
+            )  # fmt: skip
+            patched = unpatched = dropped = 0
+            try:
+                started = time.monotonic()
+                events = [(4.0, "drop"), (8.0, "drop"), (12.0, "stop")]
+                while time.monotonic() - started < seconds - 2:
+                    elapsed = time.monotonic() - started
+                    while events and elapsed >= events[0][0]:
+                        _, action = events.pop(0)
+                        if action == "drop":
+                            dropped += stand_in.drop_watches()
+                        else:
+                            cluster.close()  # the API server is gone
+                    try:
+                        presented_serial(hook.port, context)  # 200 with a patch, or raises
+                        patched += 1
+                    except (BenchError, OSError):
+                        unpatched += 1
+                    time.sleep(0.2)
+                wrk_load = load.result(timeout=seconds + 60)
+            finally:
+                if load.process.poll() is None:
+                    load.process.kill()
+                    load.process.wait()
+            metrics = hook.metrics()
+    decisions = {
+        outcome: sample(
+            metrics, f'virtdev_webhook_scheduling_decisions_total{{outcome="{outcome}"}}'
+        )
+        for outcome in ("feasible", "unsynced", "warned")
+    }
+    checks = {
+        "no failed admission": wrk_load.failed == 0 and unpatched == 0,
+        "watches were cut": dropped >= 1,
+        "decided in sync and out of sync": decisions["feasible"] > 0 and decisions["unsynced"] > 0,
+        "view out of sync at the end": sample(metrics, "virtdev_webhook_node_view_synced") == 0,
+    }
+    return {
+        "load": wrk_load.brief(),
+        "checked_reviews_patched": patched,
+        "checked_reviews_failed": unpatched,
+        "watches_dropped": dropped,
+        "decisions": decisions,
+        "checks": checks,
+    }
+
+
+# --- main ---------------------------------------------------------------------------------
+
+SCENARIOS = {"rotation": rotation, "sigterm": sigterm, "nodes": nodes}
+
+
+def summary(ok: bool, results: dict[str, Any]) -> str:
+    parts = [f"webhook_faults: {'PASS' if ok else 'FAIL'}"]
+    if "rotation" in results:
+        r = results["rotation"]
+        total = r["keep_alive"]["requests"] + r["fresh_connections"]["requests"]
+        failed = sum(r[k]["connect"] + r[k]["read"] + r[k]["write"] + r[k]["timeout"]
+                     + r[k]["status"] for k in ("keep_alive", "fresh_connections"))  # fmt: skip
+        parts.append(
+            f"rotation: {r['rotations']} swaps + 1 bad pair, {total} requests "
+            f"({r['fresh_connections']['requests']} on fresh connections), {failed} failed, "
+            f"new pair served within {r['seconds_to_serve_new_pair_max']}s"
+        )
+    if "sigterm" in results:
+        s = results["sigterm"]
+        parts.append(
+            f"sigterm: {s['in_flight_answered']}/{s['in_flight']} in flight answered, "
+            f"{s['load']['requests']} under load, non-2xx {s['load']['status']}, "
+            f"exit {s['exit_code']} after {s['exit_after_s']}s"
+        )
+    if "nodes" in results:
+        n = results["nodes"]
+        parts.append(
+            f"nodes: {n['load']['requests']} reviews, {n['load']['connect'] + n['load']['read']}"
+            f"+{n['load']['status']} failed, {n['watches_dropped']} watches cut then API gone, "
+            f"decisions feasible={n['decisions']['feasible']:.0f} "
+            f"unsynced={n['decisions']['unsynced']:.0f}"
+        )
+    missed = [
+        f"{name}: {check}"
+        for name, result in results.items()
+        if isinstance(result, dict) and "checks" in result
+        for check, met in result["checks"].items()
+        if not met
+    ]
+    line = "; ".join(parts) + f"; load1={results['machine']['loadavg_1m']:.2f}"
+    return line + (f" missed: {'; '.join(missed)}" if missed else "")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=sorted(SCENARIOS), action="append")
+    parser.add_argument("--rotations", type=int, default=4, help="good pairs published")
+    parser.add_argument("--interval", type=float, default=2.0, help="seconds between swaps")
+    parser.add_argument("--json", type=Path, help="write every figure here")
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("webhook_faults: ERROR wrk not found", flush=True)
+        return 2
+    results: dict[str, Any] = {"machine": machine()}
+    workdir = Path(tempfile.mkdtemp(prefix="webhook-faults-"))
+    try:
+        for name in args.only or list(SCENARIOS):
+            (workdir / name).mkdir()
+            results[name] = SCENARIOS[name](args, workdir / name)
+    except (BenchError, OSError, subprocess.SubprocessError) as error:
+        print(f"webhook_faults: ERROR {error}", flush=True)
+        return 2
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    ok = all(
+        met
+        for result in results.values()
+        if isinstance(result, dict) and "checks" in result
+        for met in result["checks"].values()
+    )
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    print(summary(ok, results), flush=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
