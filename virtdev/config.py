@@ -14,8 +14,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from virtdev import catalogue
 
 
@@ -103,6 +101,8 @@ def add_launcher_policy_flags(parser: argparse.ArgumentParser) -> None:
 
 def load_config_file(path: str) -> dict[str, Any]:
     """Read the YAML mapping; an empty file is an empty config."""
+    import yaml  # only when a file is given: every process builds the parser
+
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as error:

@@ -16,21 +16,12 @@ import jsonpatch
 import orjson
 import yaml
 
-from virtdev.config import add_config_flag, add_launcher_policy_flags
 from webhook import review
 from webhook.admission import mutate_review, validate_review
 from webhook.policy import LauncherPolicy
 from webhook.schema import BadInput
 
 ALLOWED, DENIED, BAD_INPUT = 0, 1, 2
-
-
-def configure_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "file", metavar="FILE", help="a Pod or an AdmissionReview (YAML or JSON), or -"
-    )
-    add_config_flag(parser)
-    add_launcher_policy_flags(parser)
 
 
 def load(path: str, stdin: TextIO = sys.stdin) -> tuple[Any, bool]:

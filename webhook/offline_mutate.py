@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import argparse
 
+from webhook.offline_args import configure_common
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from webhook.offline import configure_common
-
     configure_common(parser)
     parser.add_argument(
         "--patch", action="store_true", help="print the JSON Patch instead of the pod"

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import argparse
 
+from webhook.offline_args import configure_common
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from webhook.offline import configure_common
-
     configure_common(parser)
     parser.set_defaults(run=run)
 
