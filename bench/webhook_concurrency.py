@@ -1,0 +1,185 @@
+"""Latency against concurrency: /mutate of the real `virtdev webhook` and the bare ASGI floor.
+
+Both servers (`virtdev webhook` as deployed, and `bench/floor_app.py` on the same uvicorn +
+httptools + uvloop stack and TLS) run pinned to one core; `wrk` on the other core POSTs the
+same privileged-launcher review over keep-alive HTTPS at 1, 2, 4 … 64 connections, loading the
+two servers alternately at each level. p50/p99 and requests/s are recorded per level and plotted
+(matplotlib) into docs/img/webhook-latency.png.
+
+Targets: no failed request at any level, and no knee of our own: /mutate's p50 relative to the
+floor's at the highest concurrency is at most twice what it is at one connection (whatever
+virtdev adds per request may cost, it must not compound under concurrency). The p50 is judged,
+not the p99: on a shared 2-core machine one level's p99 is a few stray scheduling delays.
+Exit 0 when met, 1 when missed, 2 when the bench could not run. One summary line on stdout;
+about two minutes.
+
+    .venv/bin/python bench/webhook_concurrency.py
+    .venv/bin/python bench/webhook_concurrency.py --seconds 3 --png /tmp/latency.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.webhook_load import (
+    PATCHED,
+    REPO,
+    BenchError,
+    Load,
+    assert_patches,
+    cores,
+    floor,
+    machine,
+    make_material,
+    ratio,
+    webhook,
+    wrk,
+)
+
+LEVELS = (1, 2, 4, 8, 16, 32, 64)
+PNG = REPO / "docs" / "img" / "webhook-latency.png"
+KNEE_TARGET = 2.0
+
+
+def plot(results: dict[str, Any], png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    levels = results["levels"]
+    figure, (latency, rate) = plt.subplots(1, 2, figsize=(9, 3.4), dpi=100)
+    styles = {"mutate": ("tab:blue", "/mutate (virtdev webhook)"), "floor": ("tab:gray", "floor")}
+    for name, (colour, label) in styles.items():
+        runs = results[name]
+        latency.plot(levels, [r["p50_ms"] for r in runs], "o-", color=colour, label=f"{label} p50")
+        latency.plot(levels, [r["p99_ms"] for r in runs], "s--", color=colour, label=f"{label} p99")
+        rate.plot(levels, [r["rps"] for r in runs], "o-", color=colour, label=label)
+    for axes in (latency, rate):
+        axes.set_xscale("log", base=2)
+        axes.set_xticks(levels, [str(level) for level in levels])
+        axes.set_xlabel("concurrent connections (keep-alive HTTPS)")
+        axes.grid(True, which="both", alpha=0.3)
+    latency.set_yscale("log")
+    latency.set_ylabel("latency (ms, log scale)")
+    latency.set_title("latency vs concurrency")
+    latency.legend(fontsize=7)
+    rate.set_ylabel("requests/s")
+    rate.set_ylim(bottom=0)
+    rate.set_title("throughput, one server core")
+    rate.legend(fontsize=7)
+    figure.suptitle(f"virtdev webhook vs bare ASGI floor — {results['machine']['cpu']}", fontsize=9)
+    figure.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(png)
+    plt.close(figure)
+
+
+def run(args: argparse.Namespace, workdir: Path) -> tuple[bool, dict[str, Any]]:
+    server_cpu, load_cpu = cores()
+    material = make_material(workdir / "certs")
+    cert, key = material.tls_cert, material.tls_key
+    mutate: list[Load] = []
+    bare: list[Load] = []
+    with (
+        webhook(workdir, cert=cert, key=key, cpu=server_cpu) as hook,
+        floor(workdir, cert=cert, key=key, cpu=server_cpu) as floor_server,
+    ):
+        assert_patches(hook, material.ca_cert)
+        for server in (hook, floor_server):  # warm both up (imports, first handshakes)
+            wrk(f"{server.url}/mutate", connections=8, seconds=2, cpu=load_cpu, bodies=[PATCHED])
+        for level in args.levels:
+            for server, runs in ((floor_server, bare), (hook, mutate)):
+                runs.append(
+                    wrk(
+                        f"{server.url}/mutate",
+                        connections=level,
+                        seconds=args.seconds,
+                        cpu=load_cpu,
+                        bodies=[PATCHED],
+                        what=f"{server.name} c={level}",
+                    )  # fmt: skip
+                )
+    first = ratio(mutate[0].p50_ms, bare[0].p50_ms)
+    last = ratio(mutate[-1].p50_ms, bare[-1].p50_ms)
+    checks = {
+        "no failed request": sum(load.failed for load in [*mutate, *bare]) == 0,
+        f"p50 ratio at c={args.levels[-1]} <= {KNEE_TARGET}x the ratio at c={args.levels[0]}": (
+            last <= KNEE_TARGET * first
+        ),
+    }
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "seconds_per_level": args.seconds,
+        "levels": list(args.levels),
+        "mutate": [load.brief() for load in mutate],
+        "floor": [load.brief() for load in bare],
+        "ratios": [
+            {
+                "connections": level,
+                "rps": ratio(m.rps, f.rps),
+                "p50": ratio(m.p50_ms, f.p50_ms),
+                "p99": ratio(m.p99_ms, f.p99_ms),
+            }
+            for level, m, f in zip(args.levels, mutate, bare, strict=True)
+        ],
+        "checks": checks,
+    }
+    return all(checks.values()), results
+
+
+def summary(ok: bool, results: dict[str, Any], png: Path) -> str:
+    cells = []
+    for level, m, f, r in zip(
+        results["levels"], results["mutate"], results["floor"], results["ratios"], strict=True
+    ):
+        cells.append(
+            f"c={level} p50 {m['p50_ms']:.2f}/{f['p50_ms']:.2f}ms p99 {m['p99_ms']:.2f}/"
+            f"{f['p99_ms']:.2f}ms ({r['p99']:.2f}x) rps {m['rps']:.0f}/{f['rps']:.0f} "
+            f"({r['rps']:.2f}x)"
+        )
+    missed = [name for name, met in results["checks"].items() if not met]
+    return (
+        f"webhook_concurrency: {'PASS' if ok else 'FAIL'} mutate/floor: "
+        + "; ".join(cells)
+        + f"; plot {png}; load1={results['machine']['loadavg_1m']:.2f}"
+        + (f" missed: {'; '.join(missed)}" if missed else "")
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5, help="per level and server")
+    parser.add_argument("--levels", type=int, nargs="+", default=list(LEVELS))
+    parser.add_argument("--png", type=Path, default=PNG)
+    parser.add_argument("--json", type=Path, help="write every figure here")
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("webhook_concurrency: ERROR wrk not found", flush=True)
+        return 2
+    workdir = Path(tempfile.mkdtemp(prefix="webhook-concurrency-"))
+    try:
+        ok, results = run(args, workdir)
+        plot(results, args.png)
+    except (BenchError, OSError, subprocess.SubprocessError) as error:
+        print(f"webhook_concurrency: ERROR {error}", flush=True)
+        return 2
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    print(summary(ok, results, args.png), flush=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
