@@ -98,6 +98,8 @@ class AdmissionEndpoint:
         self._limit = max_body_bytes
         self._metrics = metrics
         self._latency = metrics.latency.labels(name)
+        # labels() takes a lock and a dict lookup per call: bind each verdict's child once.
+        self._counted: dict[str, Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -108,7 +110,10 @@ class AdmissionEndpoint:
         except ClientGone:
             verdict = "client_gone"
         finally:
-            self._metrics.requests.labels(self.name, verdict).inc()
+            counter = self._counted.get(verdict)
+            if counter is None:
+                counter = self._counted[verdict] = self._metrics.requests.labels(self.name, verdict)
+            counter.inc()
             self._latency.observe(time.perf_counter() - started)
 
     async def _answer(
