@@ -2,17 +2,20 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test check lint typecheck pytest setup
+.PHONY: serve test check lint typecheck pytest setup setup-test
 
 # Runs the main job: the webhook on https://127.0.0.1:8443 with fresh local certificates.
 serve: setup
 	$(BIN)/virtdev webhook --host 127.0.0.1
 
 # Runs every check CI runs: lint, types, and the whole test suite.
-test: setup check pytest
+test: setup-test check pytest
 
 setup:
 	@scripts/setup.sh
+
+setup-test:
+	@scripts/setup.sh --test-tools
 
 check: lint typecheck
 

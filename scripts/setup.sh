@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install everything virtdev's commands and tests need on a fresh Debian machine, idempotently:
-# the system tools the tests drive (curl, openssl, kubectl) and the project in a virtualenv.
+# the system tools the tests drive (curl, openssl) and the project in a virtualenv; with
+# --test-tools also the manifest checkers (kubectl, kubernetes-validate, checkov).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -26,4 +27,6 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   touch "$stamp"
 fi
 
-scripts/setup-tools.sh  # kubectl, kubernetes-validate and checkov for tests/manifests
+if [ "${1:-}" = "--test-tools" ]; then
+  scripts/setup-tools.sh  # kubectl, kubernetes-validate and checkov for tests/manifests
+fi
