@@ -24,6 +24,9 @@ UNHEALTHY: Health = "Unhealthy"
 MAX_ID_LENGTH = 63
 #: A bound on --device-count: far above any node's pod limit, far below gRPC's message limit.
 MAX_DEVICE_COUNT = 10_000
+#: How many unknown IDs a refusal names. The message travels in a gRPC trailer, which clients
+#: cap (16 KiB by default: over it the kubelet sees RESOURCE_EXHAUSTED, not the refusal).
+NAMED_IDS = 10
 
 
 class AllocationError(ValueError):
@@ -74,10 +77,17 @@ def allocate(device: Device, known_ids: frozenset[str], requested: Sequence[str]
         raise AllocationError(f"container request for {device.resource} names no device IDs")
     unknown = sorted(set(requested) - known_ids)
     if unknown:
-        raise AllocationError(f"unknown device IDs for {device.resource}: {', '.join(unknown)}")
+        raise AllocationError(f"unknown device IDs for {device.resource}: {_named(unknown)}")
     return DeviceSpec(
         container_path=device.path, host_path=device.path, permissions=device.permissions
     )
+
+
+def _named(ids: Sequence[str]) -> str:
+    """The first few IDs, each cut to a device ID's length, and how many more there are."""
+    shown = [i if len(i) <= MAX_ID_LENGTH else f"{i[:MAX_ID_LENGTH]}..." for i in ids[:NAMED_IDS]]
+    more = len(ids) - len(shown)
+    return ", ".join(shown) + (f" and {more} more" if more else "")
 
 
 def preferred_allocation(
