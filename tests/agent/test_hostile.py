@@ -209,15 +209,25 @@ async def test_a_request_over_the_receive_limit_is_refused(subject: Subject) -> 
     await subject.assert_unharmed()
 
 
-async def test_an_answer_over_the_clients_limit_leaves_the_agent_serving(
+async def test_an_allocate_request_for_a_thousand_containers_is_answered(
     subject: Subject,
 ) -> None:
-    """200,000 containers in one request (2 MiB) make a 6 MiB answer: the client refuses it,
-    the agent carries on."""
+    response = await subject.endpoint.stub.Allocate(
+        allocate_request(*([["kvm-000"]] * 1000)), timeout=WAIT
+    )
+    assert len(response.container_responses) == 1000
+    await subject.assert_unharmed()
+
+
+async def test_an_allocate_request_for_200000_containers_is_refused(subject: Subject) -> None:
+    """The kubelet asks for one container per call. 200,000 in one request (2 MiB) would hold
+    the event loop for seconds building a 6 MiB answer: probes, health and the kubelet's own
+    calls would wait. The agent refuses it outright."""
     request = allocate_request(*([["kvm-000"]] * 200_000))
     assert request.ByteSize() < RECEIVE_LIMIT
     error = await refused(subject.endpoint.stub.Allocate(request, timeout=WAIT))
-    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "200000 container requests in one call" in (error.details() or "")
     await subject.assert_unharmed()
 
 
@@ -259,6 +269,19 @@ async def test_unknown_must_include_ids_are_answered(subject: Subject) -> None:
     request = preferred_request(["kvm-000"], ["gpu-7", "gpu-7", "x" * 10_000], 3)
     response = await subject.endpoint.stub.GetPreferredAllocation(request, timeout=WAIT)
     assert list(response.container_responses[0].deviceIDs) == ["gpu-7", "x" * 10_000, "kvm-000"]
+    await subject.assert_unharmed()
+
+
+async def test_a_preferred_allocation_for_900000_containers_is_refused(subject: Subject) -> None:
+    """3.6 MiB of empty container requests, each asking for one device: answered one by one,
+    about 13 s of a blocked event loop on this machine. Refused at once instead."""
+    request = api.PreferredAllocationRequest(
+        container_requests=[api.ContainerPreferredAllocationRequest(allocation_size=1)] * 900_000
+    )
+    assert request.ByteSize() < RECEIVE_LIMIT
+    error = await refused(subject.endpoint.stub.GetPreferredAllocation(request, timeout=WAIT))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "900000 container requests in one call" in (error.details() or "")
     await subject.assert_unharmed()
 
 
