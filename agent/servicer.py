@@ -24,6 +24,15 @@ log = logging.getLogger(__name__)
 
 #: What the agent tells the kubelet in Register and GetDevicePluginOptions.
 OPTIONS = api.DevicePluginOptions(pre_start_required=False, get_preferred_allocation_available=True)
+#: The kubelet asks for one container per call. A request for hundreds of thousands (4 MiB
+#: allows ~900,000) would hold the event loop for seconds, probes and health updates with it.
+MAX_CONTAINER_REQUESTS = 1000
+
+
+def _too_many(count: int) -> str | None:
+    if count <= MAX_CONTAINER_REQUESTS:
+        return None
+    return f"{count} container requests in one call; at most {MAX_CONTAINER_REQUESTS}"
 
 
 class DevicePluginServicer:
@@ -88,6 +97,8 @@ class DevicePluginServicer:
     async def GetPreferredAllocation(
         self, request: api.PreferredAllocationRequest, context: grpc.aio.ServicerContext
     ) -> api.PreferredAllocationResponse:
+        if error := _too_many(len(request.container_requests)):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, error)
         responses = []
         for container in request.container_requests:
             try:
@@ -106,6 +117,10 @@ class DevicePluginServicer:
         self, request: api.AllocateRequest, context: grpc.aio.ServicerContext
     ) -> api.AllocateResponse:
         resource = self._device.resource
+        if error := _too_many(len(request.container_requests)):
+            self._metrics.allocation_errors.labels(resource).inc()
+            log.warning("Allocate refused", extra={"resource": resource, "error": error})
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, error)
         responses = []
         for container in request.container_requests:
             try:
