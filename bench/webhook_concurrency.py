@@ -6,12 +6,13 @@ same privileged-launcher review over keep-alive HTTPS at 1, 2, 4 … 64 connecti
 two servers alternately at each level. p50/p99 and requests/s are recorded per level and plotted
 (matplotlib) into docs/img/webhook-latency.png.
 
-Targets: no failed request at any level, and no knee of our own: /mutate's p50 relative to the
-floor's at the highest concurrency is at most twice what it is at one connection (whatever
-virtdev adds per request may cost, it must not compound under concurrency). The p50 is judged,
-not the p99: on a shared 2-core machine one level's p99 is a few stray scheduling delays.
-Exit 0 when met, 1 when missed, 2 when the bench could not run. One summary line on stdout;
-about two minutes.
+Targets: no failed request at any level, and no collapse of our own under concurrency:
+/mutate's requests/s at the highest level, relative to its best level, is at least 0.8× what
+the floor's is (the floor's own ratio absorbs what the machine and the stack do at 64
+connections). Latency ratios are reported, not judged: at 1–2 connections they are the added
+latency, once the core is saturated they are the added CPU per request, and one level's p99 on
+a shared 2-core machine is a handful of scheduling stalls. Exit 0 when met, 1 when missed, 2
+when the bench could not run. One summary line on stdout; about two minutes.
 
     .venv/bin/python bench/webhook_concurrency.py
     .venv/bin/python bench/webhook_concurrency.py --seconds 3 --png /tmp/latency.png
@@ -47,7 +48,7 @@ from bench.webhook_load import (
 
 LEVELS = (1, 2, 4, 8, 16, 32, 64)
 PNG = REPO / "docs" / "img" / "webhook-latency.png"
-KNEE_TARGET = 2.0
+COLLAPSE_TARGET = 0.8
 
 
 def plot(results: dict[str, Any], png: Path) -> None:
@@ -109,12 +110,12 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[bool, dict[str, Any]]:
                         what=f"{server.name} c={level}",
                     )  # fmt: skip
                 )
-    first = ratio(mutate[0].p50_ms, bare[0].p50_ms)
-    last = ratio(mutate[-1].p50_ms, bare[-1].p50_ms)
+    kept = mutate[-1].rps / max(load.rps for load in mutate)
+    floor_kept = bare[-1].rps / max(load.rps for load in bare)
     checks = {
         "no failed request": sum(load.failed for load in [*mutate, *bare]) == 0,
-        f"p50 ratio at c={args.levels[-1]} <= {KNEE_TARGET}x the ratio at c={args.levels[0]}": (
-            last <= KNEE_TARGET * first
+        f"rps at c={args.levels[-1]} / best >= {COLLAPSE_TARGET}x the floor's": (
+            kept >= COLLAPSE_TARGET * floor_kept
         ),
     }
     results: dict[str, Any] = {
@@ -132,6 +133,7 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[bool, dict[str, Any]]:
             }
             for level, m, f in zip(args.levels, mutate, bare, strict=True)
         ],
+        "rps_kept_at_highest_level": {"mutate": round(kept, 3), "floor": round(floor_kept, 3)},
         "checks": checks,
     }
     return all(checks.values()), results
@@ -151,6 +153,9 @@ def summary(ok: bool, results: dict[str, Any], png: Path) -> str:
     return (
         f"webhook_concurrency: {'PASS' if ok else 'FAIL'} mutate/floor: "
         + "; ".join(cells)
+        + f"; rps kept at c={results['levels'][-1]}: "
+        + f"{results['rps_kept_at_highest_level']['mutate']:.2f} (floor "
+        + f"{results['rps_kept_at_highest_level']['floor']:.2f})"
         + f"; plot {png}; load1={results['machine']['loadavg_1m']:.2f}"
         + (f" missed: {'; '.join(missed)}" if missed else "")
     )

@@ -476,6 +476,7 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[bool, dict[str, Any]]:
             "after_warmup": rss_warm,
             "end": rss_end,
             "peak_during": max(sampler.samples, default=rss_end),
+            "every_5s_during": sampler.samples[4::5],
             "ratio_end_to_warm": round(rss_end / rss_warm, 3),
         },
         "webhook_counted": answered,
