@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -23,6 +24,7 @@ import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -34,7 +36,7 @@ from agent.servicer import OPTIONS
 from agent.v1beta1 import api_pb2 as api
 from agent.v1beta1.api_pb2_grpc import DevicePluginStub
 from tests.agent.conftest import make_node
-from tests.agent.helpers import KVM, all_have, running_agent
+from tests.agent.helpers import KVM, TUN, all_have, running_agent
 from tests.agent.kubelet import WAIT, Endpoint, TestKubelet
 from virtdev import catalogue
 
@@ -44,6 +46,8 @@ RECEIVE_LIMIT = 4 * 1024 * 1024
 CHANNEL_OPTIONS = [("grpc.use_local_subchannel_pool", 1)]
 STREAMS = "virtdev_agent_list_and_watch_streams"
 KVM_IDS = [f"kvm-{n:03d}" for n in range(catalogue.DEFAULT_DEVICE_COUNT)]
+AGENT = [sys.executable, "-m", "virtdev.cli", "agent"]
+OPENED, CLOSED = "ListAndWatch stream opened", "ListAndWatch stream closed"
 
 
 class StreamLog(logging.Handler):
@@ -374,29 +378,38 @@ async def test_a_client_that_closes_its_channel_mid_stream(subject: Subject) -> 
     await subject.assert_unharmed()
 
 
-async def test_a_client_process_killed_mid_stream(subject: Subject) -> None:
-    client = (
-        "import sys, grpc\n"
-        "from agent.v1beta1 import api_pb2 as api\n"
-        "from agent.v1beta1.api_pb2_grpc import DevicePluginStub\n"
-        "channel = grpc.insecure_channel('unix:' + sys.argv[1])\n"
-        "stream = DevicePluginStub(channel).ListAndWatch(api.Empty())\n"
-        "next(stream)\n"
-        "print('streaming', flush=True)\n"
-        "for _ in stream:\n"
-        "    pass\n"
-    )
+STREAMING_CLIENT = (
+    "import sys, grpc\n"
+    "from agent.v1beta1 import api_pb2 as api\n"
+    "from agent.v1beta1.api_pb2_grpc import DevicePluginStub\n"
+    "channel = grpc.insecure_channel('unix:' + sys.argv[1])\n"
+    "stream = DevicePluginStub(channel).ListAndWatch(api.Empty())\n"
+    "next(stream)\n"
+    "print('streaming', flush=True)\n"
+    "for _ in stream:\n"
+    "    pass\n"
+)
+
+
+@contextlib.asynccontextmanager
+async def streaming_client(socket: str) -> AsyncIterator[None]:
+    """A client process with a ListAndWatch stream open, SIGKILLed on the way out."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", client, subject.socket, stdout=asyncio.subprocess.PIPE
+        sys.executable, "-c", STREAMING_CLIENT, socket, stdout=asyncio.subprocess.PIPE
     )
     try:
         assert process.stdout is not None
         async with asyncio.timeout(WAIT):
             assert await process.stdout.readline() == b"streaming\n"
-        await subject.log.wait_until(lambda: subject.streams() == 2)
+        yield
     finally:
         process.send_signal(signal.SIGKILL)
         await process.wait()
+
+
+async def test_a_client_process_killed_mid_stream(subject: Subject) -> None:
+    async with streaming_client(subject.socket):
+        await subject.log.wait_until(lambda: subject.streams() == 2)
     await subject.assert_unharmed()
 
 
@@ -479,3 +492,96 @@ async def test_any_preferred_allocation_request_is_answered_or_refused(
         assert set(chosen[len(must) :]) <= set(available) & set(KVM_IDS)
         assert len(chosen) == len(set(chosen)) <= max(size, len(must))
     await subject.assert_unharmed()
+
+
+# -- the real process -------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_the_real_process_survives_a_barrage(
+    plugin_dir: Path, host_root: Path, kubelet: TestKubelet
+) -> None:
+    """`virtdev agent` itself, with gRPC's C core and the JSON logs of production: the worst
+    of the above one after the other, then it still serves, and stops cleanly."""
+    socket = str(plugin_dir / catalogue.plugin_socket("kvm"))
+    process = await asyncio.create_subprocess_exec(
+        *AGENT,
+        f"--device-plugin-dir={plugin_dir}",
+        f"--host-root={host_root}",
+        "--metrics-port=0",
+        "--log-format=json",
+        stderr=asyncio.subprocess.PIPE,
+    )
+    lines: list[dict[str, Any]] = []
+    logged = asyncio.Event()
+
+    async def read_log() -> None:
+        assert process.stderr is not None
+        async for line in process.stderr:
+            try:
+                lines.append(json.loads(line))
+            except ValueError:
+                lines.append({"level": "raw", "msg": line.decode(errors="replace")})
+            logged.set()
+
+    def count(msg: str) -> int:
+        return sum(1 for line in lines if line["msg"] == msg)
+
+    reader = asyncio.create_task(read_log())
+    try:
+        endpoint = await kubelet.wait_registered(KVM.resource)
+        await kubelet.wait_for_devices(KVM.resource, all_have("Healthy"))
+        await kubelet.wait_for_devices(TUN.resource, all_have("Healthy"))
+        stub = endpoint.stub
+
+        reader_, writer = await asyncio.open_unix_connection(socket)
+        writer.write(os.urandom(65_536))
+        async with asyncio.timeout(WAIT):
+            with contextlib.suppress(ConnectionResetError):
+                while await reader_.read(65_536):
+                    pass
+        writer.close()
+        big = allocate_request(["kvm-000"] * (RECEIVE_LIMIT // 9 + 1))
+        assert (await refused(stub.Allocate(big, timeout=WAIT))).code() == (
+            grpc.StatusCode.RESOURCE_EXHAUSTED
+        )
+        unknown = allocate_request([f"gpu-{n:05d}" for n in range(10_000)])
+        error = await refused(stub.Allocate(unknown, timeout=WAIT))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "and 9990 more" in (error.details() or "")
+        many = allocate_request(*([["kvm-000"]] * 200_000))
+        assert (await refused(stub.Allocate(many, timeout=WAIT))).code() == (
+            grpc.StatusCode.INVALID_ARGUMENT
+        )
+        channel = grpc.aio.insecure_channel(f"unix:{socket}", options=CHANNEL_OPTIONS)
+        await DevicePluginStub(channel).ListAndWatch(api.Empty()).read()
+        await channel.close()
+        async with streaming_client(socket):
+            pass
+
+        # Four streams were opened (the kubelet's kvm and tun, and ours); ours both ended.
+        async with asyncio.timeout(WAIT):
+            while (count(OPENED), count(CLOSED)) != (4, 2):
+                logged.clear()
+                await logged.wait()
+        async with grpc.aio.insecure_channel(f"unix:{socket}", options=CHANNEL_OPTIONS) as fresh:
+            options = await DevicePluginStub(fresh).GetDevicePluginOptions(
+                api.Empty(), timeout=WAIT
+            )
+            assert options == OPTIONS
+        await kubelet.allocate(KVM.resource, [["kvm-003"]])
+        assert kubelet.endpoints[KVM.resource] is endpoint
+        assert not endpoint.stream_ended.is_set()
+        assert len(kubelet.registrations) == 2
+
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(WAIT):
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        await asyncio.gather(reader, return_exceptions=True)
+    assert [line for line in lines if line["level"] not in ("info", "warning")] == []
+    assert count("Allocate refused") == 2
+    assert endpoint.lists[-1] == []  # the last word at shutdown
