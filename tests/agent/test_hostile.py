@@ -1,9 +1,10 @@
 """Hostile and malformed input never kills the agent.
 
-A real agent (in-process) serves over real unix sockets and is registered with the test
-kubelet; each test throws something a kubelet would never send at it — empty requests, tens of
-thousands of IDs, unknown and absurd IDs, messages over gRPC's 4 MiB limit, bytes that are not
-HTTP/2, clients that vanish in the middle of a ListAndWatch stream — and then checks that the
+A real agent (in-process; at the end once as the real `virtdev agent` process) serves over
+real unix sockets and is registered with the test kubelet; each test throws something a
+kubelet would never send at it — empty requests, tens of thousands of IDs or containers,
+unknown and absurd IDs, messages over gRPC's 4 MiB limit, bytes that are not HTTP/2, clients
+that vanish in the middle of a ListAndWatch stream — and then checks that the
 agent still answers (`GetDevicePluginOptions` and a fresh `Allocate` over a new connection),
 that its registration with the kubelet is the same one, its stream to the kubelet still open,
 and the open-streams gauge back at the kubelet's one stream.
@@ -124,6 +125,7 @@ async def subject(
 ) -> AsyncIterator[Subject]:
     async with running_agent(plugin_dir, host_root) as agent:
         endpoint = await kubelet.wait_registered(KVM.resource)
+        await kubelet.wait_registered(TUN.resource)
         await kubelet.wait_for_devices(KVM.resource, all_have("Healthy"))
         await agent.wait_until(lambda: agent.readiness()[0], timeout=WAIT)
         socket = str(plugin_dir / catalogue.plugin_socket("kvm"))
