@@ -15,6 +15,9 @@ every shape and puts one wrong type or null at one place; this module goes furth
 - huge pods built deterministically from generated ones (privileged sidecars by the thousand,
   or one big annotation) to exactly the body limit and one byte over: patched, and 413 — with
   a small limit in-process and at the 6 MiB default in the real process over HTTPS;
+- with a synced node view, scheduling fields (nodeSelector, tolerations, affinity, nodeName)
+  well-typed at their oddest or any JSON value: a 400 naming a `$` path, or a patch that
+  applies and is idempotent;
 - regressions found this way: a skipped object's odd metadata, malformed scheduling fields.
 """
 
@@ -585,3 +588,71 @@ def test_the_real_process_answers_6_mib_and_refuses_one_byte_more(tmp_path: Path
         server.assert_still_serving()
     finally:
         stop(server)
+
+
+# --- with the node view on: scheduling fields of every shape, well-typed or not ---------------
+
+LABEL_KEYS = st.sampled_from(["zone", "kubernetes.io/hostname", "dedicated", ""]) | UNICODE
+OPERATORS = st.sampled_from(["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt", "Equal", "?"])
+REQUIREMENT = st.fixed_dictionaries(
+    {"key": LABEL_KEYS, "operator": OPERATORS},
+    optional={"values": st.lists(st.sampled_from(["a", "plain", "7", "-1", "x" * 70]), max_size=3)},
+)
+TERM = st.fixed_dictionaries(
+    {},
+    optional={
+        "matchExpressions": st.lists(REQUIREMENT, max_size=2),
+        "matchFields": st.lists(REQUIREMENT, max_size=2),
+    },
+)
+WELL_TYPED_SCHEDULING = {
+    "nodeName": st.sampled_from(["plain", "node-x", ""]),
+    "nodeSelector": st.dictionaries(LABEL_KEYS, st.sampled_from(["a", "x"]), max_size=2),
+    "tolerations": st.lists(
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "key": LABEL_KEYS,
+                "operator": st.sampled_from(["Exists", "Equal", "?"]),
+                "value": st.sampled_from(["x", ""]),
+                "effect": st.sampled_from(["NoSchedule", "NoExecute", "PreferNoSchedule", ""]),
+            },
+        ),
+        max_size=3,
+    ),
+    "affinity": st.lists(TERM, max_size=2).map(lambda items: terms(*items)),
+}
+
+
+@st.composite
+def scheduled_launcher_pods(draw: st.DrawFn) -> dict[str, Any]:
+    """Odd launcher pods with scheduling fields, each well-typed or any JSON value at all."""
+    pod = draw(odd_launcher_pods())
+    for name, strategy in WELL_TYPED_SCHEDULING.items():
+        choice = draw(st.sampled_from(["absent", "well-typed", "any"]))
+        if choice == "well-typed":
+            pod["spec"][name] = draw(strategy)
+        elif choice == "any":
+            pod["spec"][name] = draw(JSON_VALUES)
+    return pod
+
+
+@HOSTILE
+@given(pod=scheduled_launcher_pods())
+def test_scheduling_fields_of_any_shape_are_a_400_or_a_sound_patch_with_a_node_view(
+    client_with_nodes: TestClient, pod: dict[str, Any]
+) -> None:
+    body = admission_review(pod)
+    sent = orjson.loads(body)
+    response = post(client_with_nodes, "/mutate", body)
+    reply = assert_never_5xx_and_well_formed(response, sent, LIMIT)
+    event(f"{response.status_code}" + (" patched" if reply and "patch" in reply else ""))
+    if reply is None:
+        return
+    assert reply["allowed"] is True  # --no-kvm-policy warn: never a denial
+    patched = jsonpatch.apply_patch(sent["request"]["object"], patch_of(reply))
+    again = admission_review(patched)
+    second = assert_never_5xx_and_well_formed(
+        post(client_with_nodes, "/mutate", again), orjson.loads(again), LIMIT
+    )
+    assert second is not None and patch_of(second) == [], "mutation is idempotent"
