@@ -55,6 +55,7 @@ from webhook.app import DEFAULT_MAX_BODY_BYTES, WebhookSettings, create_app
 from webhook.feasibility import NodeSnapshot
 from webhook.nodes import trim
 from webhook.policy import LauncherPolicy
+from webhook.review import API_VERSIONS
 
 UID = "f00dfeed-0000-4000-8000-00000000dead"
 #: The in-process app's body limit: room for 100,000-level nesting, far from the 6 MiB default.
@@ -279,8 +280,25 @@ def odd_launcher_pods(draw: st.DrawFn, *, host_namespaces: bool | None = None) -
 def broken_reviews(draw: st.DrawFn) -> dict[str, Any] | Any:
     """A launcher review broken one to three times: any JSON value (wrong type or not) put at
     any location, an unknown field added to any object, a field or list item removed, a value
-    wrapped in a list."""
+    wrapped in a list. Before that, the review itself takes any of the shapes the API server
+    sends for launcher pods: v1 or v1beta1, CREATE or UPDATE (with an old object), a Pod or the
+    pre-1.22 EphemeralContainers object (its list at top level, no spec)."""
     document: Any = orjson.loads(admission_review(draw(odd_launcher_pods())))
+    document["apiVersion"] = draw(st.sampled_from(API_VERSIONS), label="apiVersion")
+    request = document["request"]
+    if draw(st.booleans(), label="update"):
+        request["operation"] = "UPDATE"
+        request["oldObject"] = draw(st.one_of(st.just(request["object"]), odd_launcher_pods()))
+    if draw(st.booleans(), label="EphemeralContainers"):
+        request["kind"]["kind"] = "EphemeralContainers"
+        request["subResource"] = "ephemeralcontainers"
+        for name in ("object", "oldObject"):
+            pod = request.get(name)
+            if pod is not None:
+                request[name] = {
+                    "metadata": pod["metadata"],
+                    "ephemeralContainers": pod["spec"].get("ephemeralContainers"),
+                }
     for _ in range(draw(st.integers(1, 3))):
         parts = draw(st.sampled_from(list(locations(document))), label="location")
         target = value_at(document, parts)
