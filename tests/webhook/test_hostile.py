@@ -552,6 +552,12 @@ def enlarged(pod: dict[str, Any], size: int, *, how: str) -> bytes:
     return body
 
 
+def privileged_or_unpermitted(pod: dict[str, Any]) -> bool:
+    """Whether /validate refuses the pod as generated (no host namespaces in these pods)."""
+    answer = validate_review(review.parse(admission_review(pod)), LauncherPolicy())
+    return not answer.allowed
+
+
 @pytest.fixture(scope="module")
 def small_client() -> Iterator[TestClient]:
     with TestClient(create_app(WebhookSettings(max_body_bytes=SMALL_LIMIT))) as test_client:
@@ -574,6 +580,11 @@ def test_a_huge_pod_at_the_limit_is_patched_and_one_byte_more_is_413(
     policy = LauncherPolicy()
     assert mutate_review(review.parse(admission_review(patched)), policy).patch == []
     assert validate_review(review.parse(admission_review(patched)), policy).allowed is True
+    # /validate at the limit: the pod as sent, privileged sidecars and all, denied by field.
+    verdict = post(small_client, "/validate", at_limit)
+    denial = assert_never_5xx_and_well_formed(verdict, sent, SMALL_LIMIT)
+    assert denial is not None
+    assert denial["allowed"] is (how == "annotation" and not privileged_or_unpermitted(pod))
 
     for endpoint in ("/mutate", "/validate"):
         over = post(small_client, endpoint, enlarged(pod, SMALL_LIMIT + 1, how=how))
