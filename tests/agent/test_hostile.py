@@ -447,6 +447,34 @@ async def test_streams_dropped_while_the_health_flips(subject: Subject, host_roo
     await subject.assert_unharmed()
 
 
+async def test_a_stream_nobody_reads_holds_up_no_one(
+    subject: Subject, host_root: Path, plugin_dir: Path
+) -> None:
+    """A client opens ListAndWatch and never reads: 400 lists (~1 MB) pile up against gRPC's
+    flow control. The kubelet's stream still gets every change, and a kubelet restart is
+    still followed by a registration."""
+    channel = subject.channel()
+    call = DevicePluginStub(channel).ListAndWatch(api.Empty())  # never read
+    try:
+        await subject.log.wait_until(lambda: subject.streams() == 2)
+        endpoint = subject.endpoint
+        before = len(endpoint.lists)
+        for _ in range(200):
+            (host_root / "dev/kvm").unlink()
+            await subject.kubelet.wait_for_devices(KVM.resource, all_have("Unhealthy"))
+            make_node(host_root, "dev/kvm")
+            await subject.kubelet.wait_for_devices(KVM.resource, all_have("Healthy"))
+        assert len(endpoint.lists) == before + 400  # not one change lost or repeated
+        await subject.kubelet.restart()
+        await subject.kubelet.wait_registered(KVM.resource, count=2)
+        await subject.kubelet.wait_for_devices(KVM.resource, all_have("Healthy"))
+    finally:
+        call.cancel()
+        await channel.close()
+    await subject.log.wait_until(lambda: subject.streams() == 1)
+    assert subject.kubelet.violations == []
+
+
 # -- any request at all -----------------------------------------------------------------------
 
 ids = st.lists(st.sampled_from(KVM_IDS) | st.text(max_size=80), max_size=30)
