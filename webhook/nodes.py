@@ -136,6 +136,8 @@ class NodeView:
         self._response: Any = None
         self._lock = threading.Lock()
         self._last_problem = ""
+        #: When the current watch was established (monotonic), None while there is none.
+        self._watching_since: float | None = None
 
     @property
     def snapshot(self) -> NodeSnapshot:
@@ -174,6 +176,7 @@ class NodeView:
         since: str | None = None
         failures = 0
         while not self._stopping.is_set():
+            self._watching_since = None
             try:
                 if core is None:
                     core = self._connect()
@@ -192,6 +195,9 @@ class NodeView:
                 if self._stopping.is_set():
                     break
                 self._publish(synced=False)
+                since_watch = self._watching_since
+                if since_watch is not None and time.monotonic() - since_watch >= self._backoff[-1]:
+                    failures = 0  # a watch healthy for a while broke: a new trouble, not a series
                 delay = self._backoff[min(failures, len(self._backoff) - 1)]
                 failures += 1
                 problem = f"{type(error).__name__}: {error}"[:300]
@@ -253,6 +259,7 @@ class NodeView:
                 log.info("node view back in sync: watching from resourceVersion %s", since)
                 self._last_problem = ""
             self._publish(synced=True, resource_version=since)
+            self._watching_since = time.monotonic()
             events = 0
             for line in _lines(response):
                 if self._stopping.is_set():

@@ -18,14 +18,18 @@ every shape and puts one wrong type or null at one place; this module goes furth
 - with a synced node view, scheduling fields (nodeSelector, tolerations, affinity, nodeName)
   well-typed at their oddest or any JSON value: a 400 naming a `$` path, or a patch that
   applies and is idempotent;
-- regressions found this way: a skipped object's odd metadata, malformed scheduling fields.
+- regressions found this way: a skipped object's odd metadata, malformed scheduling fields;
+- a hostile network: the node view's watch cut again and again resumes after the first
+  backoff step when it had been healthy for a while.
 """
 
 from __future__ import annotations
 
 import base64
 import copy
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +40,7 @@ from fastapi.testclient import TestClient
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from tests.kube_standin import node_object
+from tests.kube_standin import StandIn, node_object, write_kubeconfig
 from tests.webhook.conftest import load_fixture
 from tests.webhook.test_e2e import start_webhook, stop
 from tests.webhook.test_properties import (
@@ -53,7 +57,7 @@ from webhook import review
 from webhook.admission import mutate_review, validate_review
 from webhook.app import DEFAULT_MAX_BODY_BYTES, WebhookSettings, create_app
 from webhook.feasibility import NodeSnapshot
-from webhook.nodes import trim
+from webhook.nodes import NodeView, core_api, trim
 from webhook.policy import LauncherPolicy
 from webhook.review import API_VERSIONS
 
@@ -685,3 +689,44 @@ def test_scheduling_fields_of_any_shape_are_a_400_or_a_sound_patch_with_a_node_v
         post(client_with_nodes, "/mutate", again), orjson.loads(again), LIMIT
     )
     assert second is not None and patch_of(second) == [], "mutation is idempotent"
+
+
+# --- a hostile network: the node view's watch cut again and again ------------------------------
+
+
+def seconds_until(condition: Callable[[], bool], timeout: float = 20.0) -> float:
+    """How long until `condition` holds, checking every 10 ms."""
+    started = time.monotonic()
+    while not condition():
+        assert time.monotonic() - started < timeout, "timed out"
+        time.sleep(0.01)  # polling interval of the condition
+    return time.monotonic() - started
+
+
+def test_a_watch_cut_after_a_long_healthy_run_is_resumed_after_the_first_backoff_step(
+    tmp_path: Path,
+) -> None:
+    """Once a watch has run healthy for longer than the longest backoff step, the next cut is a
+    new trouble, not the next of a series: it is retried after the first step. Was: the count
+    of failures only reset when a watch ended cleanly, so cuts hours apart (a proxy or load
+    balancer dropping long connections) climbed to the longest step and stayed there: the view
+    was out of sync for 10 s after every cut."""
+    backoff = (0.1, 0.3, 2.5)
+    with StandIn().running() as stand_in:
+        stand_in.put_object(node_object("node-a"))
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", stand_in.url)
+        view = NodeView(lambda: core_api(kubeconfig), watch_seconds=60, backoff=backoff)
+        thread = threading.Thread(target=view.run_blocking, name="node-view", daemon=True)
+        thread.start()
+        try:
+            seconds_until(lambda: stand_in.open_watches == 1)
+            out_of_sync: list[float] = []
+            for _ in range(4):
+                time.sleep(backoff[-1] + 0.2)  # a healthy watch, longer than the longest step
+                assert view.snapshot.synced and stand_in.drop_watches() == 1
+                seconds_until(lambda: not view.snapshot.synced, timeout=5)
+                out_of_sync.append(seconds_until(lambda: view.snapshot.synced))
+        finally:
+            view.stop()
+            thread.join(timeout=10)
+    assert max(out_of_sync) < backoff[-1] - 1, out_of_sync
