@@ -18,8 +18,13 @@ CONTAINER_LISTS = ("containers", "initContainers", "ephemeralContainers")
 
 
 def normalise_capability(name: str) -> str:
-    """`cap_net_admin` and `NET_ADMIN` name the same capability; compare in Kubernetes' spelling."""
-    return name.strip().upper().removeprefix("CAP_")
+    """`cap_net_admin` and `NET_ADMIN` name the same capability; compare in Kubernetes' spelling.
+
+    Only ASCII is folded: Python's `upper()` maps e.g. the dotless `ı` to `I`, which would let
+    a spelling the runtime does not know pass for a permitted capability.
+    """
+    text = name.strip()
+    return (text.upper() if text.isascii() else text).removeprefix("CAP_")
 
 
 @dataclass(frozen=True, slots=True)

@@ -119,6 +119,17 @@ def test_compute_keeps_permitted_capabilities_and_drop_and_loses_the_rest() -> N
     assert got["privileged"] is False
 
 
+def test_only_ascii_capability_spellings_are_folded() -> None:
+    pod = launcher(
+        {"name": "compute", "securityContext": {"capabilities": {"add": ["net_adm\u0131n"]}}}
+    )
+    assert [v.path for v in violations(pod, DEFAULT)] == [
+        "spec.containers[0].securityContext.capabilities.add[0]"
+    ]
+    capabilities = patched(pod)["spec"]["containers"][0]["securityContext"]["capabilities"]
+    assert capabilities["add"] == ["NET_ADMIN"]
+
+
 def test_capability_spellings_are_compared_normalised() -> None:
     pod = launcher(
         {
