@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     from agent.settings import AgentSettings
     from virtdev import logs
 
-    logs.setup(args.log_format)
+    logs.setup(args.log_format, args.log_level)
     try:
         devices = catalogue.resolve_devices(args.devices)
     except ValueError as error:

@@ -161,7 +161,7 @@ def run_generate(args: argparse.Namespace) -> int:
     from certs.generate import ensure_material
     from virtdev import logs
 
-    logs.setup(args.log_format)
+    logs.setup(args.log_format, args.log_level)
     try:
         material = ensure_material(
             Path(args.out),
@@ -214,7 +214,7 @@ def run_ensure(args: argparse.Namespace) -> int:
     from certs import incluster
     from virtdev import logs
 
-    logs.setup(args.log_format)
+    logs.setup(args.log_format, args.log_level)
     log = logging.getLogger("certs.ensure")
     try:
         target = incluster.Target(

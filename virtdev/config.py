@@ -46,6 +46,13 @@ def add_log_format_flag(parser: argparse._ActionsContainer) -> None:
         default="text",
         help="log lines as human text or as one JSON object per line (default: text)",
     )
+    parser.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        default="info",
+        help="least severe lines logged (default: info: one line per admission decision, "
+        "kubelet registration or certificate change; debug adds skipped requests)",
+    )
 
 
 def add_devices_flag(parser: argparse._ActionsContainer, *, help_text: str) -> None:

@@ -64,7 +64,7 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-def setup(log_format: str = "text", level: int = logging.INFO) -> None:
+def setup(log_format: str = "text", level: int | str = logging.INFO) -> None:
     """Configure the root logger once per process; uvicorn's own loggers follow it."""
     # Neither format prints the caller's file, thread or process, and the webhook logs every
     # admission: skip collecting them (the logging HOWTO's "Optimization" section).
@@ -76,7 +76,7 @@ def setup(log_format: str = "text", level: int = logging.INFO) -> None:
     handler.setFormatter(JSONFormatter() if log_format == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level)
+    root.setLevel(level.upper() if isinstance(level, str) else level)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True

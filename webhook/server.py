@@ -93,7 +93,7 @@ def node_view(kubeconfig: str | None, metrics: WebhookMetrics) -> NodeView | Non
 
 
 def serve(args: argparse.Namespace) -> int:
-    logs.setup(args.log_format)
+    logs.setup(args.log_format, args.log_level)
     try:
         policy = LauncherPolicy.from_args(args)
     except ValueError as error:
