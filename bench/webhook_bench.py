@@ -27,7 +27,6 @@ import logging
 import os
 import re
 import shutil
-import socket
 import ssl
 import statistics
 import subprocess
@@ -44,7 +43,9 @@ from typing import Any
 from fastapi import Request  # module level: FastAPI resolves the route's annotations here
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))  # the packages, and bench.floor_app
+sys.path.insert(0, str(REPO))  # the packages, bench.floor_app and tests.support
+
+from tests.support import free_ports  # noqa: E402  (needs the path above)
 
 FIXTURE = REPO / "tests" / "fixtures" / "v1-launcher-2018-privileged.json"
 LUA = Path(__file__).resolve().parent / "post_review.lua"
@@ -72,17 +73,6 @@ class Load:
     @property
     def rps(self) -> float:
         return self.requests / self.seconds
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def wait_until(check: Callable[[], bool], what: str, process: subprocess.Popen[bytes]) -> None:

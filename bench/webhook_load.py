@@ -47,6 +47,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # the packages, bench.* and tests.* (the stand-in)
 
 from certs.generate import Material, ensure_material  # noqa: E402
+from tests.support import free_ports  # noqa: E402  (needs the path above)
 
 LUA = Path(__file__).resolve().parent / "webhook_reviews.lua"
 FIXTURES = REPO / "tests" / "fixtures"
@@ -164,17 +165,6 @@ def sample(metrics: str, name: str) -> float:
     """One sample of Prometheus text (name with its labels, as exposed); 0 when absent."""
     match = re.search(rf"^{re.escape(name)} (\S+)$", metrics, re.MULTILINE)
     return float(match.group(1)) if match else 0.0
-
-
-def free_ports(count: int) -> list[int]:
-    import socket
-
-    sockets = [socket.create_server(("127.0.0.1", 0)) for _ in range(count)]
-    try:
-        return [int(sock.getsockname()[1]) for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def make_material(directory: Path) -> Material:

@@ -31,6 +31,7 @@ from tests.certs.conftest import (
 )
 from tests.certs.helpers import SecretVolume, client_context, https_post
 from tests.certs.test_handshake import client_certificate, permissive_server, refused, s_client
+from tests.support import free_ports, stop
 
 pytestmark = pytest.mark.slow
 
@@ -51,17 +52,6 @@ def ca_of(material: Material) -> pki.KeyPair:
 
 def new_leaf(ca: pki.KeyPair) -> pki.KeyPair:
     return pki.issue_leaf(ca, dns_names=DNS_NAMES, now=datetime.now(UTC), days=30)
-
-
-def _free_ports(count: int) -> list[int]:
-    import socket
-
-    sockets = [socket.create_server(("127.0.0.1", 0)) for _ in range(count)]
-    try:
-        return [int(s.getsockname()[1]) for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 @dataclass
@@ -98,7 +88,7 @@ def _ready(metrics_port: int) -> bool:
 
 @contextlib.contextmanager
 def webhook(volume: SecretVolume, *extra: str | Path) -> Iterator[Webhook]:
-    port, metrics_port = _free_ports(2)
+    port, metrics_port = free_ports(2)
     log = volume.root.parent / "webhook.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
@@ -115,12 +105,7 @@ def webhook(volume: SecretVolume, *extra: str | Path) -> Iterator[Webhook]:
             time.sleep(0.05)
         yield Webhook(port, metrics_port, process, log)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop(process)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.kube_standin import StandIn, node_object, write_kubeconfig
-from tests.webhook.conftest import free_port
+from tests.support import free_port
 from virtdev.cli import main
 from webhook.capacity import Amounts, rows, verdict
 

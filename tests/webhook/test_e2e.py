@@ -36,7 +36,8 @@ import jsonpatch
 import orjson
 import pytest
 
-from tests.webhook.conftest import FIXTURE_NAMES, fixture_bytes, free_ports, load_fixture
+from tests.support import free_ports
+from tests.webhook.conftest import FIXTURE_NAMES, fixture_bytes, load_fixture
 
 pytestmark = pytest.mark.slow
 

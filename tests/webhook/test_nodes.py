@@ -20,7 +20,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.kube_standin import StandIn, node_object, write_kubeconfig
-from tests.webhook.conftest import free_port, load_fixture
+from tests.support import eventually, free_port
+from tests.webhook.conftest import load_fixture
 from webhook.app import WebhookSettings, create_app
 from webhook.metrics import WebhookMetrics
 from webhook.nodes import NodeView, cluster_source, core_api
@@ -28,18 +29,6 @@ from webhook.nodes import NodeView, cluster_source, core_api
 KVM = "devices.kubevirt.io/kvm"
 LAUNCHER = "v1-launcher-2018-privileged.json"
 T = TypeVar("T")
-
-
-def eventually(probe: Callable[[], T | None], what: str, timeout: float = 20.0) -> T:
-    """Poll until `probe` gives a truthy value; fail naming `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture

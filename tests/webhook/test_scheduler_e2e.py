@@ -14,9 +14,8 @@ import re
 import ssl
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,7 +23,8 @@ from typing import Any, TypeVar
 import pytest
 
 from tests.kube_standin import StandIn, node_object, write_kubeconfig
-from tests.webhook.conftest import fixture_bytes, free_ports
+from tests.support import eventually, free_ports, stop
+from tests.webhook.conftest import fixture_bytes
 
 pytestmark = pytest.mark.slow
 
@@ -32,17 +32,6 @@ REPO = Path(__file__).resolve().parents[2]
 KVM, TUN = "devices.kubevirt.io/kvm", "devices.kubevirt.io/tun"
 REVIEW = fixture_bytes("v1-launcher-2018-privileged.json")
 T = TypeVar("T")
-
-
-def eventually(probe: Callable[[], T | None], what: str, timeout: float = 60.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 @dataclass
@@ -91,16 +80,11 @@ def webhook(tmp_path: Path, kubeconfig: str, policy: str) -> Iterator[Webhook]:
             assert process.poll() is None, log.read_text()
             return hook.metric("virtdev_webhook_node_view_synced") == 1
 
-        eventually(synced, "the webhook's node view to sync")
+        eventually(synced, "the webhook's node view to sync", timeout=60)
         hook.context = ssl.create_default_context(cafile=str(certs / "ca.crt"))
         yield hook
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop(process)
 
 
 def devices_in(response: dict[str, Any]) -> set[str]:
@@ -145,15 +129,15 @@ def test_the_policy_decides_what_a_kvm_less_cluster_gets(stand_in: StandIn, tmp_
             text = " ".join(response.get("warnings", ())) + json.dumps(response.get("status"))
             return response if "1 kvm allocatable 0" in text else None
 
-        warned = eventually(lambda: ruled_out(warn), "warn to warn")
+        warned = eventually(lambda: ruled_out(warn), "warn to warn", timeout=60)
         assert warned["allowed"] is True and devices_in(warned) == {KVM, TUN}
         assert any(w.startswith(f"no schedulable node has {KVM}") for w in warned["warnings"])
 
-        emulated = eventually(lambda: ruled_out(emulate), "emulate to leave kvm out")
+        emulated = eventually(lambda: ruled_out(emulate), "emulate to leave kvm out", timeout=60)
         assert emulated["allowed"] is True and devices_in(emulated) == {TUN}
         assert all(len(w) <= 120 for w in emulated["warnings"])
 
-        denied = eventually(lambda: ruled_out(deny), "deny to deny")
+        denied = eventually(lambda: ruled_out(deny), "deny to deny", timeout=60)
         assert denied["allowed"] is False and "patch" not in denied
         assert denied["status"]["code"] == 403
         assert "2 nodes ruled out (1 kvm allocatable 0, 1 no kvm)" in denied["status"]["message"]
