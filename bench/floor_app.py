@@ -66,23 +66,10 @@ def main() -> None:
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from certs.tls import ServingTLS
+    from webhook.server import uvicorn_config
 
     tls = ServingTLS(args.tls_cert, args.tls_key)
-    config = uvicorn.Config(
-        app,
-        host=args.host,
-        port=args.port,
-        http="httptools",
-        loop="none",
-        lifespan="off",
-        log_config=None,
-        log_level="warning",
-        access_log=False,
-        server_header=False,
-    )
-    config.load()
-    config.ssl = tls.context  # as webhook/server.py does
-    config.ssl_certfile = args.tls_cert
+    config = uvicorn_config(app, host=args.host, port=args.port, tls=tls, lifespan="off")
 
     class Server(uvicorn.Server):
         async def startup(self, sockets: list[Any] | None = None) -> None:

@@ -14,6 +14,7 @@ import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import uvicorn
 from prometheus_client import CollectorRegistry
@@ -24,6 +25,9 @@ from webhook.app import WebhookSettings, create_app
 from webhook.metrics import WebhookMetrics
 from webhook.nodes import NodeView, cluster_source, core_api
 from webhook.policy import LauncherPolicy
+
+if TYPE_CHECKING:
+    from certs.tls import ServingTLS
 
 log = logging.getLogger("virtdev.webhook")
 
@@ -57,6 +61,29 @@ class _Server(uvicorn.Server):
                 yield
             finally:
                 self._captured_signals.clear()
+
+
+def uvicorn_config(
+    app: Any, *, host: str, port: int, tls: ServingTLS, lifespan: Literal["on", "off"]
+) -> uvicorn.Config:
+    """How the HTTPS port is served (the benchmark's floor is served the same way)."""
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http="httptools",
+        loop="none",  # the caller runs uvloop
+        lifespan=lifespan,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+    )
+    config.load()
+    # uvicorn would build its own SSLContext from files; ServingTLS's reloads without a restart.
+    config.ssl = tls.context
+    config.ssl_certfile = str(tls.cert_file)  # so uvicorn knows the scheme is https
+    return config
 
 
 def local_material(directory: str) -> tuple[Path, Path, Path]:
@@ -138,21 +165,7 @@ def serve(args: argparse.Namespace) -> int:
         background=background,
         nodes=None if view is None else view.current,
     )
-    config = uvicorn.Config(
-        app,
-        host=args.host,
-        port=args.port,
-        http="httptools",
-        loop="none",
-        lifespan="on",
-        log_config=None,
-        access_log=False,
-        server_header=False,
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
-    )
-    config.load()
-    config.ssl = tls.context
-    config.ssl_certfile = str(cert)  # so uvicorn knows the scheme is https
+    config = uvicorn_config(app, host=args.host, port=args.port, tls=tls, lifespan="on")
     server = _Server(config, ready_lines)
 
     def ready() -> tuple[bool, str]:
