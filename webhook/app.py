@@ -64,11 +64,9 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tasks = [asyncio.create_task(job()) for job in background]
-        app.state.ready = True
         try:
             yield
         finally:
-            app.state.ready = False
             for task in tasks:
                 task.cancel()
             for task in tasks:
@@ -82,9 +80,6 @@ def create_app(
         docs_url=None,
         redoc_url=None,
     )
-    api.state.ready = False
-    api.state.metrics = metrics
-
     def mutate_with_nodes(parsed: review.Request) -> review.Answer:
         snapshot = nodes() if nodes is not None else None
         result, decision = mutate_review_decided(
@@ -139,14 +134,12 @@ def _openapi(api: FastAPI) -> dict[str, Any]:
 class AdmissionApp:
     """The ASGI app on the HTTPS port: admission POSTs go straight to their endpoint.
 
-    Everything else (the lifespan, /openapi.json, 404s) is FastAPI's. Attributes such as
-    `state` are FastAPI's too.
+    Everything else (the lifespan, /openapi.json, 404s) is FastAPI's.
     """
 
     def __init__(self, api: FastAPI, endpoints: dict[str, AdmissionEndpoint]) -> None:
         self.api = api
         self.endpoints = endpoints
-        self.state = api.state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
