@@ -80,6 +80,7 @@ def create_app(
         docs_url=None,
         redoc_url=None,
     )
+
     def mutate_with_nodes(parsed: review.Request) -> review.Answer:
         snapshot = nodes() if nodes is not None else None
         result, decision = mutate_review_decided(
