@@ -210,6 +210,21 @@ def test_kubelet_directory_overlays_move_only_the_host_side(
     assert moved == base, f"{kustomization} changes more than the kubelet directory's host path"
 
 
+#: The port the API server's endpoints listen on, per distribution (what a CNI enforcing
+#: NetworkPolicy sees after the `kubernetes` Service address is translated).
+API_SERVER_PORTS = {"base": 6443, "overlays/k0s": 6443, "overlays/microk8s": 16443}
+
+
+@pytest.mark.parametrize(("kustomization", "port"), API_SERVER_PORTS.items())
+def test_pods_that_call_the_api_server_may_reach_its_port(
+    kustomization: str, port: int, rendered: dict[str, Objects]
+) -> None:
+    for name in ("virtdev-webhook", "virtdev-certs"):
+        policy = find(rendered[kustomization], "NetworkPolicy", name)
+        allowed = {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]}
+        assert {443, port} <= allowed, f"{kustomization}: {name} cannot reach the API server"
+
+
 def _shared_config(objects: Objects) -> dict[str, Any]:
     config_map = find(objects, "ConfigMap", "virtdev-config")
     loaded: dict[str, Any] = yaml.safe_load(config_map["data"]["config.yaml"])
