@@ -81,7 +81,12 @@ def create_app(
         redoc_url=None,
     )
 
+    # The metric counts every unsynced decision; the log says so once per spell of it, not
+    # once per pod (under load that would be thousands of identical lines).
+    unsynced_spell = False
+
     def mutate_with_nodes(parsed: review.Request) -> review.Answer:
+        nonlocal unsynced_spell
         snapshot = nodes() if nodes is not None else None
         result, decision = mutate_review_decided(
             parsed, policy, nodes=snapshot, no_kvm_policy=settings.no_kvm_policy
@@ -89,12 +94,15 @@ def create_app(
         if decision is not None:
             metrics.scheduling_decisions.labels(decision.outcome).inc()
             if decision.outcome == "unsynced":
-                log.warning(
-                    "node view not synced: launcher pod patched as usual, without a feasibility "
-                    "check",
-                    extra={"pod": parsed.display_name, "uid": parsed.uid},
-                )
+                if not unsynced_spell:
+                    log.warning(
+                        "node view not synced: launcher pods are patched as usual, without a "
+                        "feasibility check, until it is",
+                        extra={"pod": parsed.display_name, "uid": parsed.uid},
+                    )
+                unsynced_spell = True
             else:
+                unsynced_spell = False
                 metrics.feasible_nodes.set(decision.feasible)
             if decision.outcome not in ("feasible", "unsynced"):
                 log.info(

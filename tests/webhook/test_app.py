@@ -324,3 +324,27 @@ def test_only_the_two_endpoints_exist_on_the_admission_port(client: TestClient) 
     assert client.get("/mutate").status_code == 405
     assert client.post("/other", content=b"{}").status_code == 404
     assert client.get("/docs").status_code == 404
+
+
+def test_an_unsynced_node_view_is_logged_once_per_spell_and_counted_per_pod(
+    metrics: WebhookMetrics, caplog: pytest.LogCaptureFixture
+) -> None:
+    from webhook.feasibility import NodeSnapshot
+
+    view = {"snapshot": NodeSnapshot(synced=False)}
+    app = create_app(WebhookSettings(), metrics=metrics, nodes=lambda: view["snapshot"])
+    caplog.set_level("WARNING", logger="virtdev.webhook")
+    review = fixture("v1-launcher-2018-privileged.json")
+    with TestClient(app) as client:
+        for _ in range(3):
+            assert "patch" in post(client, "/mutate", review).json()["response"]
+        view["snapshot"] = NodeSnapshot(synced=True)  # synced, no nodes: a different outcome
+        post(client, "/mutate", review)
+        view["snapshot"] = NodeSnapshot(synced=False)
+        post(client, "/mutate", review)
+    unsynced = [r for r in caplog.records if "not synced" in r.getMessage()]
+    assert len(unsynced) == 2
+    counted = metrics.registry.get_sample_value(
+        "virtdev_webhook_scheduling_decisions_total", {"outcome": "unsynced"}
+    )
+    assert counted == 4
