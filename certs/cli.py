@@ -36,9 +36,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     ca_bundle = subparsers.add_parser(
         "ca-bundle",
         help="print the base64 caBundle of a directory made by `generate`",
-        description="Print DIR/ca.crt base64-encoded on one line: the value of caBundle.",
+        description="Print DIR/ca.crt base64-encoded on one line: the value of caBundle. "
+        "With --fill, print the given manifests with it filled in instead, e.g.\n"
+        "  kubectl kustomize manifests/base | virtdev certs ca-bundle ./tls --fill -",
     )
     ca_bundle.add_argument("dir", metavar="DIR", help="directory holding ca.crt")
+    ca_bundle.add_argument(
+        "--fill",
+        metavar="FILE",
+        help="rendered manifests (YAML stream, - for stdin): print them with caBundle set on "
+        "every webhook that calls --service in --namespace",
+    )
+    _add_names(ca_bundle)
     ca_bundle.set_defaults(run=run_ca_bundle)
 
     ensure = subparsers.add_parser(
@@ -199,7 +208,36 @@ def run_ca_bundle(args: argparse.Namespace) -> int:
     if not pki.load_certs(pem):
         print(f"virtdev certs ca-bundle: {path}: no PEM certificate in it", file=sys.stderr)
         return 1
-    print(base64.b64encode(pem).decode())
+    value = base64.b64encode(pem).decode()
+    if args.fill is None:
+        print(value)
+        return 0
+    return _fill(args, value)
+
+
+def _fill(args: argparse.Namespace, value: str) -> int:
+    import yaml
+
+    from certs.bundle import fill_ca_bundle
+
+    where = "stdin" if args.fill == "-" else args.fill
+    try:
+        text = sys.stdin.read() if args.fill == "-" else open(args.fill, encoding="utf-8").read()
+        documents = list(yaml.safe_load_all(text))
+    except OSError as error:
+        print(f"virtdev certs ca-bundle: {where}: {error.strerror or error}", file=sys.stderr)
+        return 1
+    except yaml.YAMLError as error:
+        print(f"virtdev certs ca-bundle: {where}: not YAML: {error}", file=sys.stderr)
+        return 1
+    if not fill_ca_bundle(documents, value, service=args.service, namespace=args.namespace):
+        print(
+            f"virtdev certs ca-bundle: {where}: no webhook calls Service "
+            f"{args.namespace}/{args.service}",
+            file=sys.stderr,
+        )
+        return 1
+    yaml.safe_dump_all([d for d in documents if d is not None], sys.stdout, sort_keys=False)
     return 0
 
 

@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from certs import rotation
+from certs.bundle import calls_service
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +146,7 @@ def _patch_ca_bundle(api_client: Any, kind: str, name: str, ca_bundle: str, targ
     ours = [
         index
         for index, webhook in enumerate(configuration.get("webhooks") or [])
-        if _calls_service(webhook, target)
+        if calls_service(webhook, service=target.service, namespace=target.namespace)
     ]
     if not ours:
         raise ClusterError(
@@ -169,13 +170,6 @@ def _patch_ca_bundle(api_client: Any, kind: str, name: str, ca_bundle: str, targ
     ]
     patch(name, operations, _content_type="application/json-patch+json", _preload_content=False)
     return True
-
-
-def _calls_service(webhook: dict[str, Any], target: Target) -> bool:
-    service = (webhook.get("clientConfig") or {}).get("service") or {}
-    return bool(
-        service.get("name") == target.service and service.get("namespace") == target.namespace
-    )
 
 
 def _read(call: Any, what: str) -> Any:

@@ -15,6 +15,7 @@ DOCUMENTED = {
     "overlays/microk8s",
     "overlays/openshift",
     "overlays/emulation",
+    "overlays/static-certs",
 }
 
 
