@@ -91,6 +91,8 @@ class TestKubelet:
         #: (resource, loop time) when each registration completed, for the benchmark.
         self.registered_at: list[tuple[str, float]] = []
         self.refusals: list[str] = []
+        #: Refuse this many Register calls (per resource) as a busy kubelet would, then accept.
+        self.refuse_registrations: dict[str, int] = {}
         #: Anything a plugin sent that a real kubelet would reject or choke on.
         self.violations: list[str] = []
         self._server: grpc.aio.Server | None = None
@@ -141,6 +143,9 @@ class TestKubelet:
     ) -> api.Empty:
         try:
             validate_request(request)
+            if self.refuse_registrations.get(request.resource_name, 0) > 0:
+                self.refuse_registrations[request.resource_name] -= 1
+                raise RegistrationRefused(f"{request.resource_name}: kubelet busy, try again")
             channel, stub, options = await self._dial(request.endpoint)
         except RegistrationRefused as error:
             self.refusals.append(str(error))

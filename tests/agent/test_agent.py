@@ -202,6 +202,24 @@ async def test_kubelet_restarts_are_survived_again_and_again(
     assert sorted(os.listdir(plugin_dir)) == ["kubelet.sock"]
 
 
+async def test_refused_registrations_are_retried_with_backoff_until_accepted(
+    plugin_dir: Path, host_root: Path, kubelet: TestKubelet
+) -> None:
+    """Each refusal costs one try (restart counter) and a backoff step (1 s, then 2 s); the
+    agent never gives up. The exact delays are the benchmark's business, not this test's."""
+    kubelet.refuse_registrations[KVM.resource] = 2
+    async with running_agent(plugin_dir, host_root) as agent:
+        await kubelet.wait_registered(TUN.resource)
+        if KVM.resource not in kubelet.endpoints:  # still backing off: not every resource is in
+            assert not agent.readiness()[0]
+        await kubelet.wait_registered(KVM.resource, timeout=WAIT + 3)
+        await agent.wait_until(lambda: agent.readiness()[0], timeout=WAIT)
+        assert metric(agent, "virtdev_agent_plugin_restarts_total", KVM.resource) == 2
+        assert metric(agent, "virtdev_agent_plugin_restarts_total", TUN.resource) == 0
+        assert metric(agent, "virtdev_agent_registrations_total", KVM.resource) == 1
+    assert kubelet.refusals == [f"{KVM.resource}: kubelet busy, try again"] * 2
+
+
 async def test_the_agent_waits_for_an_absent_kubelet(plugin_dir: Path, host_root: Path) -> None:
     kubelet = TestKubelet(str(plugin_dir))
     async with running_agent(plugin_dir, host_root) as agent:
