@@ -51,6 +51,25 @@ BENCH_CPU, PLUGIN_CPU = 0, 1
 DEADLINE = 300.0
 
 
+def subjects(*agent_flags: str) -> dict[str, list[str]]:
+    """The two plugins measured, as commands ({dir}/{host} filled in per run): the floor, and
+    `virtdev agent` launched as in production."""
+    python = sys.executable
+    return {
+        "floor": [python, "bench/floor_plugin.py", "{dir}", "{host}", "110"],
+        "agent": [
+            python,
+            "-m",
+            "virtdev.cli",
+            "agent",
+            "--device-plugin-dir={dir}",
+            "--host-root={host}",
+            "--metrics-port=0",
+            *agent_flags,
+        ],
+    }
+
+
 @dataclass
 class Result:
     name: str
@@ -170,24 +189,11 @@ def p99(values: list[float]) -> float:
 
 async def main(args: argparse.Namespace) -> int:
     os.sched_setaffinity(0, {BENCH_CPU})
-    python = sys.executable
-    subjects = {
-        "floor": [python, "bench/floor_plugin.py", "{dir}", "{host}", "110"],
-        "agent": [
-            python,
-            "-m",
-            "virtdev.cli",
-            "agent",
-            "--device-plugin-dir={dir}",
-            "--host-root={host}",
-            "--metrics-port=0",
-        ],
-    }
     results: dict[str, Result] = {}
     with tempfile.TemporaryDirectory(prefix="agent-bench-") as tmp:
         args.env = bytecode_env(Path(tmp) / "pycache")
         async with asyncio.timeout(DEADLINE):
-            for name, command in subjects.items():
+            for name, command in subjects().items():
                 work = Path(tmp) / name
                 work.mkdir()
                 results[name] = await measure(name, command, work, args)

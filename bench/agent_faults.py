@@ -65,6 +65,7 @@ from bench.agent_bench import (  # noqa: E402
     healthy,
     median,
     rss_kib,
+    subjects,
     unhealthy,
 )
 from tests.agent.conftest import make_node  # noqa: E402
@@ -611,26 +612,12 @@ async def main(args: argparse.Namespace) -> int:
         print("agent_faults: ERROR run as root (mknod)", flush=True)
         return 2
     os.sched_setaffinity(0, {BENCH_CPU})
-    python = sys.executable
-    subjects = {
-        "floor": [python, "bench/floor_plugin.py", "{dir}", "{host}", "110"],
-        "agent": [
-            python,
-            "-m",
-            "virtdev.cli",
-            "agent",
-            "--device-plugin-dir={dir}",
-            "--host-root={host}",
-            "--metrics-port=0",
-            "--log-format=json",
-        ],
-    }
     results: dict[str, Figures] = {}
     try:
         with tempfile.TemporaryDirectory(prefix="agent-faults-") as tmp:
             args.env = bytecode_env(Path(tmp) / "pycache")
             async with asyncio.timeout(DEADLINE):
-                for name, argv in subjects.items():
+                for name, argv in subjects("--log-format=json").items():
                     await warm_up(argv, Path(tmp) / f"warm-{name}", args.env)
                     results[name] = await run_subject(name, argv, Path(tmp) / name, args)
     except (BenchError, TimeoutError, OSError) as error:

@@ -45,13 +45,13 @@ from fastapi import Request  # module level: FastAPI resolves the route's annota
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # the packages, bench.floor_app and tests.support
 
-from tests.support import free_ports  # noqa: E402  (needs the path above)
+from bench.webhook_load import wait_until  # noqa: E402  (needs the path above)
+from tests.support import free_ports  # noqa: E402
 
 FIXTURE = REPO / "tests" / "fixtures" / "v1-launcher-2018-privileged.json"
 LUA = Path(__file__).resolve().parent / "post_review.lua"
 RPS_TARGET = 0.8
 P99_TARGET = 2.0
-STARTUP_TIMEOUT = 60.0
 BENCH_LINE = re.compile(
     r"BENCH requests=(\d+) duration_us=(\d+) errors=(\d+) p50_us=(\d+) p90_us=(\d+) "
     r"p99_us=(\d+) max_us=(\d+)"
@@ -73,16 +73,6 @@ class Load:
     @property
     def rps(self) -> float:
         return self.requests / self.seconds
-
-
-def wait_until(check: Callable[[], bool], what: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while not check():
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with {process.returncode} before it was ready")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} not ready within {STARTUP_TIMEOUT}s")
-        time.sleep(0.05)  # polling interval of the readiness check
 
 
 def answers(url: str) -> bool:

@@ -69,7 +69,7 @@ CONNECTIONS = 64
 RSS_TARGET = 1.1
 
 
-class BenchError(Exception):
+class BenchError(RuntimeError):
     """The bench itself could not run (exit 2), as opposed to a missed target (exit 1)."""
 
 
