@@ -2,14 +2,24 @@
 
 Call sites pass facts as `extra={...}`; both formats print them, so an operator grepping text
 logs and a Loki query over JSON logs see the same fields. Pod bodies are never logged at info.
+
+The webhook writes one line per admission, on the path every pod creation waits on. For that
+line `hot()` skips the logging module's per-record machinery (a LogRecord, filters, a lock, a
+`write` and a flush per line) and appends the formatted line to a buffer, as web servers do
+with access logs (nginx's `access_log ... buffer=`, Envoy's flush interval). The buffer is
+written out by every other log record (so lines stay in order), when it holds 64 KiB, by
+`flush_every()` twice a second, and at exit. Whenever a line could reach any handler but the
+one `setup()` installed (pytest's caplog, an embedding program), `hot()` logs it the ordinary
+way instead, so what is logged never depends on the fast path.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import time
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 
@@ -20,60 +30,200 @@ _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
     "color_message",  # uvicorn adds an ANSI-coloured copy of its message
 }
 
+#: Buffered hot lines are written out at this size, or by `flush_every`, whichever comes first.
+BUFFER_BYTES = 64 * 1024
+FLUSH_SECONDS = 0.5
+
 
 def fields_of(record: logging.LogRecord) -> dict[str, Any]:
     return {key: value for key, value in record.__dict__.items() if key not in _STANDARD}
 
 
-class JSONFormatter(logging.Formatter):
-    """One JSON object per line. The webhook logs every admission, so this is on its hot path:
-    orjson, and the timestamp's seconds formatted once per second, not once per line."""
+class _Clock:
+    """`created` as text, the seconds formatted once per second rather than once per line."""
 
-    _second = -1
-    _stamp = ""
+    def __init__(self, seconds_format: str, millis_format: str) -> None:
+        self._seconds_format = seconds_format
+        self._millis_format = millis_format
+        self._second = -1
+        self._stamp = ""
 
-    def _time(self, created: float) -> str:
+    def __call__(self, created: float) -> str:
         second = int(created)
         if second != self._second:
             self._second = second
-            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._stamp}.{int((created - second) * 1000):03d}Z"
+            self._stamp = time.strftime(self._seconds_format, self._convert(second))
+        return self._millis_format % (self._stamp, int((created - second) * 1000))
+
+    @staticmethod
+    def _convert(second: int) -> time.struct_time:
+        return time.gmtime(second)
+
+
+class _LocalClock(_Clock):
+    @staticmethod
+    def _convert(second: int) -> time.struct_time:
+        return time.localtime(second)
+
+
+class LineFormatter(logging.Formatter):
+    """A formatter that can also format a line from its parts, without a LogRecord (`hot`)."""
+
+    def line(
+        self, created: float, level: str, name: str, message: str, extra: dict[str, Any]
+    ) -> str:
+        raise NotImplementedError
 
     def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": self._time(record.created),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        entry.update(fields_of(record))
+        line = self.line(
+            record.created, record.levelname, record.name, record.getMessage(), fields_of(record)
+        )
         if record.exc_info:
-            entry["error"] = self.formatException(record.exc_info)
+            line += self.exception_suffix(self.formatException(record.exc_info))
+        return line
+
+    def exception_suffix(self, text: str) -> str:
+        return "\n" + text
+
+
+class JSONFormatter(LineFormatter):
+    """One JSON object per line, with orjson (the webhook logs every admission)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._time = _Clock("%Y-%m-%dT%H:%M:%S", "%s.%03dZ")
+
+    def line(
+        self, created: float, level: str, name: str, message: str, extra: dict[str, Any]
+    ) -> str:
+        entry: dict[str, Any] = {
+            "time": self._time(created),
+            "level": level.lower(),
+            "logger": name,
+            "msg": message,
+        }
+        entry.update(extra)
         return orjson.dumps(entry, default=str).decode()
 
-
-class TextFormatter(logging.Formatter):
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
         extra = fields_of(record)
+        if record.exc_info:  # the traceback is a field, so the line stays one JSON object
+            extra["error"] = self.formatException(record.exc_info)
+        return self.line(record.created, record.levelname, record.name, record.getMessage(), extra)
+
+
+class TextFormatter(LineFormatter):
+    """`time LEVEL logger: message key=value ...`, time in local time as logging prints it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._time = _LocalClock(self.default_time_format, self.default_msec_format or "%s,%03d")
+
+    def line(
+        self, created: float, level: str, name: str, message: str, extra: dict[str, Any]
+    ) -> str:
+        line = f"{self._time(created)} {level:<7} {name}: {message}"
         if extra:
             line += " " + " ".join(f"{key}={value}" for key, value in extra.items())
         return line
 
 
-def setup(log_format: str = "text", level: int | str = logging.INFO) -> None:
-    """Configure the root logger once per process; uvicorn's own loggers follow it."""
+class LineBuffer:
+    """The process's log stream, with a buffer in front for `hot` lines.
+
+    Every write through the logging handler flushes (so warnings and errors appear at once,
+    after any hot lines before them); hot lines wait for one of the flushes described above.
+    """
+
+    def __init__(self, stream: TextIO, limit: int = BUFFER_BYTES) -> None:
+        self.stream = stream
+        self._limit = limit
+        self._parts: list[str] = []
+        self._size = 0
+
+    def append(self, line: str) -> None:
+        self._parts.append(line)
+        self._size += len(line)
+        if self._size >= self._limit:
+            self.flush()
+
+    def write(self, text: str) -> None:
+        self.append(text)
+
+    def flush(self) -> None:
+        # Swap before joining: a line appended meanwhile by another thread (the logging
+        # handler's lock does not cover `append`) lands in one list or the other, never lost.
+        parts, self._parts = self._parts, []
+        self._size = 0
+        if parts:
+            self.stream.write("".join(parts))
+        self.stream.flush()
+
+
+class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The handler `setup` installs on the root logger; `hot` recognises it."""
+
+    stream: LineBuffer
+    formatter: LineFormatter
+
+
+_handler: _Handler | None = None
+
+
+def _reaches_only_ours(logger: logging.Logger) -> bool:
+    """Would a record of `logger` reach exactly the handler `setup` installed, unfiltered?"""
+    current: logging.Logger | None = logger
+    while current is not None:
+        if current.filters:
+            return False
+        if current.handlers:
+            return current is logging.root and current.handlers == [_handler]
+        if not current.propagate:
+            return False
+        current = current.parent
+    return False
+
+
+def hot(logger: logging.Logger, message: str, extra: dict[str, Any]) -> None:
+    """`logger.info(message, extra=extra)` for a line written on a hot path (see the module)."""
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    handler = _handler
+    if handler is None or not _reaches_only_ours(logger):
+        logger.info("%s", message, extra=extra)
+        return
+    text = handler.formatter.line(time.time(), "INFO", logger.name, message, extra)
+    handler.stream.append(text + "\n")
+
+
+def flush() -> None:
+    if _handler is not None:
+        _handler.flush()
+
+
+async def flush_every(seconds: float = FLUSH_SECONDS) -> None:
+    """Write out buffered hot lines periodically, so a quiet server's lines are not held back."""
+    while True:
+        await asyncio.sleep(seconds)
+        flush()
+
+
+def setup(
+    log_format: str = "text", level: int | str = logging.INFO, stream: TextIO | None = None
+) -> None:
+    """Configure the root logger (to stderr) once per process; uvicorn's loggers follow it."""
+    global _handler
     # Neither format prints the caller's file, thread or process, and the webhook logs every
     # admission: skip collecting them (the logging HOWTO's "Optimization" section).
     logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    handler = logging.StreamHandler(sys.stderr)
+    if _handler is not None:
+        _handler.flush()
+    handler = _Handler(LineBuffer(sys.stderr if stream is None else stream))
     handler.setFormatter(JSONFormatter() if log_format == "json" else TextFormatter())
+    _handler = handler
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper() if isinstance(level, str) else level)

@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from virtdev import catalogue, logs
 from virtdev.probes import ProbeServer
-from webhook.app import WebhookSettings, create_app
+from webhook.app import BackgroundTask, WebhookSettings, create_app
 from webhook.metrics import WebhookMetrics
 from webhook.nodes import NodeView, cluster_source, core_api
 from webhook.policy import LauncherPolicy
@@ -158,7 +158,9 @@ def serve(args: argparse.Namespace) -> int:
         policy=policy, max_body_bytes=args.max_body_bytes, no_kvm_policy=args.no_kvm_policy
     )
     view = node_view(args.kubeconfig, metrics)
-    background = [tls.watch] if view is None else [tls.watch, view.run]
+    background: list[BackgroundTask] = [tls.watch, logs.flush_every]
+    if view is not None:
+        background.append(view.run)
     app = create_app(
         settings,
         metrics=metrics,
@@ -181,6 +183,7 @@ def serve(args: argparse.Namespace) -> int:
             await server.serve()
         finally:
             await probes.stop()
+            logs.flush()
 
     try:
         import uvloop
