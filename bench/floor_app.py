@@ -7,17 +7,27 @@ It is served exactly as `virtdev webhook` serves /mutate: uvicorn with httptools
 /mutate costs beyond this floor is what virtdev (FastAPI, the rules, logs, metrics) adds.
 
     python bench/floor_app.py --port 9443 --tls-cert tls.crt --tls-key tls.key
+
+With `--log-line` it also writes the webhook's admission log line (JSON, `virtdev.logs.hot`, the
+same fields) for every request: the floor plus nothing but what an operator needs per admission,
+which shows how much of the benchmark's budget that one line takes on its own.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
 import sys
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
 import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
+from virtdev import logs
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -30,27 +40,59 @@ HEADERS = [(b"content-type", b"application/json")]
 async def app(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] != "http":  # no lifespan: nothing to start
         return
+    await _answer(await _body(receive), send)
+
+
+async def app_with_log_line(scope: Scope, receive: Receive, send: Send) -> None:
+    """The floor, plus the webhook's admission log line (`--log-line`)."""
+    if scope["type"] != "http":
+        return
+    started = time.perf_counter()
+    review = await _answer(await _body(receive), send)
+    _log_line(review, started)
+
+
+async def _body(receive: Receive) -> bytes:
     chunks: list[bytes] = []
     more = True
     while more:
         message = await receive()
         chunks.append(message.get("body", b""))
         more = message.get("more_body", False)
-    review = orjson.loads(b"".join(chunks))
+    return b"".join(chunks)
+
+
+async def _answer(body: bytes, send: Send) -> dict[str, Any]:
+    review: dict[str, Any] = orjson.loads(body)
     answer = {
         "apiVersion": review["apiVersion"],
         "kind": "AdmissionReview",
         "response": {"uid": review["request"]["uid"], "allowed": True},
     }
-    body = orjson.dumps(answer)
+    data = orjson.dumps(answer)
     await send(
         {
             "type": "http.response.start",
             "status": 200,
-            "headers": [*HEADERS, (b"content-length", str(len(body)).encode())],
+            "headers": [*HEADERS, (b"content-length", str(len(data)).encode())],
         }
     )
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": data})
+    return review
+
+
+def _log_line(review: dict[str, Any], started: float) -> None:
+    request = review["request"]
+    fields = {
+        "endpoint": "mutate",
+        "uid": request["uid"],
+        "pod": f"{request.get('namespace', '')}/{request.get('name', '')}",
+        "operation": request["operation"],
+        "verdict": "allowed",
+        "patch_ops": 0,
+        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+    }
+    logs.hot(logging.getLogger("virtdev.webhook"), "admission allowed", fields)
 
 
 def main() -> None:
@@ -59,17 +101,26 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--tls-cert", required=True)
     parser.add_argument("--tls-key", required=True)
+    parser.add_argument("--log-line", action="store_true", help="write the admission log line")
     args = parser.parse_args()
 
     import uvicorn
     import uvloop
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from certs.tls import ServingTLS
     from webhook.server import uvicorn_config
 
+    if args.log_line:
+        logs.setup("json")  # to stderr, as `virtdev webhook --log-format json` logs
+
     tls = ServingTLS(args.tls_cert, args.tls_key)
-    config = uvicorn_config(app, host=args.host, port=args.port, tls=tls, lifespan="off")
+    config = uvicorn_config(
+        app_with_log_line if args.log_line else app,
+        host=args.host,
+        port=args.port,
+        tls=tls,
+        lifespan="off",
+    )
 
     class Server(uvicorn.Server):
         async def startup(self, sockets: list[Any] | None = None) -> None:
@@ -77,7 +128,15 @@ def main() -> None:
             if self.started:
                 print(f"floor ready on https://{args.host}:{args.port}", flush=True)
 
-    uvloop.run(Server(config).serve())
+    async def serve() -> None:
+        flusher = asyncio.create_task(logs.flush_every())  # as the webhook's lifespan runs it
+        try:
+            await Server(config).serve()
+        finally:
+            flusher.cancel()
+            logs.flush()
+
+    uvloop.run(serve())
 
 
 if __name__ == "__main__":

@@ -6,7 +6,10 @@ answer `allowed`, nothing else), both uvicorn + httptools + uvloop with the TLS 
 `certs.tls.ServingTLS` and the same certificate. `wrk` on the other core POSTs the same fixture
 review over keep-alive HTTPS (32 connections by default) for a few seconds per run; the servers
 are loaded alternately, at least five times each, and the median of the per-pair ratios is the
-result. Then the pure cost per pod is timed in-process: the rules alone, the whole decision
+result. A third server, the floor with the webhook's admission log line (`floor_app.py
+--log-line`), is loaded in the same rotation: it shows what that one line costs on its own, and
+the summary says how much CPU per request virtdev may add to reach the target and how much it
+adds. Then the pure cost per pod is timed in-process: the rules alone, the whole decision
 without HTTP (parse, rules, render), and one JSON log line (the webhook writes one per request).
 
 Targets: /mutate >= 0.8x the floor's requests/s and p99 <= 2x the floor's p99. Loopback only.
@@ -21,7 +24,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http.client
-import io
 import json
 import logging
 import os
@@ -177,7 +179,7 @@ def per_call_us(function: Callable[[], object], *, repeats: int = 7) -> float:
 def pure_costs() -> dict[str, float]:
     import orjson
 
-    from virtdev.logs import JSONFormatter
+    from virtdev import logs
     from webhook import review
     from webhook.admission import mutate_review
     from webhook.mutation import mutate
@@ -191,13 +193,6 @@ def pure_costs() -> dict[str, float]:
         request = review.parse(body)
         return orjson.dumps(review.render(request, mutate_review(request, policy)))
 
-    logger = logging.getLogger("bench.webhook.log-line")
-    logger.propagate = False
-    sink = io.StringIO()
-    handler = logging.StreamHandler(sink)
-    handler.setFormatter(JSONFormatter())
-    logger.handlers[:] = [handler]
-    logger.setLevel(logging.INFO)
     extra = {
         "endpoint": "mutate",
         "uid": "3a5c0e2a-7d8e-4b8f-9f3e-0c1d2e3f4a01",
@@ -207,16 +202,25 @@ def pure_costs() -> dict[str, float]:
         "patch_ops": 5,
         "duration_ms": 0.123,
     }
+    logger = logging.getLogger("virtdev.webhook")
 
-    def log_line() -> None:
-        logger.info("admission %s", "patched", extra=extra)
-        sink.seek(0)
-        sink.truncate()
+    def log_line() -> None:  # as the webhook writes it: `logs.hot`, buffered
+        logs.hot(logger, "admission patched", extra)
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    with open(os.devnull, "w") as devnull:
+        logs.setup("json", stream=devnull)
+        try:
+            log_line_us = per_call_us(log_line)
+            logs.flush()
+        finally:
+            root.handlers[:], root.level = saved
 
     return {
         "rules_us": per_call_us(lambda: mutate(pod, policy)),
         "decision_us": per_call_us(decide),
-        "log_line_us": per_call_us(log_line),
+        "log_line_us": log_line_us,
     }
 
 
@@ -389,7 +393,7 @@ def run(args: argparse.Namespace) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="virtdev-bench-"))
     material = ensure_material(work / "certs", dns_names=["localhost"], ip_addresses=["127.0.0.1"])
-    port, metrics_port, floor_port = free_ports(3)
+    port, metrics_port, floor_port, floor_log_port = free_ports(4)
     webhook_log = Path(args.webhook_log) if args.webhook_log else work / "webhook.log"
     pinned = ["taskset", "-c", args.server_cpu, sys.executable]
     tls = ["--tls-cert", str(material.tls_cert), "--tls-key", str(material.tls_key)]
@@ -409,6 +413,15 @@ def run(args: argparse.Namespace) -> int:
         *tls,
     ]
     floor_command = [*pinned, str(REPO / "bench" / "floor_app.py"), "--port", str(floor_port), *tls]
+    # The floor plus the webhook's admission log line: what that one line costs on its own.
+    floor_log_command = [
+        *pinned,
+        str(REPO / "bench" / "floor_app.py"),
+        "--port",
+        str(floor_log_port),
+        "--log-line",
+        *tls,
+    ]
 
     def floor_ready(process: subprocess.Popen[bytes]) -> bool:
         assert process.stdout is not None
@@ -424,6 +437,12 @@ def run(args: argparse.Namespace) -> int:
         running(
             floor_command, log=work / "floor.log", ready=floor_ready, what="floor app"
         ) as floor_process,
+        running(
+            floor_log_command,
+            log=work / "floor-log-line.log",
+            ready=floor_ready,
+            what="floor app with the log line",
+        ) as floor_log_process,
     ):
         body = FIXTURE.read_bytes()
         uid = json.loads(body)["request"]["uid"]
@@ -433,12 +452,20 @@ def run(args: argparse.Namespace) -> int:
             raise RuntimeError(f"/mutate did not patch the fixture: {mutated}")
         if floor != {"uid": uid, "allowed": True}:
             raise RuntimeError(f"the floor answered {floor}")
+        floor_log = post(floor_log_port, "/", body, material.ca_cert)["response"]
+        if floor_log != floor:
+            raise RuntimeError(f"the floor with the log line answered {floor_log}")
 
         urls = {
             "mutate": f"https://127.0.0.1:{port}/mutate",
             "floor": f"https://127.0.0.1:{floor_port}/",
+            "floor_log": f"https://127.0.0.1:{floor_log_port}/",
         }
-        pids = {"mutate": webhook_process.pid, "floor": floor_process.pid}
+        pids = {
+            "mutate": webhook_process.pid,
+            "floor": floor_process.pid,
+            "floor_log": floor_log_process.pid,
+        }
 
         def load(server: str, seconds: int) -> Load:
             return wrk(
@@ -453,21 +480,25 @@ def run(args: argparse.Namespace) -> int:
         for server in urls:
             load(server, args.warmup)
         pairs: list[tuple[Load, Load]] = []
+        logged: list[Load] = []  # the floor with the log line, loaded in the same runs
+        servers = list(urls)
         for index in range(args.runs):
-            order = ("floor", "mutate") if index % 2 == 0 else ("mutate", "floor")
+            order = servers[index % 3 :] + servers[: index % 3]  # each goes first in turn
             done = {server: load(server, args.duration) for server in order}
             pairs.append((done["mutate"], done["floor"]))
-            m, f = done["mutate"], done["floor"]
+            logged.append(done["floor_log"])
+            m, f, fl = done["mutate"], done["floor"], done["floor_log"]
             print(
                 f"run {index + 1}: /mutate {m.rps:8.0f} rps p50 {m.p50_ms:6.2f} ms "
                 f"p99 {m.p99_ms:6.2f} ms | floor {f.rps:8.0f} rps p50 {f.p50_ms:6.2f} ms "
                 f"p99 {f.p99_ms:6.2f} ms | ratio {m.rps / f.rps:.3f} rps, "
-                f"{m.p99_ms / f.p99_ms:.2f} p99 | CPU/request {m.cpu_us:.0f} vs {f.cpu_us:.0f} us",
+                f"{m.p99_ms / f.p99_ms:.2f} p99 | CPU/request {m.cpu_us:.0f} vs {f.cpu_us:.0f} us"
+                f" | floor + log line {fl.rps / f.rps:.3f} rps, {fl.cpu_us:.0f} us",
                 flush=True,
             )
         log_lines = sum(1 for _ in webhook_log.open("rb"))
 
-    errors = sum(m.errors + f.errors for m, f in pairs)
+    errors = sum(m.errors + f.errors for m, f in pairs) + sum(fl.errors for fl in logged)
     if errors:
         raise RuntimeError(f"{errors} wrk errors (non-2xx answers, timeouts or socket errors)")
     os.sched_setaffinity(0, {int(args.server_cpu)})
@@ -487,9 +518,22 @@ def run(args: argparse.Namespace) -> int:
         "mutate_cpu_us_per_request": statistics.median(m.cpu_us for m, _ in pairs),
         "floor_cpu_us_per_request": statistics.median(f.cpu_us for _, f in pairs),
         "cpu_ratio": statistics.median(f.cpu_us / m.cpu_us for m, f in pairs),
+        # What virtdev may add per request and still reach the target, and what it adds.
+        "budget_us_per_request": statistics.median(
+            f.cpu_us * (1 / RPS_TARGET - 1) for _, f in pairs
+        ),
+        "mutate_adds_us_per_request": statistics.median(m.cpu_us - f.cpu_us for m, f in pairs),
+        "floor_log_rps": statistics.median(fl.rps for fl in logged),
+        "floor_log_ratio": statistics.median(
+            fl.rps / f.rps for fl, (_, f) in zip(logged, pairs, strict=True)
+        ),
+        "log_line_adds_us_per_request": statistics.median(
+            fl.cpu_us - f.cpu_us for fl, (_, f) in zip(logged, pairs, strict=True)
+        ),
         "webhook_log_lines": log_lines,
         **costs,
-        "loads": [asdict(load) for pair in pairs for load in pair],
+        "loads": [asdict(load) for pair in pairs for load in pair]
+        + [asdict(load) for load in logged],
     }
     met = rps_ratio >= RPS_TARGET and p99_ratio <= P99_TARGET
     if args.json:
@@ -501,6 +545,10 @@ def run(args: argparse.Namespace) -> int:
         f" {r['floor_p99_ms']:.2f} ms = {p99_ratio:.2f}x (target <= {P99_TARGET});"
         f" server CPU per request {r['mutate_cpu_us_per_request']:.0f} us vs"
         f" {r['floor_cpu_us_per_request']:.0f} us (floor/mutate {r['cpu_ratio']:.2f}x);"
+        f" to reach {RPS_TARGET}x virtdev may add {r['budget_us_per_request']:.0f} us of CPU per"
+        f" request and adds {r['mutate_adds_us_per_request']:.0f} us; the floor with only the"
+        f" admission log line added reaches {r['floor_log_ratio']:.2f}x"
+        f" (+{r['log_line_adds_us_per_request']:.0f} us);"
         f" rules {c['rules_us']:.1f} us/pod, parse+rules+render {c['decision_us']:.1f} us/pod,"
         f" JSON log line {c['log_line_us']:.1f} us; in-process per request: app"
         f" {c['asgi_app_us']:.0f} us, app without log line {c['asgi_app_without_log_us']:.0f} us,"

@@ -16,6 +16,7 @@ way instead, so what is logged never depends on the fast path.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 import time
@@ -197,8 +198,9 @@ def hot(logger: logging.Logger, message: str, extra: dict[str, Any]) -> None:
 
 
 def flush() -> None:
-    if _handler is not None:
-        _handler.flush()
+    if _handler is not None:  # configured again: what the old handler holds goes out first
+        with contextlib.suppress(ValueError, OSError):  # unless its stream is closed or gone
+            _handler.flush()
 
 
 async def flush_every(seconds: float = FLUSH_SECONDS) -> None:
@@ -219,8 +221,9 @@ def setup(
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    if _handler is not None:
-        _handler.flush()
+    if _handler is not None:  # configured again: what the old handler holds goes out first
+        with contextlib.suppress(ValueError, OSError):  # unless its stream is closed or gone
+            _handler.flush()
     handler = _Handler(LineBuffer(sys.stderr if stream is None else stream))
     handler.setFormatter(JSONFormatter() if log_format == "json" else TextFormatter())
     _handler = handler
