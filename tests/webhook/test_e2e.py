@@ -443,6 +443,30 @@ def test_the_printed_curl_command_works(webhook: Webhook) -> None:
     assert answer["response"]["patchType"] == "JSONPatch"
 
 
+def admission_lines(log: Path, uid: str) -> list[dict[str, Any]]:
+    entries = (orjson.loads(line) for line in log.read_bytes().splitlines() if line[:1] == b"{")
+    return [entry for entry in entries if entry.get("uid") == uid]
+
+
+def test_each_admission_is_logged_with_uid_pod_verdict_and_duration(webhook: Webhook) -> None:
+    """The line is buffered (virtdev.logs.hot): it must still reach stderr while the server runs."""
+    review = load_fixture("v1-launcher-current-nonroot.json")
+    uid = f"log-{time.monotonic_ns()}"
+    review["request"]["uid"] = uid
+    assert webhook.post("/mutate", orjson.dumps(review)).status == 200
+    deadline = time.monotonic() + 10  # the buffer is written out every 0.5 s
+    while not (lines := admission_lines(webhook.log, uid)):
+        assert time.monotonic() < deadline, f"no admission line for {uid}:\n{webhook.log_tail()}"
+        time.sleep(0.05)  # polling interval of the condition above
+    (entry,) = lines
+    assert entry["level"] == "info" and entry["logger"] == "virtdev.webhook"
+    assert entry["endpoint"] == "mutate" and entry["operation"] == "CREATE"
+    assert entry["verdict"] == "patched"
+    assert entry["pod"].startswith(review["request"]["namespace"] + "/")
+    assert isinstance(entry["duration_ms"], float)
+    assert "containers" not in orjson.dumps(entry).decode()  # never the pod body at info
+
+
 # --- bad requests: 400 with a JSON path, 413, no plain HTTP; the server keeps serving -------
 
 
@@ -656,5 +680,7 @@ def test_sigterm_lets_the_request_in_flight_finish_and_exits_0(tmp_path: Path) -
 
         returncode = server.process.wait(timeout=30)
         assert returncode == 0, f"exit status {returncode}; log:\n{server.log_tail()}"
+        # Buffered admission lines are written out on the way out, not lost with the process.
+        assert [e["verdict"] for e in admission_lines(server.log, response["uid"])] == ["patched"]
     finally:
         stop(server)
