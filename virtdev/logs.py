@@ -190,7 +190,7 @@ def hot(logger: logging.Logger, message: str, extra: dict[str, Any]) -> None:
     if not logger.isEnabledFor(logging.INFO):
         return
     handler = _handler
-    if handler is None or not _reaches_only_ours(logger):
+    if handler is None or handler.level > logging.INFO or not _reaches_only_ours(logger):
         logger.info("%s", message, extra=extra)
         return
     text = handler.formatter.line(time.time(), "INFO", logger.name, message, extra)
@@ -198,8 +198,9 @@ def hot(logger: logging.Logger, message: str, extra: dict[str, Any]) -> None:
 
 
 def flush() -> None:
-    if _handler is not None:  # configured again: what the old handler holds goes out first
-        with contextlib.suppress(ValueError, OSError):  # unless its stream is closed or gone
+    """Write out buffered hot lines now. A closed or broken stderr has nowhere to take them."""
+    if _handler is not None:
+        with contextlib.suppress(ValueError, OSError):
             _handler.flush()
 
 
