@@ -46,15 +46,19 @@ class _Clock:
     def __init__(self, seconds_format: str, millis_format: str) -> None:
         self._seconds_format = seconds_format
         self._millis_format = millis_format
-        self._second = -1
-        self._stamp = ""
+        # One tuple, replaced whole: `hot` formats outside the handler's lock, and another
+        # thread must never pair one second with another second's text.
+        self._cached: tuple[int, str] = (-1, "")
 
     def __call__(self, created: float) -> str:
         second = int(created)
-        if second != self._second:
-            self._second = second
-            self._stamp = time.strftime(self._seconds_format, self._convert(second))
-        return self._millis_format % (self._stamp, int((created - second) * 1000))
+        cached = self._cached
+        if cached[0] != second:
+            cached = self._cached = (
+                second,
+                time.strftime(self._seconds_format, self._convert(second)),
+            )
+        return self._millis_format % (cached[1], int((created - second) * 1000))
 
     @staticmethod
     def _convert(second: int) -> time.struct_time:
@@ -80,11 +84,8 @@ class LineFormatter(logging.Formatter):
             record.created, record.levelname, record.name, record.getMessage(), fields_of(record)
         )
         if record.exc_info:
-            line += self.exception_suffix(self.formatException(record.exc_info))
+            line += "\n" + self.formatException(record.exc_info)
         return line
-
-    def exception_suffix(self, text: str) -> str:
-        return "\n" + text
 
 
 class JSONFormatter(LineFormatter):
