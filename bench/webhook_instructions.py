@@ -1,0 +1,171 @@
+"""Instructions per /mutate request against the floor's, counted by valgrind: noise-free.
+
+`webhook_bench.py` measures requests/s and CPU time, which other jobs on a shared machine move
+by up to 1.3x between consecutive runs. This counts what the processes execute instead:
+each server — the real `virtdev webhook` and `bench/floor_app.py`, as in `webhook_bench.py` —
+runs under `valgrind --tool=callgrind` (user-space instructions, whole process) and answers the
+same fixture review over one keep-alive HTTPS connection, once `--requests` times and once
+three times as many. The difference between the two totals, divided by the difference in
+requests, is the cost of one request with start-up, imports and warm-up cancelled out.
+
+With equal instructions per cycle, requests/s would be the inverse ratio, so `webhook_bench.py`'s
+target (/mutate >= 0.8x the floor's requests/s) reads here as /mutate <= 1.25x the floor's
+instructions per request. Valgrind's CPU is simulated (no cache misses counted), so this is a
+proxy, printed beside the budget it leaves; it is repeatable to a few hundred instructions.
+Exit 0 when the proxy is within 1.25x, 1 when not, 2 when the bench could not run.
+
+    .venv/bin/python bench/webhook_instructions.py                 # 500 and 1,500 requests
+    .venv/bin/python bench/webhook_instructions.py --requests 1000 --json counts.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import re
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # the packages and tests.support
+
+from certs.generate import ensure_material  # noqa: E402  (needs the path above)
+from tests.support import free_ports  # noqa: E402
+
+FIXTURE = REPO / "tests" / "fixtures" / "v1-launcher-2018-privileged.json"
+#: /mutate within 1.25x the floor's instructions is the proxy of >= 0.8x its requests/s.
+INSTRUCTIONS_TARGET = 1.25
+#: Python under valgrind starts about 50x slower: the webhook takes tens of seconds.
+STARTUP_SECONDS = 600.0
+TOTALS = re.compile(rb"^totals: (\d+)", re.MULTILINE)
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Server:
+    name: str
+    path: str
+    command: list[str]  # with {port} and {metrics_port} to fill in
+
+
+def connect(
+    port: int, context: ssl.SSLContext, process: subprocess.Popen[bytes]
+) -> http.client.HTTPSConnection:
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while True:
+        connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=120)
+        try:
+            connection.connect()
+            return connection
+        except OSError:
+            connection.close()
+        if process.poll() is not None:
+            raise BenchError(f"exited with {process.returncode} before it answered")
+        if time.monotonic() > deadline:
+            raise BenchError(f"no answer on port {port} within {STARTUP_SECONDS:.0f} s")
+        time.sleep(0.2)  # polling interval of the connection attempt above
+
+
+def instructions(server: Server, requests: int, work: Path, ca_cert: Path) -> int:
+    """Total instructions of one server process that answered `requests` reviews, then exited."""
+    port, metrics_port = free_ports(2)
+    out = work / f"callgrind.{server.name}.{requests}"
+    command = [part.format(port=port, metrics_port=metrics_port) for part in server.command]
+    process = subprocess.Popen(
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *command],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=(work / f"{server.name}.{requests}.log").open("wb"),
+    )
+    try:
+        context = ssl.create_default_context(cafile=str(ca_cert))
+        connection = connect(port, context, process)
+        body = FIXTURE.read_bytes()
+        for _ in range(requests):
+            connection.request("POST", server.path, body, {"Content-Type": "application/json"})
+            response = connection.getresponse()
+            answer = response.read()
+            if response.status != 200 or b'"allowed":true' not in answer:
+                raise BenchError(f"{server.name} answered {response.status}: {answer[:200]!r}")
+        connection.close()
+        process.send_signal(signal.SIGTERM)
+        # uvicorn re-raises the SIGTERM it handled (the floor); `virtdev webhook` exits 0.
+        if process.wait(timeout=STARTUP_SECONDS) not in (0, -signal.SIGTERM):
+            raise BenchError(f"{server.name} exited with {process.returncode} after SIGTERM")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    match = TOTALS.search(out.read_bytes())
+    if match is None:
+        raise BenchError(f"no totals line in {out}")
+    return int(match[1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=500, help="the smaller run (default 500)")
+    parser.add_argument("--json", metavar="FILE", help="also write the counts as JSON")
+    args = parser.parse_args(argv)
+    if shutil.which("valgrind") is None:
+        print("webhook instructions: valgrind not found", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="virtdev-instructions-"))
+    material = ensure_material(work / "certs", dns_names=["localhost"], ip_addresses=["127.0.0.1"])
+    tls = ["--tls-cert", str(material.tls_cert), "--tls-key", str(material.tls_key)]
+    servers = (
+        Server("floor", "/", [sys.executable, "bench/floor_app.py", "--port", "{port}", *tls]),
+        Server(
+            "mutate",
+            "/mutate",
+            [
+                sys.executable, "-m", "virtdev.cli", "webhook", "--host", "127.0.0.1",
+                "--port", "{port}", "--metrics-port", "{metrics_port}", "--log-format", "json",
+                *tls,
+            ],
+        ),
+    )  # fmt: skip
+    small, large = args.requests, 3 * args.requests
+    per_request: dict[str, float] = {}
+    try:
+        for server in servers:
+            counts = {n: instructions(server, n, work, material.ca_cert) for n in (small, large)}
+            per_request[server.name] = (counts[large] - counts[small]) / (large - small)
+            print(
+                f"{server.name}: {counts[small]:,} instructions for {small} requests, "
+                f"{counts[large]:,} for {large}: {per_request[server.name]:,.0f} per request",
+                flush=True,
+            )
+    except (BenchError, OSError, subprocess.SubprocessError) as error:
+        print(f"webhook instructions: {error} (logs in {work})", file=sys.stderr)
+        return 2
+    ratio = per_request["mutate"] / per_request["floor"]
+    budget = per_request["floor"] * (INSTRUCTIONS_TARGET - 1)
+    added = per_request["mutate"] - per_request["floor"]
+    met = ratio <= INSTRUCTIONS_TARGET
+    if args.json:
+        figures = {"requests": [small, large], "per_request": per_request, "ratio": ratio}
+        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+    print(
+        f"webhook instructions: /mutate {per_request['mutate']:,.0f} vs floor "
+        f"{per_request['floor']:,.0f} per request = {ratio:.2f}x (proxy target <= "
+        f"{INSTRUCTIONS_TARGET}x, i.e. >= 0.8x the requests/s); virtdev adds {added:,.0f}, the "
+        f"target leaves {budget:,.0f}: {'PASS' if met else 'FAIL'}"
+    )
+    shutil.rmtree(work, ignore_errors=True)
+    return 0 if met else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
