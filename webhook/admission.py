@@ -27,19 +27,20 @@ POD_KINDS = ("Pod", "EphemeralContainers")
 
 
 def as_pod(obj: dict[str, Any], kind: str, path: str) -> dict[str, Any]:
-    """Check the fields the rules read, and give the pre-1.22 EphemeralContainers form a spec."""
+    """Check the rest of the fields the rules read — the metadata was checked first, by
+    `_labels_checked` — and give the pre-1.22 EphemeralContainers form a spec."""
     if kind == "EphemeralContainers":
-        schema.check(obj, schema.EPHEMERAL_CONTAINERS, path)
-        spec = {"ephemeralContainers": obj.get("ephemeralContainers")}
-        return {"metadata": obj.get("metadata"), "spec": spec}
-    schema.check(obj, schema.POD, path)
+        containers = obj.get("ephemeralContainers")
+        schema.check(containers, schema.CONTAINERS, f"{path}.ephemeralContainers")
+        return {"metadata": obj.get("metadata"), "spec": {"ephemeralContainers": containers}}
+    schema.check(obj.get("spec"), schema.POD_SPEC, f"{path}.spec")
     return obj
 
 
 def _labels_checked(obj: dict[str, Any] | None, path: str) -> None:
-    """Deciding whether a pod is a launcher reads its labels: check just those first."""
+    """Deciding whether a pod is a launcher reads its labels: check the metadata first."""
     if obj is not None:
-        schema.check(obj.get("metadata"), schema.POD["metadata"], f"{path}.metadata")
+        schema.check(obj.get("metadata"), schema.METADATA, f"{path}.metadata")
 
 
 def mutate_review(

@@ -49,17 +49,23 @@ CONTAINER: Mapping[str, Shape] = {
     "resources": RESOURCES,
     "securityContext": SECURITY_CONTEXT,
 }
-POD: Mapping[str, Shape] = {
-    "metadata": {"name": str, "namespace": str, "generateName": str, "labels": MapOf(str)},
-    "spec": {
-        "containers": ListOf(CONTAINER),
-        "initContainers": ListOf(CONTAINER),
-        "ephemeralContainers": ListOf(CONTAINER),
-        "hostPID": bool,
-        "hostIPC": bool,
-        "hostNetwork": bool,
-    },
+#: Also the pre-1.22 form of an ephemeral-containers update: the list at top level, no spec.
+CONTAINERS = ListOf(CONTAINER)
+METADATA: Mapping[str, Shape] = {
+    "name": str,
+    "namespace": str,
+    "generateName": str,
+    "labels": MapOf(str),
 }
+POD_SPEC: Mapping[str, Shape] = {
+    "containers": CONTAINERS,
+    "initContainers": CONTAINERS,
+    "ephemeralContainers": CONTAINERS,
+    "hostPID": bool,
+    "hostIPC": bool,
+    "hostNetwork": bool,
+}
+POD: Mapping[str, Shape] = {"metadata": METADATA, "spec": POD_SPEC}
 #: What the feasibility check reads, only when a node view is configured (`--kubeconfig`).
 NODE_SELECTOR_REQUIREMENT: Mapping[str, Shape] = {
     "key": str,
@@ -85,12 +91,6 @@ SCHEDULING: Mapping[str, Shape] = {
         },
     },
 }
-#: The pre-1.22 form of an ephemeral-containers update: the list at top level, no spec.
-EPHEMERAL_CONTAINERS: Mapping[str, Shape] = {
-    "metadata": POD["metadata"],
-    "ephemeralContainers": ListOf(CONTAINER),
-}
-
 _TYPE_NAMES = {str: "a string", bool: "a boolean", int: "a number", float: "a number"}
 
 
