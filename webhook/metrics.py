@@ -2,20 +2,88 @@
 
 from __future__ import annotations
 
+import bisect
+import math
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import cast
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
+
+#: The `le` label text prometheus_client writes for a bucket bound ("0.0005", "+Inf").
+_le = cast(Callable[[float], str], floatToGoString)
 
 # Admission is answered in about a millisecond; the API server gives up after timeoutSeconds (≤ 3).
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 3.0)
 
 
+class AdmissionStats:
+    """Requests by endpoint and verdict, their latency, and /mutate's patch operations.
+
+    Every admission updates these. prometheus_client's Counter and Histogram take a lock per
+    update and walk the buckets in Python: about 19,000 instructions per admission for the
+    three, as much as parsing the review. Here an update is a few additions on the event loop,
+    and the metric families are built only when /metrics is scraped (a custom collector).
+    """
+
+    def __init__(self, buckets: Sequence[float] = LATENCY_BUCKETS) -> None:
+        self._bounds = tuple(buckets)
+        self._requests: dict[tuple[str, str], int] = {}
+        #: Per endpoint: observations per bucket (the last one above every bound), then the sum.
+        self._latency: dict[str, list[float]] = {}
+        self._patch_operations = 0
+
+    def observe(self, endpoint: str, verdict: str, seconds: float, patch_operations: int) -> None:
+        key = (endpoint, verdict)
+        self._requests[key] = self._requests.get(key, 0) + 1
+        counts = self._latency.get(endpoint)
+        if counts is None:
+            counts = self._latency[endpoint] = [0.0] * (len(self._bounds) + 2)
+        counts[bisect.bisect_left(self._bounds, seconds)] += 1  # the first bound >= seconds
+        counts[-1] += seconds
+        self._patch_operations += patch_operations
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "virtdev_webhook_requests",
+            "Admission requests by endpoint and verdict "
+            "(skipped, allowed, patched, warned, denied, bad_request, too_large, error).",
+            labels=["endpoint", "verdict"],
+        )
+        for (endpoint, verdict), count in sorted(list(self._requests.items())):
+            requests.add_metric([endpoint, verdict], count)
+        yield requests
+        latency = HistogramMetricFamily(
+            "virtdev_webhook_request_duration_seconds",
+            "Time to answer an admission request, body read included.",
+            labels=["endpoint"],
+        )
+        for endpoint, live in sorted(list(self._latency.items())):
+            counts = list(live)  # one consistent copy: the event loop may be adding
+            buckets: list[tuple[str, float]] = []
+            total = 0.0
+            for bound, observed in zip([*self._bounds, math.inf], counts[:-1], strict=True):
+                total += observed
+                buckets.append((_le(bound), total))  # cumulative, as Prometheus wants them
+            latency.add_metric([endpoint], buckets, sum_value=counts[-1])
+        yield latency
+        yield CounterMetricFamily(
+            "virtdev_webhook_patch_operations",
+            "JSON Patch operations returned by /mutate.",
+            value=self._patch_operations,
+        )
+
+    def describe(self) -> Iterator[Metric]:
+        return self.collect()
+
+
 @dataclass(frozen=True)
 class WebhookMetrics:
     registry: CollectorRegistry
-    requests: Counter
-    latency: Histogram
-    patch_operations: Counter
+    #: Requests, latency and patch operations (one update per admission): see AdmissionStats.
+    admissions: AdmissionStats
     #: The node view (scheduler-aware injection): see webhook.nodes and webhook.feasibility.
     nodes_synced: Gauge
     nodes_known: Gauge
@@ -25,27 +93,11 @@ class WebhookMetrics:
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> WebhookMetrics:
         registry = registry if registry is not None else CollectorRegistry()
+        admissions = AdmissionStats()
+        registry.register(admissions)
         return cls(
             registry=registry,
-            requests=Counter(
-                "virtdev_webhook_requests",
-                "Admission requests by endpoint and verdict "
-                "(skipped, allowed, patched, warned, denied, bad_request, too_large, error).",
-                ["endpoint", "verdict"],
-                registry=registry,
-            ),
-            latency=Histogram(
-                "virtdev_webhook_request_duration_seconds",
-                "Time to answer an admission request, body read included.",
-                ["endpoint"],
-                buckets=LATENCY_BUCKETS,
-                registry=registry,
-            ),
-            patch_operations=Counter(
-                "virtdev_webhook_patch_operations",
-                "JSON Patch operations returned by /mutate.",
-                registry=registry,
-            ),
+            admissions=admissions,
             nodes_synced=Gauge(
                 "virtdev_webhook_node_view_synced",
                 "1 while the webhook's list/watch of nodes is in sync with the API server, else 0 "
