@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import re
 import shutil
 import signal
@@ -85,6 +86,8 @@ def instructions(server: Server, requests: int, work: Path, ca_cert: Path) -> in
     process = subprocess.Popen(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *command],
         cwd=REPO,
+        # A fixed hash seed: dict layouts, hence instruction counts, are then the same each run.
+        env={**os.environ, "PYTHONHASHSEED": "0"},
         stdout=subprocess.DEVNULL,
         stderr=(work / f"{server.name}.{requests}.log").open("wb"),
     )
