@@ -14,8 +14,12 @@ instructions per request. Valgrind's CPU is simulated (no cache misses counted),
 proxy, printed beside the budget it leaves; it is repeatable to a few hundred instructions.
 Exit 0 when the proxy is within 1.25x, 1 when not, 2 when the bench could not run.
 
-    .venv/bin/python bench/webhook_instructions.py                 # 500 and 1,500 requests
-    .venv/bin/python bench/webhook_instructions.py --requests 1000 --json counts.json
+`--breakdown` also counts, the same way but in-process, what each step of /mutate costs on the
+fixture: parsing the review (beyond the `orjson.loads` the floor does too), the shape checks,
+the rules, the answer, the log line and the metrics.
+
+    .venv/bin/python bench/webhook_instructions.py                 # 300 and 900 requests
+    .venv/bin/python bench/webhook_instructions.py --breakdown --json counts.json
 """
 
 from __future__ import annotations
@@ -116,10 +120,70 @@ def instructions(server: Server, requests: int, work: Path, ca_cert: Path) -> in
     return int(match[1])
 
 
+#: Each step of /mutate as a statement run `n` times, after SETUP; "loads" is what the floor
+#: does too, so it is subtracted from "parse".
+SETUP = """
+import logging, os, orjson
+from virtdev import logs
+from webhook import review
+from webhook import schema
+from webhook.admission import as_pod, mutate_review
+from webhook.metrics import AdmissionStats
+from webhook.mutation import mutate
+from webhook.policy import LauncherPolicy
+body = open("tests/fixtures/v1-launcher-2018-privileged.json", "rb").read()
+policy, stats = LauncherPolicy(), AdmissionStats()
+request = review.parse(body)
+pod = request.object
+answer = mutate_review(request, policy)
+logs.setup("json", stream=open(os.devnull, "w"))
+log = logging.getLogger("virtdev.webhook")
+fields = {"endpoint": "mutate", "uid": request.uid, "pod": request.display_name,
+          "operation": "CREATE", "verdict": "patched", "patch_ops": 5, "duration_ms": 0.123}
+"""
+STEPS = {
+    "loads": "orjson.loads(body)",
+    "parse": "review.parse(body)",
+    "shape checks": "schema.check(pod['metadata'], schema.METADATA, '$'); as_pod(pod, 'Pod', '$')",
+    "rules": "mutate(pod, policy)",
+    "answer": "orjson.dumps(review.render(request, answer))",
+    "log line": "logs.hot(log, 'admission patched', dict(fields))",
+    "metrics": "stats.observe('mutate', 'patched', 0.00123, 5)",
+}
+
+
+def step_instructions(statement: str, n: int, work: Path) -> float:
+    """Instructions per run of `statement`: the difference of n and 3n runs, divided by 2n."""
+    totals = []
+    for runs in (n, 3 * n):
+        out = work / f"callgrind.step.{runs}"
+        code = f"{SETUP}\nfor _ in range({runs}):\n    {statement}\n"
+        subprocess.run(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+            + [sys.executable, "-c", code],
+            cwd=REPO,
+            env={**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": str(REPO)},
+            capture_output=True,
+            check=True,
+        )
+        match = TOTALS.search(out.read_bytes())
+        if match is None:
+            raise BenchError(f"no totals line in {out}")
+        totals.append(int(match[1]))
+    return (totals[1] - totals[0]) / (2 * n)
+
+
+def breakdown(work: Path, n: int = 2000) -> dict[str, float]:
+    steps = {name: step_instructions(statement, n, work) for name, statement in STEPS.items()}
+    steps["parse"] -= steps.pop("loads")
+    return steps
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=500, help="the smaller run (default 500)")
     parser.add_argument("--json", metavar="FILE", help="also write the counts as JSON")
+    parser.add_argument("--breakdown", action="store_true", help="also count each step")
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None:
         print("webhook instructions: valgrind not found", file=sys.stderr)
@@ -150,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{counts[large]:,} for {large}: {per_request[server.name]:,.0f} per request",
                 flush=True,
             )
+        steps = breakdown(work) if args.breakdown else {}
+        for name, count in steps.items():
+            print(f"  {name}: {count:,.0f} per request", flush=True)
     except (BenchError, OSError, subprocess.SubprocessError) as error:
         print(f"webhook instructions: {error} (logs in {work})", file=sys.stderr)
         return 2
@@ -158,7 +225,12 @@ def main(argv: list[str] | None = None) -> int:
     added = per_request["mutate"] - per_request["floor"]
     met = ratio <= INSTRUCTIONS_TARGET
     if args.json:
-        figures = {"requests": [small, large], "per_request": per_request, "ratio": ratio}
+        figures = {
+            "requests": [small, large],
+            "per_request": per_request,
+            "ratio": ratio,
+            "steps": steps,
+        }
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
     print(
         f"webhook instructions: /mutate {per_request['mutate']:,.0f} vs floor "
