@@ -304,13 +304,9 @@ def asgi_costs(*, count: int = 1000, rounds: int = 5, profile_top: int = 0) -> d
 
     body = FIXTURE.read_bytes()
     root = logging.getLogger()
-    saved = root.handlers[:], root.level, sys.stderr
+    saved = root.handlers[:], root.level
     with open(os.devnull, "w") as devnull:
-        sys.stderr = devnull
-        try:
-            logs.setup("json")
-        finally:
-            sys.stderr = saved[2]
+        logs.setup("json", stream=devnull)
         try:
             webhook_app = create_app()
             results: dict[str, float] = {}
@@ -346,7 +342,7 @@ def asgi_costs(*, count: int = 1000, rounds: int = 5, profile_top: int = 0) -> d
                 print("by cumulative time:")
                 stats.sort_stats("cumulative").print_stats(profile_top)
         finally:
-            root.handlers[:], root.level = saved[0], saved[1]
+            root.handlers[:], root.level = saved
     return results
 
 

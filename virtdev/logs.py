@@ -20,6 +20,7 @@ import contextlib
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 import orjson
@@ -43,9 +44,15 @@ def fields_of(record: logging.LogRecord) -> dict[str, Any]:
 class _Clock:
     """`created` as text, the seconds formatted once per second rather than once per line."""
 
-    def __init__(self, seconds_format: str, millis_format: str) -> None:
+    def __init__(
+        self,
+        seconds_format: str,
+        millis_format: str,
+        convert: Callable[[float], time.struct_time],
+    ) -> None:
         self._seconds_format = seconds_format
         self._millis_format = millis_format
+        self._convert = convert  # time.gmtime or time.localtime
         # One tuple, replaced whole: `hot` formats outside the handler's lock, and another
         # thread must never pair one second with another second's text.
         self._cached: tuple[int, str] = (-1, "")
@@ -59,16 +66,6 @@ class _Clock:
                 time.strftime(self._seconds_format, self._convert(second)),
             )
         return self._millis_format % (cached[1], int((created - second) * 1000))
-
-    @staticmethod
-    def _convert(second: int) -> time.struct_time:
-        return time.gmtime(second)
-
-
-class _LocalClock(_Clock):
-    @staticmethod
-    def _convert(second: int) -> time.struct_time:
-        return time.localtime(second)
 
 
 class LineFormatter(logging.Formatter):
@@ -93,7 +90,7 @@ class JSONFormatter(LineFormatter):
 
     def __init__(self) -> None:
         super().__init__()
-        self._time = _Clock("%Y-%m-%dT%H:%M:%S", "%s.%03dZ")
+        self._time = _Clock("%Y-%m-%dT%H:%M:%S", "%s.%03dZ", time.gmtime)
 
     def line(
         self, created: float, level: str, name: str, message: str, extra: dict[str, Any]
@@ -119,7 +116,9 @@ class TextFormatter(LineFormatter):
 
     def __init__(self) -> None:
         super().__init__()
-        self._time = _LocalClock(self.default_time_format, self.default_msec_format or "%s,%03d")
+        self._time = _Clock(
+            self.default_time_format, self.default_msec_format or "%s,%03d", time.localtime
+        )
 
     def line(
         self, created: float, level: str, name: str, message: str, extra: dict[str, Any]
