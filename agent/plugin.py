@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Container
 
 import grpc
 
@@ -36,6 +36,7 @@ from virtdev.catalogue import Device
 log = logging.getLogger(__name__)
 
 BACKOFF = (1.0, 2.0, 5.0, 10.0)
+KUBEVIRT_STARTED = "KubeVirt's device plugin started serving the resource"
 #: The kubelet dials back inside Register with a 10 s deadline; leave it room.
 REGISTER_TIMEOUT = 15.0
 PROVE_TIMEOUT = 5.0
@@ -93,9 +94,7 @@ class ResourcePlugin:
             while True:
                 try:
                     reason = await self.run_once(watch)
-                except (asyncio.CancelledError, KeyboardInterrupt):
-                    raise
-                except Exception as error:
+                except Exception as error:  # cancellation is a BaseException: it goes through
                     delay = BACKOFF[min(failures, len(BACKOFF) - 1)]
                     failures += 1
                     self._metrics.restarts.labels(self.device.resource).inc()
@@ -124,9 +123,9 @@ class ResourcePlugin:
         """Serve, register and watch; returns why to start over, raises when a step fails."""
         watch.add(self._dir)  # the same watch when it is alive; a new one if the dir was re-made
         await self._wait_for_kubelet(watch)
-        if not self._settings.take_over and await self._kubevirt_serves():
-            return await self._stand_down(watch)
-        if self._settings.take_over and await sockets.answers(self._kubevirt):
+        if await self._kubevirt_serves():
+            if not self._settings.take_over:
+                return await self._stand_down(watch)
             log.warning(
                 "KubeVirt serves this resource too; --take-over: registering anyway "
                 "(the last registration wins)",
@@ -149,8 +148,8 @@ class ResourcePlugin:
             # about to register with (inode numbers are reused, so names and events decide).
             earlier = watch.drain()
             await self._register()
-            if self._kubevirt_name in earlier and await self._kubevirt_started():
-                return self._restart("KubeVirt's device plugin started serving the resource")
+            if await self._kubevirt_appeared(earlier):
+                return self._restart(KUBEVIRT_STARTED)
             return await self._watch(watch, own=own)
         finally:
             self._set_registered(False)
@@ -268,8 +267,13 @@ class ResourcePlugin:
         self.status = status
         self._on_change()
 
-    async def _kubevirt_started(self) -> bool:
-        return not self._settings.take_over and await self._kubevirt_serves()
+    async def _kubevirt_appeared(self, changed: Container[str]) -> bool:
+        """Did KubeVirt's plugin socket change and now answer? (Ignored under --take-over.)"""
+        return (
+            self._kubevirt_name in changed
+            and not self._settings.take_over
+            and await self._kubevirt_serves()
+        )
 
     def _restart(self, reason: str) -> str:
         self._set_status(reason)
@@ -286,5 +290,5 @@ class ResourcePlugin:
                 self._kubelet
             ):
                 return self._restart("kubelet restarted: kubelet.sock created again")
-            if self._kubevirt_name in changes and await self._kubevirt_started():
-                return self._restart("KubeVirt's device plugin started serving the resource")
+            if await self._kubevirt_appeared(changes):
+                return self._restart(KUBEVIRT_STARTED)
