@@ -159,6 +159,3 @@ class AdmissionApp:
                 body = status_body(405, "MethodNotAllowed", "admission endpoints accept POST only")
                 return await respond(send, 405, body, allow=b"POST")
         await self.api(scope, receive, send)
-
-    def openapi(self) -> dict[str, Any]:
-        return self.api.openapi()

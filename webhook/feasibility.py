@@ -23,14 +23,13 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from virtdev import catalogue
+from webhook.review import MAX_WARNING, fit_warning
 
 Node = dict[str, Any]
 Pod = dict[str, Any]
 
 NO_KVM_POLICIES = ("warn", "emulate", "deny")
 DEFAULT_NO_KVM_POLICY = "warn"
-#: The API server's limit for one admission warning.
-MAX_WARNING = 120
 FILTERED_EFFECTS = ("NoSchedule", "NoExecute")
 UNSCHEDULABLE_TAINT = "node.kubernetes.io/unschedulable"
 KVM = f"{catalogue.RESOURCE_DOMAIN}/{catalogue.ACCELERATOR}"
@@ -368,10 +367,6 @@ def _nodes(count: int) -> str:
     return f"{count} node" if count == 1 else f"{count} nodes"
 
 
-def _fit(text: str) -> str:
-    return text if len(text) <= MAX_WARNING else text[: MAX_WARNING - 1] + "…"
-
-
 # --- the decision -----------------------------------------------------------------------------
 
 
@@ -464,7 +459,7 @@ def _warning(subject: str, counts: Counter[str]) -> str:
         text = f"{subject}: {_why(counts, limit=limit)}"
         if len(text) <= MAX_WARNING:
             return text
-    return _fit(text)
+    return fit_warning(text)
 
 
 def _first_missing(nodes: Sequence[Node], requests: Mapping[str, int]) -> str | None:

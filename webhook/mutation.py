@@ -22,10 +22,9 @@ from webhook.policy import (
     normalise_capability,
     runs_emulated,
 )
+from webhook.review import fit_warning
 
 Operation = dict[str, Any]
-#: The API server's limit for one admission warning.
-MAX_WARNING = 120
 
 
 @functools.lru_cache(maxsize=256)
@@ -54,7 +53,7 @@ class Mutation:
 
     def warn(self, text: str) -> None:
         """Warnings over 120 characters are refused by the API server's contract: shorten."""
-        self.warnings.append(text if len(text) <= MAX_WARNING else text[: MAX_WARNING - 1] + "…")
+        self.warnings.append(fit_warning(text))
 
 
 def _is_one(quantity: Any) -> bool:
@@ -83,9 +82,16 @@ def _request_devices(
     before = len(mutation.patch)
     if resources is None:
         mutation.add(base + "/resources", {"limits": wanted, "requests": dict(wanted)})
+    else:
+        _request_in_sections(mutation, base, resources, wanted)
+    if len(mutation.patch) > before:
         mutation.warn(f"compute now requests {', '.join(wanted)}: set by virtdev")
         mutation.changes.append(f"compute requests {', '.join(wanted)}")
-        return
+
+
+def _request_in_sections(
+    mutation: Mutation, base: str, resources: dict[str, Any], wanted: dict[str, str]
+) -> None:
     for section in ("limits", "requests"):
         current = resources.get(section)
         if current is None:
@@ -99,9 +105,6 @@ def _request_devices(
                 mutation.warn(
                     f"compute {section}[{resource}] was {str(current[resource])[:16]!r}, set to '1'"
                 )
-    if len(mutation.patch) > before:
-        mutation.warn(f"compute now requests {', '.join(wanted)}: set by virtdev")
-        mutation.changes.append(f"compute requests {', '.join(wanted)}")
 
 
 def _restrict_privileges(
@@ -152,7 +155,7 @@ def _restrict_privileges(
 def mutate(pod: dict[str, Any], policy: LauncherPolicy, *, emulate: bool = False) -> Mutation:
     """The patch that makes a launcher pod request its devices instead of running privileged.
 
-    `pod` has passed `schema.check(pod, schema.POD)`. `emulate` withholds kvm on top of what
+    `pod` has passed the shape checks of `admission.as_pod`. `emulate` withholds kvm on top of what
     the policy and the pod itself say (the scheduler-aware policy uses it).
     """
     mutation = Mutation()

@@ -284,12 +284,11 @@ class NodeView:
             return version
         node = trim(obj)
         name = node["metadata"]["name"]
-        nodes = dict(self._nodes)
+        # Changed in place: only this thread reads the map; requests read the tuple published.
         if kind == "DELETED":
-            nodes.pop(name, None)
+            self._nodes.pop(name, None)
         elif kind in ("ADDED", "MODIFIED"):
-            nodes[name] = node
-        self._nodes = nodes
+            self._nodes[name] = node
         self._publish(synced=True, resource_version=version)
         return version
 

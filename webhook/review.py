@@ -16,6 +16,8 @@ import orjson
 from webhook.schema import BadInput, type_name
 
 API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
+#: The API server's limit for one admission warning.
+MAX_WARNING = 120
 OPERATIONS = ("CREATE", "UPDATE", "DELETE", "CONNECT")
 
 
@@ -61,6 +63,11 @@ class Answer:
     status_code: int | None = None
     message: str = ""
     audit_annotations: dict[str, str] = field(default_factory=dict)
+
+
+def fit_warning(text: str) -> str:
+    """A warning within the API server's limit: longer ones are cut, ending in `…`."""
+    return text if len(text) <= MAX_WARNING else text[: MAX_WARNING - 1] + "…"
 
 
 def _field(mapping: dict[str, Any], key: str, path: str, kind: type, *, required: bool) -> Any:

@@ -65,7 +65,6 @@ POD_SPEC: Mapping[str, Shape] = {
     "hostIPC": bool,
     "hostNetwork": bool,
 }
-POD: Mapping[str, Shape] = {"metadata": METADATA, "spec": POD_SPEC}
 #: What the feasibility check reads, only when a node view is configured (`--kubeconfig`).
 NODE_SELECTOR_REQUIREMENT: Mapping[str, Shape] = {
     "key": str,

@@ -14,6 +14,7 @@ from typing import Any
 from virtdev import catalogue
 from webhook.mutation import wanted_devices
 from webhook.policy import LauncherPolicy, added_capabilities, containers, find_compute
+from webhook.review import MAX_WARNING
 
 HOST_NAMESPACES = ("hostPID", "hostIPC", "hostNetwork")
 
@@ -92,4 +93,4 @@ def device_warnings(pod: dict[str, Any], policy: LauncherPolicy) -> list[str]:
     text = f"spec.containers[{index}] does not request {', '.join(missing)}"
     if catalogue.ACCELERATOR in {name.rpartition("/")[2] for name in missing}:
         text += "; the VM may lack KVM"
-    return [text[:120]]
+    return [text[:MAX_WARNING]]
