@@ -9,6 +9,7 @@ is re-issued only when it is due.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import tempfile
@@ -108,13 +109,7 @@ def ensure_material(
             path.chmod(0o600)
     for change in decided.changes:
         log.info("TLS material: %s", change, extra={"dir": str(out)})
-    return Material(
-        ca_cert=material.ca_cert,
-        tls_cert=material.tls_cert,
-        tls_key=material.tls_key,
-        ca_key=material.ca_key,
-        changes=decided.changes,
-    )
+    return dataclasses.replace(material, changes=decided.changes)
 
 
 def _read(path: Path) -> bytes:

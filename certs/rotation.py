@@ -82,12 +82,13 @@ def plan(
 
     # The bundle: keep the CAs that are still CAs and still valid.
     bundle: list[x509.Certificate] = []
-    for cert in pki.load_certs(current.ca_bundle):
+    stored_cas = pki.load_certs(current.ca_bundle)
+    for cert in stored_cas:
         if pki.is_ca(cert) and pki.is_valid_at(cert, now):
             bundle.append(cert)
         else:
             changes.append(f"dropped expired or unusable CA {pki.describe(cert)}")
-    if current.ca_bundle and not pki.load_certs(current.ca_bundle):
+    if current.ca_bundle and not stored_cas:
         changes.append("dropped an unreadable CA bundle")
 
     # The signing CA: the bundle's certificate that belongs to ca.key.
@@ -115,8 +116,8 @@ def plan(
     leaf_certs = pki.load_certs(current.tls_cert)
     leaf = leaf_certs[0] if leaf_certs else None
     leaf_key = pki.load_key(current.tls_key)
-    reason = _leaf_problem(leaf, leaf_key, bundle, names, ips, now)
     issuer = next((ca for ca in bundle if leaf and pki.signed_by(leaf, ca)), None)
+    reason = _leaf_problem(leaf, leaf_key, issuer, names, ips, now)
     new_ca_published = now >= pki.issued_at(signing.cert) + grace
     if reason is None and issuer is not signing.cert and new_ca_published:
         reason = "it is signed by the previous CA and the new CA has been published"
@@ -148,7 +149,7 @@ def plan(
 def _leaf_problem(
     leaf: x509.Certificate | None,
     key: object,
-    bundle: Sequence[x509.Certificate],
+    issuer: x509.Certificate | None,
     names: Sequence[str],
     ips: Sequence[pki.IPAddress],
     now: datetime,
@@ -164,11 +165,6 @@ def _leaf_problem(
         return "two thirds of its life have passed"
     if pki.subject_alt_names(leaf) != (frozenset(names), frozenset(ips)):
         return "its names differ from the wanted ones"
-    if not any(pki.signed_by(leaf, ca) for ca in bundle):
+    if issuer is None:
         return "no CA in the bundle signed it"
     return None
-
-
-def ca_bundle_certs(ca_bundle: bytes) -> tuple[x509.Certificate, ...]:
-    """The CAs of a bundle (for callers that report on it)."""
-    return pki.load_certs(ca_bundle)
