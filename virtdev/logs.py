@@ -222,9 +222,7 @@ def setup(
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    if _handler is not None:  # configured again: what the old handler holds goes out first
-        with contextlib.suppress(ValueError, OSError):  # unless its stream is closed or gone
-            _handler.flush()
+    flush()  # configured again: what the old handler holds goes out first
     handler = _Handler(LineBuffer(sys.stderr if stream is None else stream))
     handler.setFormatter(JSONFormatter() if log_format == "json" else TextFormatter())
     _handler = handler
