@@ -82,16 +82,31 @@ def connect(
         time.sleep(0.2)  # polling interval of the connection attempt above
 
 
+def callgrind(out: Path, command: list[str]) -> list[str]:
+    return ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *command]
+
+
+#: A fixed hash seed: dict layouts, hence instruction counts, are then the same each run.
+CALLGRIND_ENV = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": str(REPO)}
+
+
+def total(out: Path) -> int:
+    """The instructions callgrind counted, from its output file."""
+    match = TOTALS.search(out.read_bytes())
+    if match is None:
+        raise BenchError(f"no totals line in {out}")
+    return int(match[1])
+
+
 def instructions(server: Server, requests: int, work: Path, ca_cert: Path) -> int:
     """Total instructions of one server process that answered `requests` reviews, then exited."""
     port, metrics_port = free_ports(2)
     out = work / f"callgrind.{server.name}.{requests}"
     command = [part.format(port=port, metrics_port=metrics_port) for part in server.command]
     process = subprocess.Popen(
-        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *command],
+        callgrind(out, command),
         cwd=REPO,
-        # A fixed hash seed: dict layouts, hence instruction counts, are then the same each run.
-        env={**os.environ, "PYTHONHASHSEED": "0"},
+        env=CALLGRIND_ENV,
         stdout=subprocess.DEVNULL,
         stderr=(work / f"{server.name}.{requests}.log").open("wb"),
     )
@@ -114,10 +129,7 @@ def instructions(server: Server, requests: int, work: Path, ca_cert: Path) -> in
         if process.poll() is None:
             process.kill()
             process.wait()
-    match = TOTALS.search(out.read_bytes())
-    if match is None:
-        raise BenchError(f"no totals line in {out}")
-    return int(match[1])
+    return total(out)
 
 
 #: Each step of /mutate as a statement run `n` times, after SETUP; "loads" is what the floor
@@ -159,17 +171,13 @@ def step_instructions(statement: str, n: int, work: Path) -> float:
         out = work / f"callgrind.step.{runs}"
         code = f"{SETUP}\nfor _ in range({runs}):\n    {statement}\n"
         subprocess.run(
-            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
-            + [sys.executable, "-c", code],
+            callgrind(out, [sys.executable, "-c", code]),
             cwd=REPO,
-            env={**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": str(REPO)},
+            env=CALLGRIND_ENV,
             capture_output=True,
             check=True,
         )
-        match = TOTALS.search(out.read_bytes())
-        if match is None:
-            raise BenchError(f"no totals line in {out}")
-        totals.append(int(match[1]))
+        totals.append(total(out))
     return (totals[1] - totals[0]) / (2 * n)
 
 
