@@ -34,7 +34,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import math
 import os
 import random
 import re
@@ -64,6 +63,7 @@ from bench.agent_bench import (  # noqa: E402
     bytecode_env,
     healthy,
     median,
+    p99,
     rss_kib,
     subjects,
     unhealthy,
@@ -485,11 +485,6 @@ async def warm_up(argv: list[str], work: Path, env: dict[str, str]) -> None:
 
 
 # -- the verdicts -------------------------------------------------------------------------------
-
-
-def p99(values: list[float]) -> float:
-    """The 99th percentile, nearest rank: of 100 values the 99th, of 20 or fewer the largest."""
-    return sorted(values)[max(0, math.ceil(len(values) * 0.99) - 1)]
 
 
 def ms(value: float) -> str:

@@ -176,6 +176,22 @@ def per_call_us(function: Callable[[], object], *, repeats: int = 7) -> float:
     return min(timer.repeat(repeat=repeats, number=number)) / number * 1e6
 
 
+@contextlib.contextmanager
+def json_logs_to_devnull() -> Iterator[None]:
+    """Log as `virtdev webhook --log-format json` does, to /dev/null; then restore the root."""
+    from virtdev import logs
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    with open(os.devnull, "w") as devnull:
+        logs.setup("json", stream=devnull)
+        try:
+            yield
+        finally:
+            logs.flush()
+            root.handlers[:], root.level = saved
+
+
 def pure_costs() -> dict[str, float]:
     import orjson
 
@@ -207,15 +223,8 @@ def pure_costs() -> dict[str, float]:
     def log_line() -> None:  # as the webhook writes it: `logs.hot`, buffered
         logs.hot(logger, "admission patched", extra)
 
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
-    with open(os.devnull, "w") as devnull:
-        logs.setup("json", stream=devnull)
-        try:
-            log_line_us = per_call_us(log_line)
-            logs.flush()
-        finally:
-            root.handlers[:], root.level = saved
+    with json_logs_to_devnull():
+        log_line_us = per_call_us(log_line)
 
     return {
         "rules_us": per_call_us(lambda: mutate(pod, policy)),
@@ -299,50 +308,44 @@ def asgi_costs(*, count: int = 1000, rounds: int = 5, profile_top: int = 0) -> d
     import uvloop
 
     from bench.floor_app import app as floor_app
-    from virtdev import logs
     from webhook.app import create_app
 
     body = FIXTURE.read_bytes()
     root = logging.getLogger()
-    saved = root.handlers[:], root.level
-    with open(os.devnull, "w") as devnull:
-        logs.setup("json", stream=devnull)
-        try:
-            webhook_app = create_app()
-            results: dict[str, float] = {}
-            apps = (
-                ("floor", floor_app, "/", logging.INFO),
-                ("fastapi_floor", fastapi_floor(), "/", logging.INFO),
-                ("app", webhook_app, "/mutate", logging.INFO),
-                ("app_without_log", webhook_app, "/mutate", logging.WARNING),
-            )
-            for _, app, path, level in apps:
+    with json_logs_to_devnull():
+        webhook_app = create_app()
+        results: dict[str, float] = {}
+        apps = (
+            ("floor", floor_app, "/", logging.INFO),
+            ("fastapi_floor", fastapi_floor(), "/", logging.INFO),
+            ("app", webhook_app, "/mutate", logging.INFO),
+            ("app_without_log", webhook_app, "/mutate", logging.WARNING),
+        )
+        for _, app, path, level in apps:
+            root.setLevel(level)
+            sent = uvloop.run(call_asgi(app, path, body, 200))  # warm-up and check
+            assert sent[0]["status"] == 200, sent[0]
+        # Interleaved rounds, the fastest of each kept: on a shared machine the minimum is
+        # the figure least disturbed by other processes.
+        for _ in range(rounds):
+            for name, app, path, level in apps:
                 root.setLevel(level)
-                sent = uvloop.run(call_asgi(app, path, body, 200))  # warm-up and check
-                assert sent[0]["status"] == 200, sent[0]
-            # Interleaved rounds, the fastest of each kept: on a shared machine the minimum is
-            # the figure least disturbed by other processes.
-            for _ in range(rounds):
-                for name, app, path, level in apps:
-                    root.setLevel(level)
-                    started = time.perf_counter()
-                    uvloop.run(call_asgi(app, path, body, count))
-                    took = (time.perf_counter() - started) / count * 1e6
-                    key = f"asgi_{name}_us"
-                    results[key] = min(results.get(key, took), took)
-            root.setLevel(logging.INFO)
-            if profile_top:
-                profiler = cProfile.Profile()
-                profiler.enable()
-                uvloop.run(call_asgi(webhook_app, "/mutate", body, count))
-                profiler.disable()
-                stats = pstats.Stats(profiler).strip_dirs()
-                print(f"cProfile of {count} /mutate calls, by own time:")
-                stats.sort_stats("tottime").print_stats(profile_top)
-                print("by cumulative time:")
-                stats.sort_stats("cumulative").print_stats(profile_top)
-        finally:
-            root.handlers[:], root.level = saved
+                started = time.perf_counter()
+                uvloop.run(call_asgi(app, path, body, count))
+                took = (time.perf_counter() - started) / count * 1e6
+                key = f"asgi_{name}_us"
+                results[key] = min(results.get(key, took), took)
+        root.setLevel(logging.INFO)
+        if profile_top:
+            profiler = cProfile.Profile()
+            profiler.enable()
+            uvloop.run(call_asgi(webhook_app, "/mutate", body, count))
+            profiler.disable()
+            stats = pstats.Stats(profiler).strip_dirs()
+            print(f"cProfile of {count} /mutate calls, by own time:")
+            stats.sort_stats("tottime").print_stats(profile_top)
+            print("by cumulative time:")
+            stats.sort_stats("cumulative").print_stats(profile_top)
     return results
 
 
@@ -385,9 +388,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    work = Path(tempfile.mkdtemp(prefix="virtdev-bench-"))
+    try:
+        return measure(args, work)
+    finally:  # on success and on failure alike
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def measure(args: argparse.Namespace, work: Path) -> int:
     from certs.generate import ensure_material
 
-    work = Path(tempfile.mkdtemp(prefix="virtdev-bench-"))
     material = ensure_material(work / "certs", dns_names=["localhost"], ip_addresses=["127.0.0.1"])
     port, metrics_port, floor_port, floor_log_port = free_ports(4)
     webhook_log = Path(args.webhook_log) if args.webhook_log else work / "webhook.log"
@@ -552,7 +562,6 @@ def run(args: argparse.Namespace) -> int:
         f" {args.runs} runs x {args.duration} s, {args.connections} connections:"
         f" {'PASS' if met else 'FAIL'}"
     )
-    shutil.rmtree(work, ignore_errors=True)
     return 0 if met else 1
 
 
