@@ -389,8 +389,7 @@ def summary(ok: bool, results: dict[str, Any]) -> str:
     if "rotation" in results:
         r = results["rotation"]
         total = r["keep_alive"]["requests"] + r["fresh_connections"]["requests"]
-        failed = sum(r[k]["connect"] + r[k]["read"] + r[k]["write"] + r[k]["timeout"]
-                     + r[k]["status"] for k in ("keep_alive", "fresh_connections"))  # fmt: skip
+        failed = r["keep_alive"]["failed"] + r["fresh_connections"]["failed"]
         parts.append(
             f"rotation: {r['rotations']} swaps + 1 bad pair, {total} requests "
             f"({r['fresh_connections']['requests']} on fresh connections), {failed} failed, "
@@ -406,8 +405,8 @@ def summary(ok: bool, results: dict[str, Any]) -> str:
     if "nodes" in results:
         n = results["nodes"]
         parts.append(
-            f"nodes: {n['load']['requests']} reviews, {n['load']['connect'] + n['load']['read']}"
-            f"+{n['load']['status']} failed, {n['watches_dropped']} watches cut then API gone, "
+            f"nodes: {n['load']['requests']} reviews, {n['load']['failed']} failed, "
+            f"{n['watches_dropped']} watches cut then API gone, "
             f"decisions feasible={n['decisions']['feasible']:.0f} "
             f"unsynced={n['decisions']['unsynced']:.0f}"
         )

@@ -299,7 +299,7 @@ class Load:
         return self.socket_errors + self.status
 
     def brief(self) -> dict[str, Any]:
-        return {**asdict(self), "rps": round(self.rps, 1)}
+        return {**asdict(self), "rps": round(self.rps, 1), "failed": self.failed}
 
 
 def wrk_command(
