@@ -42,6 +42,11 @@ DEVICES: dict[str, Device] = {
 DEFAULT_DEVICES: tuple[str, ...] = tuple(d.name for d in DEVICES.values() if d.default)
 #: The device that needs hardware virtualisation; software-emulated launchers go without it.
 ACCELERATOR = "kvm"
+#: Hypervisor devices KubeVirt requests itself (`mshv` with `--hypervisor mshv`): a launcher that
+#: requests one of them was rendered by a device-plugin-aware KubeVirt and keeps its requests.
+HYPERVISOR_RESOURCES: frozenset[str] = frozenset(
+    f"{RESOURCE_DOMAIN}/{name}" for name in ("kvm", "mshv")
+)
 
 #: How KubeVirt labels every virt-launcher pod.
 LAUNCHER_LABEL_KEY = "kubevirt.io"
@@ -52,10 +57,9 @@ MIGRATION_JOB_LABEL = "kubevirt.io/migrationJobUID"
 
 #: The container that runs libvirt and QEMU in a launcher pod.
 COMPUTE_CONTAINER = "compute"
-#: Added capabilities compute must have: libvirt configures the VM's tap devices.
-REQUIRED_CAPABILITIES: tuple[str, ...] = ("NET_ADMIN",)
-#: Added capabilities any launcher container may keep; admins widen it (NET_BIND_SERVICE, NET_RAW).
-PERMITTED_CAPABILITIES: tuple[str, ...] = ("NET_ADMIN",)
+#: The one capability virtdev itself grants compute: where it removes `privileged`, libvirt
+#: still configures the VM's tap devices (what KubeVirt v0.7 rendered in its place).
+NET_ADMIN = "NET_ADMIN"
 #: Arguments with which KubeVirt renders a launcher that runs QEMU without KVM.
 EMULATION_ARGS: tuple[str, ...] = ("--allow-emulation", "--use-emulation")
 

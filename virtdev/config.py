@@ -84,20 +84,36 @@ def add_launcher_policy_flags(parser: argparse.ArgumentParser) -> None:
         f"(default: {catalogue.COMPUTE_CONTAINER})",
     )
     group.add_argument(
-        "--required-capabilities",
-        type=capability_list,
-        default=list(catalogue.REQUIRED_CAPABILITIES),
-        metavar="LIST",
-        help="capabilities compute must add "
-        f"(default: {','.join(catalogue.REQUIRED_CAPABILITIES)})",
+        "--kubevirt-version",
+        default="auto",
+        metavar="auto|vX.Y[.Z]",
+        help="the KubeVirt release whose profile (what it renders into launchers) judges every "
+        "launcher; auto (default) reads it from each pod's virt-launcher image tag, and a "
+        "digest, an unknown tag or a release newer than virtdev knows takes the newest profile",
     )
     group.add_argument(
         "--permitted-capabilities",
         type=capability_list,
-        default=list(catalogue.PERMITTED_CAPABILITIES),
+        default=[],
         metavar="LIST",
-        help="capabilities any launcher container may add; others are removed or denied "
-        f"(default: {','.join(catalogue.PERMITTED_CAPABILITIES)}; e.g. add NET_BIND_SERVICE)",
+        help="capabilities any launcher container may add beyond Pod Security baseline and "
+        "what its KubeVirt release renders (default: none)",
+    )
+    group.add_argument(
+        "--permitted-host-paths",
+        type=csv_list,
+        default=[],
+        metavar="LIST",
+        help="hostPath prefixes launchers may mount beyond their release's own, e.g. the "
+        "directories of hostDisk volumes (default: none)",
+    )
+    group.add_argument(
+        "--selinux-launcher-types",
+        type=csv_list,
+        default=[],
+        metavar="LIST",
+        help="SELinux types KubeVirt is configured to render (its selinuxLauncherType, e.g. "
+        "virt_launcher.process), allowed beside baseline's and the release's own (default: none)",
     )
     group.add_argument(
         "--emulation",

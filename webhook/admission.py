@@ -16,12 +16,12 @@ from webhook.feasibility import (
     NodeSnapshot,
     decide,
     pod_requests,
-    requested_device_resources,
 )
-from webhook.mutation import mutate, wanted_devices
-from webhook.policy import LauncherPolicy, find_compute
+from webhook.launcher import Launcher, read_launcher
+from webhook.mutation import mutate
+from webhook.policy import LauncherPolicy
 from webhook.review import Answer, Request
-from webhook.validation import device_warnings, new_violations
+from webhook.validation import Violation, device_warnings, new_violations
 
 POD_KINDS = ("Pod", "EphemeralContainers")
 
@@ -83,11 +83,15 @@ def mutate_review_decided(
     if not policy.is_launcher(obj):
         return Answer(allowed=True, verdict="skipped"), None
     pod = as_pod(obj, request.kind, "$.request.object")
+    launcher = read_launcher(pod, policy)
+    profile_note = {"profile": launcher.release.describe()}
     decision = None
     if nodes is not None:
         if nodes.synced:  # what the feasibility check will read
             schema.check(pod, schema.SCHEDULING, "$.request.object")
-        decision = _schedule(pod, policy, emulate=emulate, nodes=nodes, no_kvm_policy=no_kvm_policy)
+        decision = _schedule(
+            launcher, policy, emulate=emulate, nodes=nodes, no_kvm_policy=no_kvm_policy
+        )
         if decision.deny_message is not None:
             return Answer(
                 allowed=False,
@@ -95,10 +99,10 @@ def mutate_review_decided(
                 status_code=403,
                 message=f"launcher pod {request.display_name} refused by virtdev: "
                 + decision.deny_message,
-                audit_annotations={"scheduling": decision.outcome},
+                audit_annotations={"scheduling": decision.outcome, **profile_note},
             ), decision
         emulate = emulate or decision.emulate
-    mutation = mutate(pod, policy, emulate=emulate)
+    mutation = mutate(launcher, policy, emulate=emulate)
     if decision is not None and decision.warning:
         mutation.warn(decision.warning)
     answer = Answer(
@@ -106,6 +110,7 @@ def mutate_review_decided(
         verdict="patched" if mutation.patch else ("warned" if mutation.warnings else "allowed"),
         patch=mutation.patch,
         warnings=mutation.warnings,
+        audit_annotations=dict(profile_note),
     )
     if mutation.changes:
         answer.audit_annotations["mutation"] = "; ".join(mutation.changes)[:1024]
@@ -115,7 +120,7 @@ def mutate_review_decided(
 
 
 def _schedule(
-    pod: dict[str, Any],
+    launcher: Launcher,
     policy: LauncherPolicy,
     *,
     emulate: bool,
@@ -125,18 +130,13 @@ def _schedule(
     """The feasibility decision for the devices the pod will request once patched as usual."""
     if not nodes.synced:
         return Decision("unsynced")
-    spec = pod.get("spec") or {}
-    index = find_compute(spec, policy.compute_container)
-    injected: set[str] = set()  # no compute container: the mutation adds nothing
-    if index is not None:
-        compute = spec["containers"][index]
-        injected = {d.resource for d in wanted_devices(compute, policy, emulate=emulate)}
-    already = requested_device_resources(pod)
-    wanted = pod_requests(pod, injected | already)
+    injected = {d.resource for d in launcher.injected_devices(policy, emulate=emulate)}
+    already = set(launcher.requested)
+    wanted = pod_requests(launcher.pod, injected | already)
     for resource in injected:
         wanted[resource] = max(wanted[resource], 1)
     return decide(
-        pod,
+        launcher.pod,
         nodes.nodes,
         requests=wanted,
         no_kvm_policy=no_kvm_policy,
@@ -144,8 +144,14 @@ def _schedule(
     )
 
 
+#: Violations named in a denial; the rest are counted ("and N more"), so that a pod of a million
+#: capabilities is answered with a message of normal size.
+MAX_VIOLATIONS = 16
+
+
 def validate_review(request: Request, policy: LauncherPolicy) -> Answer:
-    """/validate: refuse privileged launcher pods, on CREATE and on UPDATE (incl. kubectl debug)."""
+    """/validate: Pod Security baseline plus the launcher's release exceptions, on CREATE and on
+    UPDATE (incl. kubectl debug); on UPDATE only what the change introduces counts."""
     if request.operation not in ("CREATE", "UPDATE") or request.kind not in POD_KINDS:
         return Answer(allowed=True, verdict="skipped")
     obj, old = request.object, request.old_object
@@ -156,21 +162,39 @@ def validate_review(request: Request, policy: LauncherPolicy) -> Answer:
     # Removing the label in the same update must not be a way out of the check.
     if not (policy.is_launcher(obj) or policy.is_launcher(old)):
         return Answer(allowed=True, verdict="skipped")
-    pod = as_pod(obj, request.kind, "$.request.object")
-    old_pod = None
+    launcher = read_launcher(as_pod(obj, request.kind, "$.request.object"), policy)
+    old_launcher = None
     if request.operation == "UPDATE" and old is not None:
+        # The old pod is judged by the new one's profile: like is compared with like.
         old_pod = as_pod(old, request.kind, "$.request.oldObject")
-    found = new_violations(pod, old_pod, policy)
-    if found:
-        message = f"launcher pod {request.display_name} refused by virtdev: " + "; ".join(
-            map(str, found)
-        )
+        old_launcher = read_launcher(old_pod, policy, release=launcher.release)
+    shown: list[Violation] = []
+    more = 0
+    for violation in new_violations(launcher, old_launcher, policy):
+        if len(shown) < MAX_VIOLATIONS:
+            shown.append(violation)
+        else:
+            more += 1
+    profile_note = {"profile": launcher.release.describe()}
+    if shown:
+        listed = [str(violation) for violation in shown]
+        if more:
+            listed.append(f"and {more} more")
         return Answer(
             allowed=False,
             verdict="denied",
             status_code=403,
-            message=message,
-            audit_annotations={"violations": "; ".join(v.path for v in found)[:1024]},
+            message=f"launcher pod {request.display_name} refused by virtdev "
+            f"({launcher.release.describe()}): " + "; ".join(listed),
+            audit_annotations={
+                "violations": "; ".join(v.path for v in shown)[:1024],
+                **profile_note,
+            },
         )
-    warnings = device_warnings(pod, policy) if request.operation == "CREATE" else []
-    return Answer(allowed=True, verdict="warned" if warnings else "allowed", warnings=warnings)
+    warnings = device_warnings(launcher, policy) if request.operation == "CREATE" else []
+    return Answer(
+        allowed=True,
+        verdict="warned" if warnings else "allowed",
+        warnings=warnings,
+        audit_annotations=profile_note,
+    )

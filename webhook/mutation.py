@@ -14,14 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from virtdev import catalogue
-from webhook.policy import (
-    LauncherPolicy,
-    added_capabilities,
-    containers,
-    find_compute,
-    normalise_capability,
-    runs_emulated,
-)
+from webhook.launcher import Launcher, Slot
+from webhook.policy import LauncherPolicy, normalise_capability
 from webhook.review import fit_warning
 
 Operation = dict[str, Any]
@@ -56,19 +50,6 @@ class Mutation:
         self.warnings.append(fit_warning(text))
 
 
-def _is_one(quantity: Any) -> bool:
-    return quantity == "1" or (type(quantity) is int and quantity == 1)
-
-
-def wanted_devices(
-    compute: dict[str, Any], policy: LauncherPolicy, *, emulate: bool = False
-) -> tuple[catalogue.Device, ...]:
-    """The devices compute should request: without kvm when the VM runs emulated."""
-    if emulate or policy.emulation or runs_emulated(compute):
-        return tuple(d for d in policy.devices if d.name != catalogue.ACCELERATOR)
-    return policy.devices
-
-
 def _request_devices(
     mutation: Mutation,
     base: str,
@@ -92,6 +73,7 @@ def _request_devices(
 def _request_in_sections(
     mutation: Mutation, base: str, resources: dict[str, Any], wanted: dict[str, str]
 ) -> None:
+    # Only devices compute does not request yet reach here: KubeVirt's own counts stay as rendered.
     for section in ("limits", "requests"):
         current = resources.get(section)
         if current is None:
@@ -100,47 +82,38 @@ def _request_in_sections(
         for resource in wanted:
             if resource not in current:
                 mutation.add(base + "/resources/" + section + "/" + escape(resource), "1")
-            elif not _is_one(current[resource]):
-                mutation.replace(base + "/resources/" + section + "/" + escape(resource), "1")
-                mutation.warn(
-                    f"compute {section}[{resource}] was {str(current[resource])[:16]!r}, set to '1'"
-                )
 
 
 def _restrict_privileges(
     mutation: Mutation,
-    base: str,
-    container: dict[str, Any],
+    slot: Slot,
+    launcher: Launcher,
     policy: LauncherPolicy,
     *,
     required: tuple[str, ...],
-    label: str,
 ) -> None:
-    """Make `privileged` false and keep only permitted added capabilities, plus `required`."""
-    security = container.get("securityContext")
+    """`privileged` off; keep every capability baseline, the release or the admin allows on this
+    container, drop the rest, add `required`."""
+    base, label = slot.pointer, slot.label
+    security = slot.container.get("securityContext")
     if security is None:
         if required:
-            mutation.add(
-                base + "/securityContext",
-                {"privileged": False, "capabilities": {"add": list(required)}},
-            )
-            mutation.changes.append(f"{label} privileged=false, capabilities.add={list(required)}")
+            mutation.add(base + "/securityContext", {"capabilities": {"add": list(required)}})
+            mutation.changes.append(f"{label} capabilities.add={list(required)}")
         return
     if security.get("privileged") is True:
         mutation.replace(base + "/securityContext/privileged", False)
         mutation.warn(f"{label}: privileged: true removed; devices come from virtdev")
         mutation.changes.append(f"{label} privileged=false")
-    elif security.get("privileged") is None and required:
-        mutation.add(base + "/securityContext/privileged", False)
 
     capabilities = security.get("capabilities")
-    current = added_capabilities(container)
-    kept = [cap for cap in dict.fromkeys(current) if policy.is_permitted(cap)]
+    current = list((capabilities or {}).get("add") or ())
+    kept = [cap for cap in dict.fromkeys(current) if launcher.may_add(slot, cap, policy)]
     have = {normalise_capability(cap) for cap in kept}
     wanted = kept + [cap for cap in required if cap not in have]
     if wanted == current:
         return
-    removed = [cap for cap in current if not policy.is_permitted(cap)]
+    removed = [cap for cap in dict.fromkeys(current) if cap not in kept]
     if capabilities is None:
         mutation.add(base + "/securityContext/capabilities", {"add": wanted})
     elif capabilities.get("add") is None:
@@ -148,39 +121,65 @@ def _restrict_privileges(
     else:
         mutation.replace(base + "/securityContext/capabilities/add", wanted)
     if removed:
-        mutation.warn(f"{label}: removed capabilities not permitted: {','.join(removed)}")
-    mutation.changes.append(f"{label} capabilities.add={wanted}")
+        shown = ",".join(removed[:8]) + (
+            f" and {len(removed) - 8} more" if len(removed) > 8 else ""
+        )
+        mutation.warn(f"{label}: removed capabilities not allowed: {shown}")
+    mutation.changes.append(f"{label} capabilities.add={wanted[:16]}")
 
 
-def mutate(pod: dict[str, Any], policy: LauncherPolicy, *, emulate: bool = False) -> Mutation:
-    """The patch that makes a launcher pod request its devices instead of running privileged.
+def mutate(launcher: Launcher, policy: LauncherPolicy, *, emulate: bool = False) -> Mutation:
+    """The patch that lets a launcher run without `privileged`, and nothing more.
 
-    `pod` has passed the shape checks of `admission.as_pod`. `emulate` withholds kvm on top of what
-    the policy and the pod itself say (the scheduler-aware policy uses it).
+    A render that already runs unprivileged keeps every capability its release renders and
+    every device request it makes; only what lies outside baseline, its profile and the admin's
+    exceptions goes. A privileged compute is rewritten the way KubeVirt v0.7 did it: device
+    requests and NET_ADMIN instead of `privileged`. `emulate` withholds kvm on top of what the
+    policy and the pod say (the scheduler-aware policy uses it).
     """
     mutation = Mutation()
-    spec = pod.get("spec") or {}
-    compute_index = find_compute(spec, policy.compute_container)
-    if compute_index is None:
+    compute = launcher.compute
+    privileged_compute = compute is not None and (
+        (compute.container.get("securityContext") or {}).get("privileged") is True
+    )
+    if compute is None:
         # No devices to request; the privileges still go, or /validate would refuse the pod
         # that /mutate let through (validate(mutate(pod)) must allow every launcher pod).
         mutation.warn(
             f"launcher pod has no {policy.compute_container!r} container: no devices requested"
         )
-
-    for list_field, index, container in containers(spec):
-        base = f"/spec/{list_field}/{index}"  # JSON Pointer of the container; no escaping needed
-        is_compute = list_field == "containers" and index == compute_index
-        name = container.get("name") or f"{list_field}[{index}]"
-        if is_compute:
-            devices = wanted_devices(container, policy, emulate=emulate)
-            _request_devices(mutation, base, container, devices)
-        _restrict_privileges(
-            mutation,
-            base,
-            container,
-            policy,
-            required=policy.required_capabilities if is_compute else (),
-            label=str(name)[:40],
-        )
+    for slot in launcher.slots:
+        required: tuple[str, ...] = ()
+        if slot is compute:
+            _request_devices(
+                mutation,
+                slot.pointer,
+                slot.container,
+                launcher.injected_devices(policy, emulate=emulate),
+            )
+            if privileged_compute or launcher.profile.needs_net_admin:
+                required = (catalogue.NET_ADMIN,)
+        _restrict_privileges(mutation, slot, launcher, policy, required=required)
+    if privileged_compute:
+        _keep_selinux_domain(mutation, launcher)
     return mutation
+
+
+def _keep_selinux_domain(mutation: Mutation, launcher: Launcher) -> None:
+    """Give the pod the SELinux type its release runs unprivileged launchers in, where it sets
+    none: a privileged container already ran as `spc_t`, and without it libvirt fails on
+    SELinux hosts (why KubeVirt v0.7 set it when it dropped `privileged`)."""
+    wanted = launcher.profile.selinux_type
+    security = launcher.spec.get("securityContext")
+    options = (security or {}).get("seLinuxOptions")
+    if not wanted or (options or {}).get("type"):
+        return
+    if security is None:
+        mutation.add("/spec/securityContext", {"seLinuxOptions": {"type": wanted}})
+    elif options is None:
+        mutation.add("/spec/securityContext/seLinuxOptions", {"type": wanted})
+    elif "type" in options:
+        mutation.replace("/spec/securityContext/seLinuxOptions/type", wanted)
+    else:
+        mutation.add("/spec/securityContext/seLinuxOptions/type", wanted)
+    mutation.changes.append(f"pod seLinuxOptions.type={wanted}")

@@ -1,18 +1,22 @@
-"""What a virt-launcher pod is, what it must request and which privileges it may keep.
+"""The admin's launcher policy: how a launcher is recognised and what the admin allows on top.
 
-Built once from flags/config (`LauncherPolicy.from_args`), then handed to the pure rules. The
-defaults come from `virtdev.catalogue`, so the webhook injects exactly what the agent serves.
+Built once from flags/config (`LauncherPolicy.from_args`), then handed to the pure rules. What
+a launcher may hold by default is Pod Security baseline (`webhook.baseline`) plus what its
+KubeVirt release renders (`webhook.profiles`); this adds only the admin's own exceptions. The
+devices come from `virtdev.catalogue`, so the webhook injects exactly what the agent serves.
 """
 
 from __future__ import annotations
 
 import argparse
+import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from virtdev import catalogue
 from virtdev.catalogue import Device
+from webhook.profiles import Version, parse_version
 
 CONTAINER_LISTS = ("containers", "initContainers", "ephemeralContainers")
 
@@ -29,23 +33,30 @@ def normalise_capability(name: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class LauncherPolicy:
+    """The admin's settings; what each KubeVirt release needs comes from `webhook.profiles`."""
+
     label_key: str = catalogue.LAUNCHER_LABEL_KEY
     label_value: str = catalogue.LAUNCHER_LABEL_VALUE
     compute_container: str = catalogue.COMPUTE_CONTAINER
+    #: What virtdev makes compute request where KubeVirt requests no devices itself (<= v0.6).
     devices: tuple[Device, ...] = field(
         default_factory=lambda: catalogue.resolve_devices(catalogue.DEFAULT_DEVICES)
     )
-    required_capabilities: tuple[str, ...] = catalogue.REQUIRED_CAPABILITIES
-    # What any launcher container may add. The required ones are always permitted, or the
-    # validator would deny what the mutator just added.
-    permitted_capabilities: frozenset[str] = frozenset(catalogue.PERMITTED_CAPABILITIES)
+    #: The KubeVirt release whose profile judges every launcher; None reads it from the image.
+    kubevirt_version: Version | None = None
+    #: Capabilities any launcher container may add beyond baseline and its release's profile.
+    permitted_capabilities: frozenset[str] = frozenset()
+    #: hostPath prefixes launchers may mount beyond their release's own (e.g. hostDisk dirs).
+    permitted_host_paths: tuple[str, ...] = ()
+    #: SELinux types KubeVirt is configured to render (`selinuxLauncherType`).
+    selinux_types: frozenset[str] = frozenset()
     emulation: bool = False
 
     def __post_init__(self) -> None:
-        required = tuple(dict.fromkeys(map(normalise_capability, self.required_capabilities)))
         permitted = frozenset(map(normalise_capability, self.permitted_capabilities))
-        object.__setattr__(self, "required_capabilities", required)
-        object.__setattr__(self, "permitted_capabilities", permitted | frozenset(required))
+        object.__setattr__(self, "permitted_capabilities", permitted)
+        paths = tuple(dict.fromkeys(normalise_host_path(p) for p in self.permitted_host_paths))
+        object.__setattr__(self, "permitted_host_paths", paths)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> LauncherPolicy:
@@ -55,13 +66,25 @@ class LauncherPolicy:
                 f"--launcher-selector {args.launcher_selector!r}: expected KEY=VALUE, "
                 f"e.g. {catalogue.LAUNCHER_SELECTOR}"
             )
+        version = None
+        if args.kubevirt_version != "auto":
+            version = parse_version(args.kubevirt_version)
+            if version is None:
+                raise ValueError(
+                    f"--kubevirt-version {args.kubevirt_version!r}: expected auto or vX.Y[.Z]"
+                )
+        for path in args.permitted_host_paths:
+            if not path.startswith("/"):
+                raise ValueError(f"--permitted-host-paths {path!r}: expected an absolute path")
         return cls(
             label_key=key,
             label_value=value,
             compute_container=args.compute_container,
             devices=catalogue.resolve_devices(args.devices),
-            required_capabilities=tuple(args.required_capabilities),
+            kubevirt_version=version,
             permitted_capabilities=frozenset(args.permitted_capabilities),
+            permitted_host_paths=tuple(args.permitted_host_paths),
+            selinux_types=frozenset(args.selinux_launcher_types),
             emulation=bool(args.emulation),
         )
 
@@ -69,8 +92,22 @@ class LauncherPolicy:
         labels = ((obj or {}).get("metadata") or {}).get("labels") or {}
         return bool(labels.get(self.label_key) == self.label_value)
 
-    def is_permitted(self, capability: str) -> bool:
-        return normalise_capability(capability) in self.permitted_capabilities
+    def host_path_permitted(self, path: str) -> bool:
+        """Under one of the admin's prefixes, compared path component by component."""
+        normal = normalise_host_path(path)
+        return any(
+            normal == prefix or normal.startswith(prefix.rstrip("/") + "/")
+            for prefix in self.permitted_host_paths
+        )
+
+
+def normalise_host_path(path: str) -> str:
+    """`/data/../etc/` is `/etc`: the kubelet mounts what the host resolves, so compare that."""
+    if not path:
+        return path
+    normal = posixpath.normpath(path)
+    # POSIX lets `//x` differ from `/x`; Linux does not, and neither may the comparison.
+    return "/" + normal.lstrip("/") if normal.startswith("/") else normal
 
 
 def containers(spec: dict[str, Any]) -> Iterator[tuple[str, int, dict[str, Any]]]:

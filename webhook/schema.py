@@ -40,14 +40,36 @@ Shape = type | tuple[type, ...] | Mapping[str, "Shape"] | ListOf | MapOf
 QUANTITY = (str, int, float)
 
 CAPABILITIES: Mapping[str, Shape] = {"add": ListOf(str), "drop": ListOf(str)}
-SECURITY_CONTEXT: Mapping[str, Shape] = {"privileged": bool, "capabilities": CAPABILITIES}
+SELINUX_OPTIONS: Mapping[str, Shape] = {"type": str, "user": str, "role": str}
+#: What Pod Security baseline reads in both the pod's and a container's securityContext.
+_PROFILES: Mapping[str, Shape] = {
+    "seLinuxOptions": SELINUX_OPTIONS,
+    "seccompProfile": {"type": str},
+    "appArmorProfile": {"type": str},
+    "windowsOptions": {"hostProcess": bool},
+}
+SECURITY_CONTEXT: Mapping[str, Shape] = {
+    "privileged": bool,
+    "capabilities": CAPABILITIES,
+    "procMount": str,
+    **_PROFILES,
+}
+POD_SECURITY_CONTEXT: Mapping[str, Shape] = {**_PROFILES, "sysctls": ListOf({"name": str})}
 RESOURCES: Mapping[str, Shape] = {"limits": MapOf(QUANTITY), "requests": MapOf(QUANTITY)}
+#: Probe and lifecycle handlers: only their `host` is read (Pod Security baseline, 1.34+).
+HANDLER: Mapping[str, Shape] = {"httpGet": {"host": str}, "tcpSocket": {"host": str}}
 CONTAINER: Mapping[str, Shape] = {
     "name": str,
+    "image": str,
     "command": ListOf(str),
     "args": ListOf(str),
     "resources": RESOURCES,
     "securityContext": SECURITY_CONTEXT,
+    "ports": ListOf({"hostPort": int}),
+    "livenessProbe": HANDLER,
+    "readinessProbe": HANDLER,
+    "startupProbe": HANDLER,
+    "lifecycle": {"postStart": HANDLER, "preStop": HANDLER},
 }
 #: Also the pre-1.22 form of an ephemeral-containers update: the list at top level, no spec.
 CONTAINERS = ListOf(CONTAINER)
@@ -56,6 +78,7 @@ METADATA: Mapping[str, Shape] = {
     "namespace": str,
     "generateName": str,
     "labels": MapOf(str),
+    "annotations": MapOf(str),
 }
 POD_SPEC: Mapping[str, Shape] = {
     "containers": CONTAINERS,
@@ -64,6 +87,9 @@ POD_SPEC: Mapping[str, Shape] = {
     "hostPID": bool,
     "hostIPC": bool,
     "hostNetwork": bool,
+    "hostUsers": bool,
+    "securityContext": POD_SECURITY_CONTEXT,
+    "volumes": ListOf({"name": str, "hostPath": {"path": str}}),
 }
 #: What the feasibility check reads, only when a node view is configured (`--kubeconfig`).
 NODE_SELECTOR_REQUIREMENT: Mapping[str, Shape] = {

@@ -1,96 +1,256 @@
-"""What /validate refuses in a launcher pod, as a pure function from pod to violations.
+"""What /validate refuses in a launcher pod: Pod Security baseline, plus exactly what its
+KubeVirt release renders, plus NET_ADMIN on compute and the admin's own exceptions.
 
 Validating webhooks run after every mutation, so this sees the pod as it will be stored: if
 anything put `privileged` back, or the pod was created while the mutator was unreachable
-(`failurePolicy: Ignore`), it is caught here. Namespaces running launchers need PSA level
-`privileged` for NET_ADMIN, so PSA enforces nothing there: this is the only guard.
+(`failurePolicy: Ignore`), it is caught here. Namespaces that run root launchers, passt,
+virtiofs or post-copy migration must run Pod Security `privileged` (KubeVirt's PSA feature gate
+labels them so itself), and there Pod Security enforces nothing: this is the guard.
+
+Pure: from a `Launcher` to violations, each with its field path and the offending value.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from virtdev import catalogue
-from webhook.mutation import wanted_devices
-from webhook.policy import LauncherPolicy, added_capabilities, containers, find_compute
+from webhook import baseline
+from webhook.launcher import Launcher, Slot
+from webhook.policy import LauncherPolicy, normalise_capability, normalise_host_path
 from webhook.review import MAX_WARNING
-
-HOST_NAMESPACES = ("hostPID", "hostIPC", "hostNetwork")
 
 
 @dataclass(frozen=True, slots=True)
 class Violation:
     #: Where, as `kubectl explain` would spell it: `spec.initContainers[0].securityContext...`.
     path: str
-    message: str
+    #: The offending value as the pod spells it.
+    value: str
+    #: Why it is refused.
+    reason: str
     #: What the violation is, independent of list positions, to compare a pod with its old self.
     key: tuple[str, ...]
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.message}"
+        return f"{self.path}: {self.value} ({self.reason})"
 
 
-def violations(pod: dict[str, Any], policy: LauncherPolicy) -> list[Violation]:
-    """Every reason to refuse this launcher pod; empty when it may run."""
-    spec = pod.get("spec") or {}
-    found: list[Violation] = []
-    for name in HOST_NAMESPACES:
+def _allowed_types(launcher: Launcher, policy: LauncherPolicy) -> frozenset[str]:
+    extra = {launcher.profile.selinux_type} if launcher.profile.selinux_type else set()
+    return baseline.SELINUX_TYPES | extra | policy.selinux_types
+
+
+def _selinux(
+    options: Any, where: str, key: tuple[str, ...], allowed: frozenset[str], profile_name: str
+) -> Iterator[Violation]:
+    if not options:
+        return
+    kind = options.get("type") or ""
+    if kind not in allowed:
+        yield Violation(
+            f"{where}.seLinuxOptions.type",
+            kind,
+            f"Pod Security baseline allows container_t, container_init_t, container_kvm_t; "
+            f"KubeVirt {profile_name} does not render it; an admin adds "
+            "--selinux-launcher-type",
+            (*key, "selinux-type", kind),
+        )
+    for field in ("user", "role"):
+        value = options.get(field) or ""
+        if value:
+            yield Violation(
+                f"{where}.seLinuxOptions.{field}",
+                value,
+                f"Pod Security baseline forbids a custom SELinux {field}",
+                (*key, f"selinux-{field}", value),
+            )
+
+
+def _profiles(security: dict[str, Any], where: str, key: tuple[str, ...]) -> Iterator[Violation]:
+    """seccomp, AppArmor and Windows hostProcess: the same rules at pod and container level."""
+    seccomp = (security.get("seccompProfile") or {}).get("type")
+    if seccomp is not None and seccomp not in baseline.SECCOMP_TYPES:
+        yield Violation(
+            f"{where}.seccompProfile.type",
+            seccomp,
+            "Pod Security baseline allows RuntimeDefault or Localhost",
+            (*key, "seccomp", seccomp),
+        )
+    apparmor = (security.get("appArmorProfile") or {}).get("type")
+    if apparmor is not None and apparmor not in baseline.APPARMOR_TYPES:
+        yield Violation(
+            f"{where}.appArmorProfile.type",
+            apparmor,
+            "Pod Security baseline allows RuntimeDefault or Localhost",
+            (*key, "apparmor", apparmor),
+        )
+    if (security.get("windowsOptions") or {}).get("hostProcess") is True:
+        yield Violation(
+            f"{where}.windowsOptions.hostProcess",
+            "true",
+            "Pod Security baseline forbids Windows host processes",
+            (*key, "hostProcess"),
+        )
+
+
+def _pod_level(launcher: Launcher, policy: LauncherPolicy) -> Iterator[Violation]:
+    spec, profile = launcher.spec, launcher.profile
+    for name in baseline.HOST_NAMESPACES:
         if spec.get(name) is True:
-            found.append(
-                Violation(
-                    f"spec.{name}", "host namespaces are not allowed in launcher pods", (name,)
-                )
+            yield Violation(
+                f"spec.{name}", "true", "host namespaces are not allowed in launcher pods", (name,)
             )
-    for list_field, index, container in containers(spec):
-        where = f"spec.{list_field}[{index}].securityContext"
-        name = str(container.get("name"))
-        security = container.get("securityContext") or {}
-        if security.get("privileged") is True:
-            found.append(
-                Violation(
-                    f"{where}.privileged",
-                    "privileged containers are not allowed in launcher pods "
-                    "(virtdev provides /dev/kvm and /dev/net/tun as devices)",
-                    (list_field, name, "privileged"),
-                )
+    security = spec.get("securityContext") or {}
+    yield from _selinux(
+        security.get("seLinuxOptions"),
+        "spec.securityContext",
+        ("pod",),
+        _allowed_types(launcher, policy),
+        profile.name,
+    )
+    yield from _profiles(security, "spec.securityContext", ("pod",))
+    for index, sysctl in enumerate(security.get("sysctls") or ()):
+        name = (sysctl or {}).get("name") or ""
+        if name not in baseline.SYSCTLS:
+            yield Violation(
+                f"spec.securityContext.sysctls[{index}].name",
+                name,
+                "not one of the sysctls Pod Security baseline calls safe",
+                ("sysctl", name),
             )
-        for cap_index, capability in enumerate(added_capabilities(container)):
-            if not policy.is_permitted(capability):
-                permitted = ", ".join(sorted(policy.permitted_capabilities)) or "none"
-                found.append(
-                    Violation(
-                        f"{where}.capabilities.add[{cap_index}]",
-                        f"capability {capability} is not permitted (permitted: {permitted})",
-                        (list_field, name, "capability", capability),
-                    )
+    annotations = (launcher.pod.get("metadata") or {}).get("annotations") or {}
+    for key, value in annotations.items():
+        if key.startswith(baseline.APPARMOR_ANNOTATION_PREFIX):
+            if not baseline.apparmor_annotation_allowed(value):
+                yield Violation(
+                    f"metadata.annotations[{key}]",
+                    value,
+                    "Pod Security baseline allows runtime/default or localhost/<profile>",
+                    ("apparmor-annotation", key, value),
                 )
-    return found
+    for index, volume in enumerate(spec.get("volumes") or ()):
+        host_path = (volume or {}).get("hostPath")
+        if host_path is None:
+            continue
+        path = host_path.get("path") or ""
+        if profile.mounts(normalise_host_path(path)) or policy.host_path_permitted(path):
+            continue
+        yield Violation(
+            f"spec.volumes[{index}].hostPath.path",
+            path,
+            f"Pod Security baseline forbids hostPath volumes; KubeVirt {profile.name} mounts only "
+            f"{', '.join(sorted(profile.host_paths)) or 'none'}; "
+            "an admin adds prefixes with --permitted-host-paths",
+            ("hostPath", str(volume.get("name")), normalise_host_path(path)),
+        )
+
+
+def allowed_capabilities(slot: Slot, launcher: Launcher, policy: LauncherPolicy) -> str:
+    """What this container may add beyond baseline, for messages."""
+    extra = set(launcher.profile.capabilities.get(slot.role, ())) - baseline.CAPABILITIES
+    extra |= policy.permitted_capabilities
+    if slot.role == "compute":
+        extra.add(catalogue.NET_ADMIN)
+    return ", ".join(sorted(extra)) or "none"
+
+
+def _container_level(
+    slot: Slot, launcher: Launcher, policy: LauncherPolicy, selinux_types: frozenset[str]
+) -> Iterator[Violation]:
+    container, where = slot.container, f"{slot.path}.securityContext"
+    name = str(container.get("name"))
+    key = (slot.list_field, name)
+    security = container.get("securityContext") or {}
+    if security.get("privileged") is True:
+        yield Violation(
+            f"{where}.privileged",
+            "true",
+            "privileged containers are not allowed in launcher pods "
+            "(virtdev provides /dev/kvm and /dev/net/tun as devices)",
+            (*key, "privileged"),
+        )
+    adds = (security.get("capabilities") or {}).get("add") or ()
+    for index, capability in enumerate(adds):
+        if not launcher.may_add(slot, capability, policy):
+            yield Violation(
+                f"{where}.capabilities.add[{index}]",
+                capability,
+                f"beyond Pod Security baseline; KubeVirt {launcher.profile.name} adds to "
+                f"{slot.role} containers only {allowed_capabilities(slot, launcher, policy)}",
+                (*key, "capability", normalise_capability(capability)),
+            )
+    yield from _selinux(
+        security.get("seLinuxOptions"), where, key, selinux_types, launcher.profile.name
+    )
+    yield from _profiles(security, where, key)
+    proc_mount = security.get("procMount") or ""
+    if proc_mount not in baseline.PROC_MOUNTS and launcher.spec.get("hostUsers") is not False:
+        yield Violation(
+            f"{where}.procMount",
+            proc_mount,
+            "Pod Security baseline requires the default /proc masks outside a user namespace",
+            (*key, "procMount", proc_mount),
+        )
+    for index, port in enumerate(container.get("ports") or ()):
+        host_port = (port or {}).get("hostPort") or 0
+        if host_port:
+            yield Violation(
+                f"{slot.path}.ports[{index}].hostPort",
+                str(host_port),
+                "Pod Security baseline forbids host ports",
+                (*key, "hostPort", str(host_port)),
+            )
+    yield from _probe_hosts(slot, key)
+
+
+def _probe_hosts(slot: Slot, key: tuple[str, ...]) -> Iterator[Violation]:
+    container = slot.container
+    handlers: list[tuple[str, Any]] = [(probe, container.get(probe)) for probe in baseline.PROBES]
+    lifecycle = container.get("lifecycle") or {}
+    handlers += [(f"lifecycle.{hook}", lifecycle.get(hook)) for hook in baseline.LIFECYCLE_HOOKS]
+    for where, handler in handlers:
+        if not handler:
+            continue
+        for kind in baseline.HANDLERS_WITH_HOST:
+            host = (handler.get(kind) or {}).get("host") or ""
+            if host:
+                yield Violation(
+                    f"{slot.path}.{where}.{kind}.host",
+                    host,
+                    "Pod Security baseline forbids probe and lifecycle hosts",
+                    (*key, "probe-host", where, host),
+                )
+
+
+def violations(launcher: Launcher, policy: LauncherPolicy) -> Iterator[Violation]:
+    """Every reason to refuse this launcher pod, pod-level first, in the pod's order."""
+    yield from _pod_level(launcher, policy)
+    selinux_types = _allowed_types(launcher, policy)
+    for slot in launcher.slots:
+        yield from _container_level(slot, launcher, policy, selinux_types)
 
 
 def new_violations(
-    pod: dict[str, Any], old_pod: dict[str, Any] | None, policy: LauncherPolicy
-) -> list[Violation]:
+    launcher: Launcher, old: Launcher | None, policy: LauncherPolicy
+) -> Iterator[Violation]:
     """On UPDATE, only what the change introduces: old launchers must stay updatable."""
-    current = violations(pod, policy)
-    if old_pod is None:
-        return current
-    before = {violation.key for violation in violations(old_pod, policy)}
-    return [violation for violation in current if violation.key not in before]
+    if old is None:
+        yield from violations(launcher, policy)
+        return
+    before = {violation.key for violation in violations(old, policy)}
+    for violation in violations(launcher, policy):
+        if violation.key not in before:
+            yield violation
 
 
-def device_warnings(pod: dict[str, Any], policy: LauncherPolicy) -> list[str]:
-    """A compute container that requests no devices will not find /dev/kvm: allowed, but said."""
-    spec = pod.get("spec") or {}
-    index = find_compute(spec, policy.compute_container)
-    if index is None:
+def device_warnings(launcher: Launcher, policy: LauncherPolicy) -> list[str]:
+    """A compute container that requests no hypervisor device will not find /dev/kvm: allowed,
+    but said (unless the VM runs emulated)."""
+    compute = launcher.compute
+    if compute is None or launcher.emulated or policy.emulation or launcher.requests_hypervisor:
         return []
-    compute = spec["containers"][index]
-    limits = (compute.get("resources") or {}).get("limits") or {}
-    missing = [d.resource for d in wanted_devices(compute, policy) if d.resource not in limits]
-    if not missing:
-        return []
-    text = f"spec.containers[{index}] does not request {', '.join(missing)}"
-    if catalogue.ACCELERATOR in {name.rpartition("/")[2] for name in missing}:
-        text += "; the VM may lack KVM"
+    text = f"{compute.path} requests no {catalogue.RESOURCE_DOMAIN}/kvm: the VM may lack KVM"
     return [text[:MAX_WARNING]]

@@ -1,0 +1,202 @@
+"""A launcher pod, read once: its release profile, each container's role, compute, emulation
+and the devices it requests itself.
+
+Mutation, validation and the scheduling decision all read this one value, so one review finds
+compute once, picks the profile once and works out the devices once. Pure: the pod has passed
+the shape checks of `webhook.admission`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from virtdev import catalogue
+from webhook import baseline, profiles
+from webhook.policy import CONTAINER_LISTS, LauncherPolicy, normalise_capability, runs_emulated
+from webhook.profiles import Profile, Role
+
+_DOMAIN = catalogue.RESOURCE_DOMAIN + "/"
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """The profile that judges a launcher and why it was chosen (for the audit annotation)."""
+
+    profile: Profile
+    why: str
+
+    def describe(self) -> str:
+        return f"KubeVirt {self.profile.name} profile ({self.why})"
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """One container of the pod, where it sits and what KubeVirt renders it for."""
+
+    list_field: str
+    index: int
+    container: dict[str, Any]
+    role: Role
+
+    @property
+    def pointer(self) -> str:
+        """Its JSON Pointer; list fields and indices need no escaping."""
+        return f"/spec/{self.list_field}/{self.index}"
+
+    @property
+    def path(self) -> str:
+        """Its field path as `kubectl explain` spells it."""
+        return f"spec.{self.list_field}[{self.index}]"
+
+    @property
+    def label(self) -> str:
+        return str(self.container.get("name") or f"{self.list_field}[{self.index}]")[:40]
+
+
+@dataclass(frozen=True, slots=True)
+class Launcher:
+    pod: dict[str, Any]
+    spec: dict[str, Any]
+    release: Release
+    slots: tuple[Slot, ...]
+    compute: Slot | None
+    #: KubeVirt rendered it for software emulation (`--allow-emulation`/`--use-emulation`).
+    emulated: bool
+    #: Every `devices.kubevirt.io/*` resource the pod requests or limits itself.
+    requested: frozenset[str]
+
+    @property
+    def profile(self) -> Profile:
+        return self.release.profile
+
+    @property
+    def requests_hypervisor(self) -> bool:
+        """Compute asks for kvm or mshv itself: a device-plugin-aware KubeVirt rendered it."""
+        return self.compute is not None and not catalogue.HYPERVISOR_RESOURCES.isdisjoint(
+            _device_resources(self.compute.container)
+        )
+
+    def may_add(self, slot: Slot, capability: str, policy: LauncherPolicy) -> bool:
+        """Baseline's capabilities, the release's for this role, the admin's, and NET_ADMIN on
+        compute (the one virtdev grants itself)."""
+        name = normalise_capability(capability)
+        return (
+            name in baseline.CAPABILITIES
+            or self.profile.allows(slot.role, name)
+            or name in policy.permitted_capabilities
+            or (slot.role == "compute" and name == catalogue.NET_ADMIN)
+        )
+
+    def injected_devices(
+        self, policy: LauncherPolicy, *, emulate: bool = False
+    ) -> tuple[catalogue.Device, ...]:
+        """What /mutate adds to compute: the policy's devices, only where KubeVirt requested
+        none (<= v0.6, or a privileged render that loses `privileged`), never kvm when emulated,
+        never one it already requests."""
+        if self.compute is None or self.requests_hypervisor:
+            return ()
+        privileged = (self.compute.container.get("securityContext") or {}).get("privileged")
+        if self.profile.requests_devices and privileged is not True:
+            return ()
+        emulated = emulate or policy.emulation or self.emulated
+        have = _device_resources(self.compute.container)
+        return tuple(
+            device
+            for device in policy.devices
+            if device.resource not in have
+            and not (emulated and device.name == catalogue.ACCELERATOR)
+        )
+
+
+def role_of(list_field: str, container: dict[str, Any], compute_container: str) -> Role:
+    """The role KubeVirt renders a container for, by the names it gives them."""
+    if list_field == "ephemeralContainers":  # `kubectl debug`: KubeVirt never renders these
+        return "unknown"
+    name = container.get("name") or ""
+    if list_field == "containers" and name == compute_container:
+        return "compute"
+    if name.startswith("virtiofs-"):
+        return "virtiofs"
+    if name.startswith("hook-sidecar-"):
+        return "hook-sidecar"
+    if name == "guest-console-log":
+        return "guest-console-log"
+    if name.startswith(("volume", "kernel-boot")) or name == "container-disk-binary":
+        return "container-disk"
+    return "unknown"
+
+
+def choose_release(
+    pod: dict[str, Any], compute: dict[str, Any] | None, policy: LauncherPolicy
+) -> Release:
+    if policy.kubevirt_version is not None:
+        major, minor = policy.kubevirt_version
+        return Release(
+            profiles.profile_for(policy.kubevirt_version), f"--kubevirt-version v{major}.{minor}"
+        )
+    images = [compute.get("image")] if compute is not None else []
+    images += [c.get("image") for _, _, c in _all(pod.get("spec") or {})]
+    seen_launcher = False
+    for image in images:
+        if not isinstance(image, str):
+            continue
+        version = profiles.release_from_image(image)
+        if version is not None:
+            profile = profiles.profile_for(version)
+            why = f"image tag v{version[0]}.{version[1]}"
+            if version > profile.since and profile is profiles.newest():
+                why += ", newer than the newest known profile"
+            return Release(profile, why)
+        seen_launcher = seen_launcher or profiles.is_launcher_image(image)
+    reason = "image pinned by digest or untagged" if seen_launcher else "no virt-launcher image tag"
+    return Release(profiles.newest(), f"newest; {reason}")
+
+
+def _all(spec: dict[str, Any]) -> list[tuple[str, int, dict[str, Any]]]:
+    return [
+        (list_field, index, container)
+        for list_field in CONTAINER_LISTS
+        for index, container in enumerate(spec.get(list_field) or ())
+        if container is not None
+    ]
+
+
+def _device_resources(container: dict[str, Any]) -> set[str]:
+    resources = container.get("resources") or {}
+    names: set[str] = set()
+    for section in ("limits", "requests"):
+        names.update(name for name in resources.get(section) or () if name.startswith(_DOMAIN))
+    return names
+
+
+def read_launcher(
+    pod: dict[str, Any], policy: LauncherPolicy, *, release: Release | None = None
+) -> Launcher:
+    """Read the pod once; `release` judges it by a profile already chosen (an UPDATE's old
+    object is compared under the new one's)."""
+    spec = pod.get("spec") or {}
+    slots: list[Slot] = []
+    compute = None
+    for list_field, index, container in _all(spec):
+        role = role_of(list_field, container, policy.compute_container)
+        if role == "compute":
+            if compute is not None:  # a second container of that name is not KubeVirt's
+                role = "unknown"
+        slot = Slot(list_field, index, container, role)
+        if role == "compute" and compute is None:
+            compute = slot
+        slots.append(slot)
+    requested: set[str] = set()
+    for slot in slots:
+        if slot.list_field != "ephemeralContainers":
+            requested |= _device_resources(slot.container)
+    return Launcher(
+        pod=pod,
+        spec=spec,
+        release=release or choose_release(pod, compute.container if compute else None, policy),
+        slots=tuple(slots),
+        compute=compute,
+        emulated=compute is not None and runs_emulated(compute.container),
+        requested=frozenset(requested),
+    )
