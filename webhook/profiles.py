@@ -64,6 +64,8 @@ class Profile:
         if not later:
             return first + "+"
         last = _previous_release(min(later))
+        if self.since == (0, 0):
+            return f"<={_show(last)}"
         return first if last == self.since else f"{first}-{_show(last)}"
 
     def allows(self, role: Role, capability: str) -> bool:
