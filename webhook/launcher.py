@@ -27,7 +27,7 @@ class Release:
     why: str
 
     def describe(self) -> str:
-        return f"KubeVirt {self.profile.name} profile ({self.why})"
+        return f"KubeVirt {self.profile.name} profile, {self.why}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +150,7 @@ def choose_release(
             return Release(profile, why)
         seen_launcher = seen_launcher or profiles.is_launcher_image(image)
     reason = "image pinned by digest or untagged" if seen_launcher else "no virt-launcher image tag"
-    return Release(profiles.newest(), f"newest; {reason}")
+    return Release(profiles.newest(), f"the newest, {reason}")
 
 
 def _all(spec: dict[str, Any]) -> list[tuple[str, int, dict[str, Any]]]:

@@ -103,7 +103,8 @@ def _restrict_privileges(
         return
     if security.get("privileged") is True:
         mutation.replace(base + "/securityContext/privileged", False)
-        mutation.warn(f"{label}: privileged: true removed; devices come from virtdev")
+        reason = "devices come from virtdev" if slot.role == "compute" else "not allowed"
+        mutation.warn(f"{label}: privileged: true removed, {reason}")
         mutation.changes.append(f"{label} privileged=false")
 
     capabilities = security.get("capabilities")

@@ -53,9 +53,9 @@ def _selinux(
         yield Violation(
             f"{where}.seLinuxOptions.type",
             kind,
-            f"Pod Security baseline allows container_t, container_init_t, container_kvm_t; "
-            f"KubeVirt {profile_name} does not render it; an admin adds "
-            "--selinux-launcher-type",
+            f"neither Pod Security baseline (container_t, container_init_t, container_kvm_t) "
+            f"nor KubeVirt {profile_name} renders it, an admin may allow it with "
+            "--selinux-launcher-types",
             (*key, "selinux-type", kind),
         )
     for field in ("user", "role"):
@@ -141,9 +141,9 @@ def _pod_level(launcher: Launcher, policy: LauncherPolicy) -> Iterator[Violation
         yield Violation(
             f"spec.volumes[{index}].hostPath.path",
             path,
-            f"Pod Security baseline forbids hostPath volumes; KubeVirt {profile.name} mounts only "
-            f"{', '.join(sorted(profile.host_paths)) or 'none'}; "
-            "an admin adds prefixes with --permitted-host-paths",
+            f"Pod Security baseline forbids hostPath volumes, KubeVirt {profile.name} mounts "
+            f"{' '.join(sorted(profile.host_paths)) or 'none'}, an admin may allow a prefix "
+            "with --permitted-host-paths",
             ("hostPath", str(volume.get("name")), normalise_host_path(path)),
         )
 
@@ -178,7 +178,7 @@ def _container_level(
             yield Violation(
                 f"{where}.capabilities.add[{index}]",
                 capability,
-                f"beyond Pod Security baseline; KubeVirt {launcher.profile.name} adds to "
+                f"beyond Pod Security baseline, and KubeVirt {launcher.profile.name} adds to "
                 f"{slot.role} containers only {allowed_capabilities(slot, launcher, policy)}",
                 (*key, "capability", normalise_capability(capability)),
             )

@@ -35,6 +35,7 @@ from typing import IO, Any
 import jsonpatch
 import orjson
 import pytest
+import yaml
 
 from tests.support import free_ports
 from tests.webhook.conftest import FIXTURE_NAMES, fixture_bytes, load_fixture
@@ -47,13 +48,14 @@ MAX_BODY_BYTES = 32 * 1024
 STARTUP_TIMEOUT = 60.0
 STATUS_MARK = "\n@@status="
 
-#: What /mutate does with each fixture: "patched", "no compute" (a launcher pod without its compute
-#: container: privileges removed, no devices, a warning) or "skipped" (not a launcher CREATE).
+#: What /mutate does with each fixture: "patched", "untouched" (a render KubeVirt already runs
+#: unprivileged), "no compute" (a launcher pod without its compute container: privileges removed,
+#: no devices, a warning) or "skipped" (not a launcher CREATE).
 MUTATE_OUTCOME = {
     "v1-ephemeral-debug-update.json": "skipped",
     "v1-launcher-2018-privileged.json": "patched",
-    "v1-launcher-current-nonroot.json": "patched",
-    "v1-launcher-emulation.json": "patched",
+    "v1-launcher-current-nonroot.json": "untouched",
+    "v1-launcher-emulation.json": "untouched",
     "v1-launcher-host-network.json": "patched",
     "v1-launcher-netraw-sysnice.json": "patched",
     "v1-launcher-no-compute.json": "no compute",
@@ -65,23 +67,19 @@ MUTATE_OUTCOME = {
 #: Every violation /validate must list for each fixture as sent, by field path, in order.
 DENIALS: dict[str, list[str]] = {
     "v1-ephemeral-debug-update.json": ["spec.ephemeralContainers[0].securityContext.privileged"],
-    "v1-launcher-2018-privileged.json": ["spec.containers[0].securityContext.privileged"],
-    "v1-launcher-current-nonroot.json": ["spec.containers[0].securityContext.capabilities.add[0]"],
+    "v1-launcher-2018-privileged.json": ["spec.containers[1].securityContext.privileged"],
+    "v1-launcher-current-nonroot.json": [],
     "v1-launcher-emulation.json": [],
     "v1-launcher-host-network.json": [
         "spec.hostNetwork",
-        "spec.containers[0].securityContext.capabilities.add[0]",
         "spec.initContainers[0].securityContext.privileged",
     ],
-    "v1-launcher-netraw-sysnice.json": [
-        "spec.containers[0].securityContext.capabilities.add[1]",
-        "spec.containers[0].securityContext.capabilities.add[2]",
-        "spec.containers[1].securityContext.capabilities.add[0]",
-    ],
+    # A hook sidecar adding SYS_ADMIN: v0.30 gives NET_RAW and SYS_NICE to compute only.
+    "v1-launcher-netraw-sysnice.json": ["spec.containers[1].securityContext.capabilities.add[0]"],
     "v1-launcher-no-compute.json": ["spec.containers[0].securityContext.privileged"],
     "v1-legacy-launcher-label-update.json": [],
     "v1-non-launcher-pod.json": [],
-    "v1beta1-launcher-2018-privileged.json": ["spec.containers[0].securityContext.privileged"],
+    "v1beta1-launcher-2018-privileged.json": ["spec.containers[1].securityContext.privileged"],
 }
 
 #: What /validate still refuses once the pod is patched: a host namespace is not mutated away.
@@ -92,6 +90,7 @@ MANAGED = re.compile(
     r"^/spec/(containers|initContainers|ephemeralContainers)/\d+/"
     r"(resources(/(limits|requests)(/devices\.kubevirt\.io~1(kvm|tun))?)?"
     r"|securityContext(/privileged|/capabilities(/add(/\d+)?)?)?)$"
+    r"|^/spec/securityContext/seLinuxOptions(/type)?$"
 )
 
 
@@ -321,23 +320,24 @@ def all_containers(pod: dict[str, Any]) -> Iterator[tuple[str, int, dict[str, An
 
 
 def assert_promised(name: str, before: dict[str, Any], after: dict[str, Any]) -> None:
-    """What the rules promise of a patched launcher pod, with the default policy."""
-    compute = after["spec"]["containers"][0]
-    assert compute["name"] == "compute"
-    wanted = {TUN: "1"} if name == "v1-launcher-emulation.json" else {KVM: "1", TUN: "1"}
-    for section in ("limits", "requests"):
-        devices = {k: v for k, v in compute["resources"][section].items() if k in (KVM, TUN)}
-        assert devices == wanted, section
-    assert compute["securityContext"]["privileged"] is False
-    assert compute["securityContext"]["capabilities"]["add"] == ["NET_ADMIN"]
+    """What the rules promise of a patched launcher pod, with the default policy: no container
+    privileged, a privileged compute replaced by devices and NET_ADMIN, every capability kept
+    that baseline or the release allows, `drop` kept, nothing else touched."""
+    compute = next(c for c in after["spec"]["containers"] if c["name"] == "compute")
+    old_compute = next(c for c in before["spec"]["containers"] if c["name"] == "compute")
+    if (old_compute.get("securityContext") or {}).get("privileged"):
+        for section in ("limits", "requests"):
+            devices = {k: v for k, v in compute["resources"][section].items() if k in (KVM, TUN)}
+            assert devices == {KVM: "1", TUN: "1"}, section
+        assert compute["securityContext"]["capabilities"]["add"] == ["NET_ADMIN"]
     for list_field, index, container in all_containers(after):
         security = container.get("securityContext") or {}
         assert security.get("privileged") is not True, (list_field, index)
-        added = (security.get("capabilities") or {}).get("add") or []
-        assert set(added) <= {"NET_ADMIN"}, (list_field, index, added)
         old = before["spec"][list_field][index].get("securityContext") or {}
         old_drop = (old.get("capabilities") or {}).get("drop")
         assert (security.get("capabilities") or {}).get("drop") == old_drop, "drop is kept"
+        added = set((security.get("capabilities") or {}).get("add") or [])
+        assert added <= set((old.get("capabilities") or {}).get("add") or []) | {"NET_ADMIN"}
     stray = sorted(p for p in changed_pointers(before, after) if not MANAGED.match(p))
     assert stray == [], "the patch touched fields it does not own"
 
@@ -351,7 +351,7 @@ def test_mutate_answers_each_fixture_as_the_rules_promise(webhook: Webhook, name
     response = webhook.review("/mutate", review)
     assert response["allowed"] is True
     outcome = MUTATE_OUTCOME[name]
-    if outcome == "skipped":
+    if outcome in ("skipped", "untouched"):
         assert "patch" not in response and "patchType" not in response
         assert "warnings" not in response
         return
@@ -367,7 +367,7 @@ def test_mutate_answers_each_fixture_as_the_rules_promise(webhook: Webhook, name
     assert "mutation" in response["auditAnnotations"]
 
 
-PATCHED = [name for name, outcome in MUTATE_OUTCOME.items() if outcome != "skipped"]
+PATCHED = [name for name, outcome in MUTATE_OUTCOME.items() if outcome in ("patched", "no compute")]
 
 
 @pytest.mark.parametrize("name", PATCHED)
@@ -378,7 +378,29 @@ def test_mutating_the_patched_pod_again_yields_no_patch(webhook: Webhook, name: 
     second = webhook.review("/mutate", review)
     assert second["allowed"] is True
     assert "patch" not in second and "patchType" not in second
-    assert "auditAnnotations" not in second
+    assert set(second["auditAnnotations"]) == {"profile"}, "nothing changed: only the profile"
+
+
+RENDERS = sorted((REPO / "tests" / "fixtures" / "kubevirt").glob("v*.yaml"))
+
+
+@pytest.mark.parametrize("render", RENDERS, ids=lambda path: path.name)
+def test_every_kubevirt_render_runs_through_the_real_server(webhook: Webhook, render: Path) -> None:
+    """The launchers KubeVirt renders (see test_kubevirt_renders.py), over HTTPS: allowed as
+    they are, or (v0.6's privileged one) patched into a pod that is allowed."""
+    pod = yaml.safe_load(render.read_text(encoding="utf-8"))
+    review = load_fixture("v1-launcher-2018-privileged.json")
+    review["request"]["object"] = pod
+    verdict = webhook.review("/validate", review)
+    assert verdict["auditAnnotations"]["profile"].startswith("KubeVirt ")
+    response = webhook.review("/mutate", review)
+    if "patch" in response:
+        review["request"]["object"] = apply(response, pod)
+    else:
+        assert verdict["allowed"] is True, verdict.get("status")
+    after = webhook.review("/validate", review)
+    assert after["allowed"] is True, after.get("status")
+    assert "patch" not in webhook.review("/mutate", review)
 
 
 @pytest.mark.parametrize("name", PATCHED)
@@ -413,7 +435,10 @@ def test_validate_lists_every_violation_with_its_field_path(webhook: Webhook, na
     assert status["code"] == 403
     assert status["reason"] == "Forbidden"
     assert status["message"].startswith("launcher pod ")
-    listed = status["message"].split(" refused by virtdev: ", 1)[1].split("; ")
+    assert re.match(
+        r"launcher pod \S+ refused by virtdev \(KubeVirt \S+ profile, ", status["message"]
+    )
+    listed = status["message"].split("): ", 1)[1].split("; ")
     assert [item.partition(": ")[0] for item in listed] == expected
     assert all(item.partition(": ")[2] for item in listed), "each violation says why"
     assert response["auditAnnotations"]["violations"] == "; ".join(expected)
@@ -450,7 +475,7 @@ def admission_lines(log: Path, uid: str) -> list[dict[str, Any]]:
 
 def test_each_admission_is_logged_with_uid_pod_verdict_and_duration(webhook: Webhook) -> None:
     """The line is buffered (virtdev.logs.hot): it must still reach stderr while the server runs."""
-    review = load_fixture("v1-launcher-current-nonroot.json")
+    review = load_fixture("v1-launcher-2018-privileged.json")
     uid = f"log-{time.monotonic_ns()}"
     review["request"]["uid"] = uid
     assert webhook.post("/mutate", orjson.dumps(review)).status == 200
@@ -595,7 +620,7 @@ def test_metrics_count_the_requests_sent_by_endpoint_and_verdict(webhook: Webhoo
         ("mutate", "v1-non-launcher-pod.json", "skipped"),
         ("mutate", "v1-legacy-launcher-label-update.json", "skipped"),
         ("validate", "v1-launcher-2018-privileged.json", "denied"),
-        ("validate", "v1-launcher-emulation.json", "warned"),
+        ("validate", "v1-launcher-emulation.json", "allowed"),
         ("validate", "v1-legacy-launcher-label-update.json", "allowed"),
     ]
     for endpoint, name, _ in sent:

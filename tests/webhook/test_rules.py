@@ -593,7 +593,7 @@ def test_an_explicit_version_wins_over_the_image() -> None:
     policy = LauncherPolicy(kubevirt_version=(0, 53))
     release = read_launcher(launcher({"name": "compute"}), policy).release
     assert release.profile.name == "v0.53"
-    assert release.describe() == "KubeVirt v0.53 profile (--kubevirt-version v0.53)"
+    assert release.describe() == "KubeVirt v0.53 profile, --kubevirt-version v0.53"
     assert profiles.profile_for((1, 0)).name == "v0.59-v1.2"
 
 
