@@ -21,7 +21,8 @@ def test_defaults_come_from_the_catalogue() -> None:
     assert args.devices == list(catalogue.DEFAULT_DEVICES)
     assert args.port == catalogue.WEBHOOK_PORT
     assert args.metrics_port == catalogue.WEBHOOK_METRICS_PORT
-    assert args.permitted_capabilities == list(catalogue.PERMITTED_CAPABILITIES)
+    assert args.permitted_capabilities == []
+    assert args.kubevirt_version == "auto"
     assert args.launcher_selector == "kubevirt.io=virt-launcher"
 
 

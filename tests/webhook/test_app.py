@@ -55,8 +55,8 @@ EXPECTED = {
     "v1-launcher-2018-privileged.json": (True, False),
     "v1beta1-launcher-2018-privileged.json": (True, False),
     "v1-launcher-netraw-sysnice.json": (True, False),
-    "v1-launcher-current-nonroot.json": (True, False),
-    "v1-launcher-emulation.json": (True, True),
+    "v1-launcher-current-nonroot.json": (False, True),
+    "v1-launcher-emulation.json": (False, True),
     "v1-launcher-host-network.json": (True, False),
     "v1-launcher-no-compute.json": (True, False),
     "v1-non-launcher-pod.json": (False, True),
@@ -113,8 +113,11 @@ def test_warnings_are_short_and_audit_annotations_summarise(client: TestClient) 
     ]
     assert response["warnings"]
     assert all(len(w) <= 120 and not w.startswith("Warning:") for w in response["warnings"])
-    assert "SYS_NICE" in " ".join(response["warnings"])
-    assert "NET_ADMIN" in response["auditAnnotations"]["mutation"]
+    assert "SYS_ADMIN" in " ".join(response["warnings"])
+    assert "hook-sidecar-0" in response["auditAnnotations"]["mutation"]
+    assert (
+        response["auditAnnotations"]["profile"] == "KubeVirt v0.30-v0.32 profile, image tag v0.30"
+    )
 
 
 def test_non_create_and_non_pod_requests_are_allowed_untouched(client: TestClient) -> None:
@@ -208,16 +211,16 @@ def test_bad_input_is_a_400_naming_the_json_path(
             "$.request.object.spec.containers",
         ),
         (
-            lambda r: r["request"]["object"]["spec"]["containers"][0]["securityContext"].update(
+            lambda r: r["request"]["object"]["spec"]["containers"][1]["securityContext"].update(
                 privileged="yes"
             ),
-            "$.request.object.spec.containers[0].securityContext.privileged",
+            "$.request.object.spec.containers[1].securityContext.privileged",
         ),
         (
-            lambda r: r["request"]["object"]["spec"]["containers"][0]["resources"].update(
+            lambda r: r["request"]["object"]["spec"]["containers"][1]["resources"].update(
                 limits={"cpu": True}
             ),
-            "$.request.object.spec.containers[0].resources.limits['cpu']",
+            "$.request.object.spec.containers[1].resources.limits['cpu']",
         ),
         (
             lambda r: r["request"]["object"]["spec"].update(hostPID="true"),
@@ -235,12 +238,17 @@ def test_wrong_types_at_depth_name_their_path(client: TestClient, mangle: Any, p
 
 def test_null_means_absent(client: TestClient) -> None:
     review = fixture("v1-launcher-2018-privileged.json")
-    compute = review["request"]["object"]["spec"]["containers"][0]
-    compute.update(resources=None, securityContext=None, command=None)
+    compute = review["request"]["object"]["spec"]["containers"][1]
+    compute.update(
+        resources=None, command=None, securityContext={"privileged": True, "capabilities": None}
+    )
     review["request"]["object"]["spec"]["initContainers"] = None
+    review["request"]["object"]["spec"]["securityContext"] = None
     response = post(client, "/mutate", review).json()["response"]
     pod = jsonpatch.apply_patch(review["request"]["object"], decoded_patch(response))
-    assert pod["spec"]["containers"][0]["resources"]["limits"]["devices.kubevirt.io/kvm"] == "1"
+    assert pod["spec"]["containers"][1]["resources"]["limits"]["devices.kubevirt.io/kvm"] == "1"
+    assert pod["spec"]["containers"][1]["securityContext"]["capabilities"] == {"add": ["NET_ADMIN"]}
+    assert pod["spec"]["securityContext"] == {"seLinuxOptions": {"type": "spc_t"}}
 
 
 def test_body_over_the_limit_is_a_413_and_the_server_keeps_serving(
@@ -301,7 +309,7 @@ def test_metrics_count_verdicts_and_patch_operations(
     assert (
         sample("virtdev_webhook_requests_total", {"endpoint": "validate", "verdict": "denied"}) == 1
     )
-    assert sample("virtdev_webhook_patch_operations_total", {}) == 5
+    assert sample("virtdev_webhook_patch_operations_total", {}) == 6
     assert sample("virtdev_webhook_request_duration_seconds_count", {"endpoint": "mutate"}) == 2
 
 
@@ -316,8 +324,8 @@ def test_info_logs_carry_uid_and_verdict_but_never_the_pod(
     record = records[0].__dict__
     assert record["uid"] == review["request"]["uid"]
     assert record["verdict"] == "patched"
-    assert record["pod"] == "vms/virt-launcher-testvm-"
-    assert "kubevirt/virt-launcher:v0.3.0" not in caplog.text
+    assert record["pod"] == "vms/virt-launcher-testvmi-"
+    assert "kubevirt/virt-launcher:v0.6.0" not in caplog.text
 
 
 def test_only_the_two_endpoints_exist_on_the_admission_port(client: TestClient) -> None:
