@@ -12,7 +12,7 @@ Pure data and one-line predicates; the walk over a pod lives in `webhook.validat
 from __future__ import annotations
 
 #: Host namespaces a pod may not share (check_hostNamespaces.go).
-HOST_NAMESPACES: tuple[str, ...] = ("hostNetwork", "hostPID", "hostIPC")
+HOST_NAMESPACES: tuple[str, ...] = ("hostPID", "hostIPC", "hostNetwork")
 
 #: Capabilities any container may add (check_capabilities_baseline.go, 1.0+): the container
 #: runtime's default set, minus NET_RAW.

@@ -26,6 +26,7 @@ every shape and puts one wrong type or null at one place; this module goes furth
 from __future__ import annotations
 
 import base64
+import re
 import copy
 import threading
 import time
@@ -355,7 +356,10 @@ def assert_denial_names_a_field(reply: dict[str, Any]) -> None:
     violations = reply["auditAnnotations"]["violations"]
     first = violations.split("; ")[0]
     assert first.startswith("spec."), violations
-    assert f" refused by virtdev: {first}: " in reply["status"]["message"], reply["status"]
+    assert re.search(
+        rf" refused by virtdev \(KubeVirt \S+ profile, [^)]*\): {re.escape(first)}: ",
+        reply["status"]["message"],
+    ), reply["status"]
 
 
 def patch_of(reply: dict[str, Any]) -> list[dict[str, Any]]:

@@ -48,8 +48,12 @@ def write_pod_yaml(tmp_path: Path, pod: dict[str, Any], name: str = "pod.yaml") 
     return path
 
 
+#: KubeVirt v0.6 renders the registry-disk container first, compute second.
+COMPUTE = 1
+
+
 def assert_unprivileged_compute(pod: dict[str, Any]) -> None:
-    compute = pod["spec"]["containers"][0]
+    compute = pod["spec"]["containers"][COMPUTE]
     assert compute["name"] == "compute"
     for section in ("limits", "requests"):
         assert compute["resources"][section][KVM] == "1"
@@ -68,8 +72,8 @@ def test_mutate_prints_the_patched_pod_of_a_review_file_as_json() -> None:
     assert_unprivileged_compute(pod)
     original = pod_of(PRIVILEGED_2018)
     assert pod["metadata"] == original["metadata"]
-    assert pod["spec"]["containers"][0]["resources"]["requests"]["memory"] == "161679432"
-    assert pod["spec"]["containers"][0]["securityContext"]["runAsUser"] == 0
+    assert pod["spec"]["containers"][COMPUTE]["resources"]["requests"]["memory"] == "1173393408"
+    assert pod["spec"]["containers"][COMPUTE]["securityContext"]["runAsUser"] == 0
     assert "warning: compute: privileged: true removed" in result.stderr
 
 
@@ -78,7 +82,7 @@ def test_mutate_patch_prints_the_json_patch_that_applies_to_the_object() -> None
     assert result.returncode == ALLOWED, result.stderr
     patch = orjson.loads(result.stdout)
     assert isinstance(patch, list) and patch
-    assert {"op": "replace", "path": "/spec/containers/0/securityContext/privileged"} in [
+    assert {"op": "replace", "path": "/spec/containers/1/securityContext/privileged"} in [
         {"op": op["op"], "path": op["path"]} for op in patch
     ]
     patched = jsonpatch.apply_patch(pod_of(PRIVILEGED_2018), patch)
@@ -136,7 +140,7 @@ def test_mutate_leaves_a_non_launcher_pod_unchanged_and_says_so() -> None:
 def test_mutate_emulation_flag_withholds_kvm(tmp_path: Path) -> None:
     result = virtdev("mutate", "--emulation", PRIVILEGED_2018)
     assert result.returncode == ALLOWED, result.stderr
-    compute = orjson.loads(result.stdout)["spec"]["containers"][0]
+    compute = orjson.loads(result.stdout)["spec"]["containers"][COMPUTE]
     assert compute["resources"]["limits"] == {TUN: "1"}
     assert KVM not in compute["resources"]["requests"]
 
@@ -148,7 +152,7 @@ def test_validate_denies_a_privileged_launcher_with_exit_1_and_the_field_path() 
     result = virtdev("validate", PRIVILEGED_2018)
     assert result.returncode == DENIED
     assert result.stdout.startswith("denied: ")
-    assert "spec.containers[0].securityContext.privileged" in result.stdout
+    assert "spec.containers[1].securityContext.privileged: true" in result.stdout
 
 
 def test_validate_allows_the_mutated_pod_with_exit_0(tmp_path: Path) -> None:
@@ -164,7 +168,7 @@ def test_validate_allows_the_mutated_pod_with_exit_0(tmp_path: Path) -> None:
 def test_validate_reads_yaml_from_standard_input() -> None:
     result = virtdev("validate", "-", stdin=yaml.safe_dump(pod_of(PRIVILEGED_2018)))
     assert result.returncode == DENIED
-    assert "spec.containers[0].securityContext.privileged" in result.stdout
+    assert "spec.containers[1].securityContext.privileged" in result.stdout
 
 
 def test_validate_says_a_non_launcher_pod_is_not_its_business() -> None:
@@ -173,31 +177,38 @@ def test_validate_says_a_non_launcher_pod_is_not_its_business() -> None:
     assert result.stdout.strip() == "allowed (not a launcher pod)"
 
 
-def test_validate_denies_net_bind_service_by_default() -> None:
+def test_validate_allows_the_current_launcher_as_kubevirt_renders_it() -> None:
     result = virtdev("validate", CURRENT_NONROOT)
-    assert result.returncode == DENIED
-    assert "spec.containers[0].securityContext.capabilities.add[0]" in result.stdout
-    assert "NET_BIND_SERVICE" in result.stdout
-
-
-def test_config_file_permitting_net_bind_service_makes_the_current_launcher_pass(
-    tmp_path: Path,
-) -> None:
-    config = tmp_path / "virtdev.yaml"
-    config.write_text("permitted-capabilities: [NET_ADMIN, NET_BIND_SERVICE]\n", encoding="utf-8")
-    result = virtdev("validate", "--config", config, CURRENT_NONROOT)
     assert result.returncode == ALLOWED, result.stdout + result.stderr
     assert result.stdout.strip() == "allowed"
 
 
+def test_an_explicit_older_release_judges_by_its_profile() -> None:
+    # SYS_PTRACE is v0.53 - v0.58's; the fixture's v1.6 image would refuse it under auto.
+    review = load_fixture(CURRENT_NONROOT.name)
+    compute = review["request"]["object"]["spec"]["containers"][0]
+    compute["securityContext"]["capabilities"]["add"].append("SYS_PTRACE")
+    stdin = orjson.dumps(review).decode()
+    denied = virtdev("validate", "-", stdin=stdin)
+    assert denied.returncode == DENIED
+    assert "capabilities.add[1]: SYS_PTRACE" in denied.stdout
+    allowed = virtdev("validate", "--kubevirt-version", "v0.55", "-", stdin=stdin)
+    assert allowed.returncode == ALLOWED, allowed.stdout
+
+
 def test_a_flag_overrides_the_config_file(tmp_path: Path) -> None:
+    review = load_fixture(CURRENT_NONROOT.name)
+    compute = review["request"]["object"]["spec"]["containers"][0]
+    compute["securityContext"]["capabilities"]["add"].append("SYS_PTRACE")
     config = tmp_path / "virtdev.yaml"
-    config.write_text("permitted-capabilities: [NET_ADMIN, NET_BIND_SERVICE]\n", encoding="utf-8")
+    config.write_text("permitted-capabilities: [SYS_PTRACE]\n", encoding="utf-8")
+    stdin = orjson.dumps(review).decode()
+    assert virtdev("validate", "--config", config, "-", stdin=stdin).returncode == ALLOWED
     result = virtdev(
-        "validate", "--config", config, "--permitted-capabilities", "NET_ADMIN", CURRENT_NONROOT
+        "validate", "--config", config, "--permitted-capabilities", "NET_RAW", "-", stdin=stdin
     )
     assert result.returncode == DENIED
-    assert "NET_BIND_SERVICE is not permitted" in result.stdout
+    assert "SYS_PTRACE (beyond Pod Security baseline" in result.stdout
 
 
 def test_config_file_applies_to_mutate_as_well(tmp_path: Path) -> None:
@@ -205,7 +216,8 @@ def test_config_file_applies_to_mutate_as_well(tmp_path: Path) -> None:
     config.write_text("emulation: true\n", encoding="utf-8")
     result = virtdev("mutate", "--config", config, PRIVILEGED_2018)
     assert result.returncode == ALLOWED, result.stderr
-    assert orjson.loads(result.stdout)["spec"]["containers"][0]["resources"]["limits"] == {TUN: "1"}
+    compute = orjson.loads(result.stdout)["spec"]["containers"][COMPUTE]
+    assert compute["resources"]["limits"] == {TUN: "1"}
 
 
 def test_an_unknown_config_key_is_an_error_naming_it(tmp_path: Path) -> None:
@@ -247,11 +259,11 @@ def test_a_document_that_is_not_a_pod_exits_2(command: str) -> None:
 @pytest.mark.parametrize("command", ["mutate", "validate"])
 def test_a_wrongly_typed_field_exits_2_with_its_json_path(command: str) -> None:
     review = load_fixture(PRIVILEGED_2018.name)
-    review["request"]["object"]["spec"]["containers"][0]["securityContext"]["privileged"] = "yes"
+    review["request"]["object"]["spec"]["containers"][1]["securityContext"]["privileged"] = "yes"
     result = virtdev(command, "-", stdin=orjson.dumps(review).decode())
     assert result.returncode == BAD_INPUT
     assert (
-        "$.request.object.spec.containers[0].securityContext.privileged: "
+        "$.request.object.spec.containers[1].securityContext.privileged: "
         "expected a boolean, got a string"
     ) in result.stderr
 
@@ -272,11 +284,11 @@ def test_a_null_capability_is_bad_input_not_a_crash(command: str) -> None:
     Once an AttributeError in `policy.normalise_capability` (and a 500 from the webhook).
     """
     pod = copy.deepcopy(pod_of(PRIVILEGED_2018))
-    pod["spec"]["containers"][0]["securityContext"]["capabilities"] = {"add": [None]}
+    pod["spec"]["containers"][1]["securityContext"]["capabilities"] = {"add": [None]}
     result = virtdev(command, "-", stdin=orjson.dumps(pod).decode())
     assert "Traceback" not in result.stderr
     assert result.returncode == BAD_INPUT
-    assert "$.request.object.spec.containers[0].securityContext.capabilities.add[0]" in (
+    assert "$.request.object.spec.containers[1].securityContext.capabilities.add[0]" in (
         result.stderr
     )
 

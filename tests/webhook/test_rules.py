@@ -392,9 +392,9 @@ def test_every_baseline_violation_is_listed_with_its_field_path_and_value() -> N
     }
     shown = [str(v) for v in found(pod)]
     assert [s.split(" (")[0] for s in shown] == [
-        "spec.hostNetwork: true",
         "spec.hostPID: true",
         "spec.hostIPC: true",
+        "spec.hostNetwork: true",
         "spec.securityContext.seccompProfile.type: Unconfined",
         "spec.securityContext.sysctls[1].name: net.core.somaxconn",
         "metadata.annotations[container.apparmor.security.beta.kubernetes.io/compute]: unconfined",
