@@ -26,8 +26,8 @@ every shape and puts one wrong type or null at one place; this module goes furth
 from __future__ import annotations
 
 import base64
-import re
 import copy
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
