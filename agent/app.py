@@ -9,6 +9,7 @@ import logging
 import signal
 from collections.abc import Callable
 
+from agent.cgroups import node_device_permissions
 from agent.devices import HEALTHY, Health, host_node
 from agent.health import HealthState, watch_health
 from agent.metrics import AgentMetrics
@@ -33,12 +34,15 @@ class Agent:
         self.plugins: dict[str, ResourcePlugin] = {}
         #: Set (and replaced) whenever a plugin's state or a device's health changes.
         self._changed = asyncio.Event()
+        #: One answer for every resource, as virt-handler gives (`agent.cgroups`).
+        self.permissions = settings.device_permissions or node_device_permissions()
         for device in settings.devices:
             self.metrics.add_resource(device.resource)
             self.health[device.name] = HealthState()
             self.plugins[device.name] = ResourcePlugin(
                 device=device,
                 settings=settings,
+                permissions=self.permissions,
                 health=self.health[device.name],
                 metrics=self.metrics,
                 on_change=self._notify,

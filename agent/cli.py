@@ -1,11 +1,14 @@
-"""Run the node agent: a kubelet device plugin (v1beta1) for /dev/kvm and /dev/net/tun.
+"""Run the node agent: a kubelet device plugin (v1beta1) for /dev/kvm, /dev/net/tun and
+/dev/vhost-net, as virt-handler serves them.
 
 For each device it serves virtdev-<name>.sock in the kubelet's device-plugin directory,
 registers devices.kubevirt.io/<name> with the kubelet, advertises --device-count interchangeable
-devices whose health follows the device node (watched with inotify), and serves again after
-every kubelet restart. Where KubeVirt's own plugin (kubevirt-<name>.sock) answers, it stands
-down unless --take-over is given. Probes and metrics: plain HTTP on --metrics-port
-(/healthz, /readyz, /metrics). SIGTERM or SIGINT stops it cleanly.
+devices whose health follows the device node (watched with inotify; a node the host lacks is
+advertised Unhealthy, as virt-handler does), and serves again after every kubelet restart.
+Allocate answers with the node read-write, `rwm` on cgroup v2 nodes (virt-handler's rule).
+Where KubeVirt's own plugin (kubevirt-<name>.sock) answers, it stands down unless --take-over
+is given. Probes and metrics: plain HTTP on --metrics-port (/healthz, /readyz, /metrics).
+SIGTERM or SIGINT stops it cleanly.
 """
 
 from __future__ import annotations
@@ -55,7 +58,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "without it the agent stands down for that resource",
     )
     devices = parser.add_argument_group("devices")
-    add_devices_flag(devices, help_text="devices to advertise")
+    add_devices_flag(
+        devices,
+        help_text="devices to advertise (virt-handler's permanent set by default)",
+        default=catalogue.AGENT_DEVICES,
+    )
     devices.add_argument(
         "--host-root",
         default="/",
@@ -69,7 +76,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=catalogue.DEFAULT_DEVICE_COUNT,
         metavar="N",
         help="devices advertised per resource, i.e. pods per node that may use it "
-        f"(default: {catalogue.DEFAULT_DEVICE_COUNT}, the kubelet's default pod limit)",
+        f"(default: {catalogue.DEFAULT_DEVICE_COUNT}, virt-handler's --max-devices)",
     )
     probes = parser.add_argument_group("probes and metrics")
     probes.add_argument(

@@ -43,7 +43,7 @@ class DeviceSpec:
 
 
 def device_ids(device: Device, count: int) -> tuple[str, ...]:
-    """`kvm-000` … `kvm-109`: deterministic, so the kubelet's checkpointed IDs stay valid
+    """`kvm-000` … `kvm-999`: deterministic, so the kubelet's checkpointed IDs stay valid
     across agent restarts, and an index keeps its ID whatever the count."""
     if not 1 <= count <= MAX_DEVICE_COUNT:
         raise ValueError(f"device count must be between 1 and {MAX_DEVICE_COUNT}, got {count}")
@@ -67,8 +67,11 @@ def node_health(path: str) -> Health:
     return HEALTHY if stat.S_ISCHR(mode) else UNHEALTHY
 
 
-def allocate(device: Device, known_ids: frozenset[str], requested: Sequence[str]) -> DeviceSpec:
-    """The answer for one container: the node at the same path inside as on the host.
+def allocate(
+    device: Device, known_ids: frozenset[str], requested: Sequence[str], *, permissions: str
+) -> DeviceSpec:
+    """The answer for one container: the node at the same path inside as on the host, with the
+    node's permissions (`agent.cgroups.device_permissions`).
 
     Whatever IDs were picked, the container gets the one node once; IDs this plugin never
     advertised are refused, so a kubelet checkpoint from another configuration is noticed.
@@ -78,9 +81,7 @@ def allocate(device: Device, known_ids: frozenset[str], requested: Sequence[str]
     unknown = sorted(set(requested) - known_ids)
     if unknown:
         raise AllocationError(f"unknown device IDs for {device.resource}: {_named(unknown)}")
-    return DeviceSpec(
-        container_path=device.path, host_path=device.path, permissions=device.permissions
-    )
+    return DeviceSpec(container_path=device.path, host_path=device.path, permissions=permissions)
 
 
 def _named(ids: Sequence[str]) -> str:

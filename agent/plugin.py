@@ -64,6 +64,7 @@ class ResourcePlugin:
         *,
         device: Device,
         settings: AgentSettings,
+        permissions: str,
         health: HealthState,
         metrics: AgentMetrics,
         on_change: Callable[[], None] = lambda: None,
@@ -71,6 +72,7 @@ class ResourcePlugin:
         self.device = device
         self._on_change = on_change
         self._settings = settings
+        self._permissions = permissions
         self._health = health
         self._metrics = metrics
         self._ids = device_ids(device, settings.device_count)
@@ -134,7 +136,11 @@ class ResourcePlugin:
         if await sockets.clear_stale(self._socket):
             log.info("removed stale socket", extra={**self._log_extra, "socket": self._socket})
         servicer = DevicePluginServicer(
-            device=self.device, ids=self._ids, health=self._health, metrics=self._metrics
+            device=self.device,
+            ids=self._ids,
+            permissions=self._permissions,
+            health=self._health,
+            metrics=self._metrics,
         )
         server = grpc.aio.server()
         add_to_server(servicer, server)

@@ -43,10 +43,12 @@ class DevicePluginServicer:
         *,
         device: Device,
         ids: tuple[str, ...],
+        permissions: str,
         health: HealthState,
         metrics: AgentMetrics,
     ) -> None:
         self._device = device
+        self._permissions = permissions
         self._ids = ids
         self._known = frozenset(ids)
         self._health = health
@@ -124,7 +126,12 @@ class DevicePluginServicer:
         responses = []
         for container in request.container_requests:
             try:
-                spec = devices.allocate(self._device, self._known, container.devices_ids)
+                spec = devices.allocate(
+                    self._device,
+                    self._known,
+                    container.devices_ids,
+                    permissions=self._permissions,
+                )
             except devices.AllocationError as error:
                 self._metrics.allocation_errors.labels(resource).inc()
                 log.warning("Allocate refused", extra={"resource": resource, "error": str(error)})

@@ -12,8 +12,11 @@ from virtdev.catalogue import Device
 class AgentSettings:
     plugin_dir: str = catalogue.DEVICE_PLUGIN_DIR
     host_root: str = "/"
-    devices: tuple[Device, ...] = catalogue.resolve_devices(catalogue.DEFAULT_DEVICES)
+    devices: tuple[Device, ...] = catalogue.resolve_devices(catalogue.AGENT_DEVICES)
     device_count: int = catalogue.DEFAULT_DEVICE_COUNT
+    #: The DeviceSpec permissions in Allocate answers; None: from the node's cgroup version at
+    #: start, as virt-handler decides (`agent.cgroups`).
+    device_permissions: str | None = None
     metrics_host: str = "0.0.0.0"
     metrics_port: int = catalogue.AGENT_METRICS_PORT
     take_over: bool = False

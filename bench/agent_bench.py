@@ -41,9 +41,15 @@ os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # no GOAWAY chatter when plugin
 
 from tests.agent.conftest import make_node  # noqa: E402
 from tests.agent.kubelet import TestKubelet  # noqa: E402
+from virtdev import catalogue  # noqa: E402
 
-RESOURCES = ("devices.kubevirt.io/kvm", "devices.kubevirt.io/tun")
-KVM = RESOURCES[0]
+#: What the agent serves with its defaults (kvm, tun, vhost-net), and the floor too.
+DEVICES = catalogue.resolve_devices(catalogue.AGENT_DEVICES)
+RESOURCES = tuple(device.resource for device in DEVICES)
+NODES = tuple(device.path.lstrip("/") for device in DEVICES)
+KVM = catalogue.DEVICES["kvm"].resource
+#: Devices per resource, the agent's default; the floor is given the same.
+COUNT = catalogue.DEFAULT_DEVICE_COUNT
 TARGET_RSS_RATIO = 1.2
 TARGET_REREGISTER = 0.5
 TARGET_UNHEALTHY = 0.2
@@ -57,7 +63,7 @@ def subjects(*agent_flags: str) -> dict[str, list[str]]:
     `virtdev agent` launched as in production."""
     python = sys.executable
     return {
-        "floor": [python, "bench/floor_plugin.py", "{dir}", "{host}", "110"],
+        "floor": [python, "bench/floor_plugin.py", "{dir}", "{host}", str(COUNT)],
         "agent": [
             python,
             "-m",
@@ -103,7 +109,7 @@ async def start_plugin(
     """A kubelet, device nodes and the plugin, registered and healthy."""
     plugin_dir, host = work / "dp", work / "host"
     plugin_dir.mkdir(parents=True)
-    for node in ("dev/kvm", "dev/net/tun"):
+    for node in NODES:
         make_node(host, node)
     kubelet = TestKubelet(str(plugin_dir))
     await kubelet.start()
@@ -136,7 +142,7 @@ async def measure(name: str, command: list[str], work: Path, args: argparse.Name
         allocate = []
         for n in range(args.allocations):
             started = time.perf_counter()
-            await kubelet.allocate(KVM, [[f"kvm-{n % 110:03d}"]])
+            await kubelet.allocate(KVM, [[f"kvm-{n % COUNT:03d}"]])
             allocate.append(time.perf_counter() - started)
 
         node = host / "dev/kvm"

@@ -57,7 +57,9 @@ import grpc  # noqa: E402
 from agent.v1beta1 import api_pb2 as api  # noqa: E402
 from bench.agent_bench import (  # noqa: E402
     BENCH_CPU,
+    COUNT,
     KVM,
+    NODES,
     PLUGIN_CPU,
     RESOURCES,
     bytecode_env,
@@ -84,7 +86,7 @@ TARGET_RSS_GROWTH = 0.10
 KUBELET_DOWN = 0.5
 #: Flaps per burst, made back to back without waiting.
 BURST = 50
-IDS = [f"kvm-{n:03d}" for n in range(110)]
+IDS = [f"kvm-{n:03d}" for n in range(COUNT)]
 
 
 class BenchError(RuntimeError):
@@ -202,8 +204,8 @@ async def stop_plugin(plugin: Plugin) -> str:
 
 
 async def kubelet_child(directory: str) -> None:
-    """`--kubelet DIR`: a new kubelet that reports, on stdout, when it serves and when both
-    resources are registered and streaming; then it runs until killed."""
+    """`--kubelet DIR`: a new kubelet that reports, on stdout, when it serves and when every
+    resource is registered and streaming; then it runs until killed."""
 
     def report(**fields: Any) -> None:
         print(json.dumps(fields), flush=True)
@@ -226,7 +228,7 @@ async def kubelet_child(directory: str) -> None:
 
 
 async def spawn_kubelet(directory: Path) -> tuple[asyncio.subprocess.Process, dict[str, Any]]:
-    """A kubelet subprocess on the bench's CPU; returns it once both resources stream."""
+    """A kubelet subprocess on the bench's CPU; returns it once every resource streams."""
     process = await asyncio.create_subprocess_exec(
         "taskset",
         "-c",
@@ -401,10 +403,11 @@ async def kills(directory: Path, plugin: Plugin, figures: Figures, count: int) -
             if plugin.name == "agent":
 
                 def closed(since: int = since) -> bool:
-                    return len(plugin.messages("ListAndWatch stream closed", since)) >= 2
+                    messages = plugin.messages("ListAndWatch stream closed", since)
+                    return len(messages) >= len(RESOURCES)
 
                 await plugin.wait_log(closed)
-                at = plugin.messages("ListAndWatch stream closed", since)[1][0]
+                at = plugin.messages("ListAndWatch stream closed", since)[len(RESOURCES) - 1][0]
                 figures.noticed.append(at - killed)
             await asyncio.sleep(KUBELET_DOWN)  # the kubelet stays dead a while: part of the fault
             if not plugin.alive():
@@ -432,7 +435,7 @@ async def run_subject(name: str, argv: list[str], work: Path, args: argparse.Nam
     figures = Figures(name)
     plugin_dir, host = work / "dp", work / "host"
     plugin_dir.mkdir(parents=True)
-    for relative in ("dev/kvm", "dev/net/tun"):
+    for relative in NODES:
         make_node(host, relative)
     kubelet = TimedKubelet(str(plugin_dir))
     await kubelet.start()
@@ -471,7 +474,7 @@ async def warm_up(argv: list[str], work: Path, env: dict[str, str]) -> None:
     """Start the plugin once to fill the private bytecode cache (as bench/agent_bench.py)."""
     plugin_dir, host = work / "dp", work / "host"
     plugin_dir.mkdir(parents=True)
-    for relative in ("dev/kvm", "dev/net/tun"):
+    for relative in NODES:
         make_node(host, relative)
     kubelet = TestKubelet(str(plugin_dir))
     await kubelet.start()

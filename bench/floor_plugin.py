@@ -1,8 +1,8 @@
 """The floor for the agent benchmark: the least a grpcio device plugin can be.
 
 It imports only grpc, the generated stubs and the standard library (inotify through ctypes),
-yet does the same job as the agent for kvm and tun: serves each resource on its own socket,
-registers after serving, re-serves and re-registers when its socket is removed (kubelet
+yet does the same job as the agent for kvm, tun and vhost-net: serves each resource on its own
+socket, registers after serving, re-serves and re-registers when its socket is removed (kubelet
 restart), and sends a new device list when the device node vanishes or comes back. No
 metrics, no logs, no config, no stale-socket or KubeVirt checks: what the agent adds to this
 is what the benchmark prices.
@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from agent.v1beta1 import api_pb2 as api
 from agent.v1beta1 import api_pb2_grpc
 
-DEVICES = {"kvm": "/dev/kvm", "tun": "/dev/net/tun"}
+DEVICES = {"kvm": "/dev/kvm", "tun": "/dev/net/tun", "vhost-net": "/dev/vhost-net"}
 IN_ATTRIB, IN_MOVED_FROM, IN_MOVED_TO, IN_CREATE, IN_DELETE = 0x4, 0x40, 0x80, 0x100, 0x200
 IN_NONBLOCK = 0o4000
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -139,7 +139,7 @@ async def serve(plugin_dir: str, name: str, plugin: Plugin) -> None:
 
 async def main() -> None:
     plugin_dir, host_root = sys.argv[1], sys.argv[2]
-    count = int(sys.argv[3]) if len(sys.argv) > 3 else 110
+    count = int(sys.argv[3]) if len(sys.argv) > 3 else 1000
     tasks = []
     for name, path in DEVICES.items():
         plugin = Plugin(name, os.path.join(host_root, path.lstrip("/")), count)

@@ -24,6 +24,9 @@ def test_defaults_come_from_the_catalogue() -> None:
     assert args.permitted_capabilities == []
     assert args.kubevirt_version == "auto"
     assert args.launcher_selector == "kubevirt.io=virt-launcher"
+    agent = parse(["agent"])
+    assert agent.devices == list(catalogue.AGENT_DEVICES)
+    assert agent.device_count == catalogue.DEFAULT_DEVICE_COUNT
 
 
 def test_config_keys_mirror_flags_and_flags_win(tmp_path: Path) -> None:
@@ -85,6 +88,8 @@ def test_device_catalogue_is_consistent() -> None:
     assert catalogue.DEVICES["kvm"].resource == "devices.kubevirt.io/kvm"
     assert catalogue.DEVICES["tun"].path == "/dev/net/tun"
     assert catalogue.DEVICES["vhost-net"].default is False
+    # The agent serves what virt-handler serves: every catalogued device, the webhook's among them.
+    assert catalogue.AGENT_DEVICES == tuple(catalogue.DEVICES) == ("kvm", "tun", "vhost-net")
     assert catalogue.plugin_socket("kvm") == "virtdev-kvm.sock"
     with pytest.raises(ValueError, match="unknown device"):
         catalogue.resolve_devices(["kvm", "gpu"])

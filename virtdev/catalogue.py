@@ -3,8 +3,8 @@
 Every fact that two parts of virtdev must agree on lives here once: which devices exist, the
 extended-resource names the kubelet and the scheduler know them by, the device nodes behind
 them, how a virt-launcher pod is recognised and which capabilities it needs. The agent
-advertises exactly what the webhook injects because both read this module; the manifest
-consistency tests compare the YAML against it.
+advertises every device the webhook injects (and vhost-net, which KubeVirt requests itself)
+because both read this module; the manifest consistency tests compare the YAML against it.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ class Device:
 
     name: str
     path: str
-    permissions: str = "rw"
+    #: Whether the webhook makes launcher pods request it (`DEFAULT_DEVICES`). The agent serves
+    #: every device of `AGENT_DEVICES` whatever this says.
     default: bool = True
 
     @property
@@ -34,12 +35,20 @@ DEVICES: dict[str, Device] = {
     for device in (
         Device("kvm", "/dev/kvm"),
         Device("tun", "/dev/net/tun"),
-        # Known, but off by default: KubeVirt only requests it when a VM asks for vhost-net.
+        # Never injected by the webhook: KubeVirt's render requests it itself, for virtio NICs
+        # without emulation (pkg/virt-controller/services/renderresources.go@v1.9.0:466-477).
         Device("vhost-net", "/dev/vhost-net", default=False),
     )
 }
 
+#: What the webhook makes a launcher request when it requests no device itself.
 DEFAULT_DEVICES: tuple[str, ...] = tuple(d.name for d in DEVICES.values() if d.default)
+#: What the agent serves by default: virt-handler's permanent device plugins, the hypervisor
+#: device, tun and vhost-net (pkg/virt-handler/device-manager/device_controller.go@v1.9.0:111-123),
+#: each registered whether or not its node exists, its health following the node
+#: (device_controller.go@v1.9.0:484-491, generic_device.go@v1.9.0:284-338). A superset of
+#: DEFAULT_DEVICES, so a launcher never asks for a resource no node offers.
+AGENT_DEVICES: tuple[str, ...] = ("kvm", "tun", "vhost-net")
 #: The device that needs hardware virtualisation; software-emulated launchers go without it.
 ACCELERATOR = "kvm"
 #: Hypervisor devices KubeVirt requests itself (`mshv` with `--hypervisor mshv`): a launcher that
@@ -67,8 +76,26 @@ EMULATION_ARGS: tuple[str, ...] = ("--allow-emulation", "--use-emulation")
 DEVICE_PLUGIN_DIR = "/var/lib/kubelet/device-plugins"
 KUBELET_SOCKET = "kubelet.sock"
 DEVICE_PLUGIN_VERSION = "v1beta1"
-#: The kubelet's default pod limit per node: one device per possible pod.
-DEFAULT_DEVICE_COUNT = 110
+#: Devices advertised per resource: how many launcher pods on a node may hold one. virt-handler's
+#: `--max-devices` default, 1000 since v0.44 (cmd/virt-handler/virt-handler.go@v1.9.0:107-108,
+#: :772-776); it was 110, the kubelet's default `maxPods`, until v0.43
+#: (virt-handler.go@v0.43.0:101) and was raised for nodes that admit more pods (kubevirt PR
+#: #6098, commit 0c201fd). 110 would leave pods Pending on kubelets with `maxPods` above it.
+DEFAULT_DEVICE_COUNT = 1000
+#: The DeviceSpec permissions in the Allocate answers, chosen as virt-handler chooses them
+#: (pkg/virt-handler/vm.go@v1.9.0:233-243): `rw` where the node runs cgroup v1, `rwm` on cgroup
+#: v2. The kubelet hands them to the runtime unchanged (kubernetes
+#: pkg/kubelet/cm/devicemanager/pod_devices.go, deviceRunContainerOptions), which turns them into
+#: the container's device rule. On cgroup v2 that rule is an eBPF filter, and the filter runc
+#: built before 1.0.0-rc94 (libcontainer/cgroups/ebpf/devicefilter/devicefilter.go@v1.0.0-rc93:
+#: 114-135; fixed by runc PR #2796) and crun before 0.19 (crun PR #613) denies `access(2)` with
+#: F_OK, which asks for neither read nor write, unless the rule is `rwm`, for which they skip
+#: the access check. virtqemud (libvirtd) probes the nodes so and fails at VM start (KubeVirt
+#: commit 5ab08c2, v0.40). The `m` adds only mknod(2) of the same device, and only for a
+#: process with CAP_MKNOD, which non-root launchers lack. cgroup v1's device controller lets an
+#: access that asks for nothing pass any rule for the device, so `rw` is enough there.
+DEVICE_PERMISSIONS_CGROUP_V1 = "rw"
+DEVICE_PERMISSIONS_CGROUP_V2 = "rwm"
 
 #: Ports: HTTPS admission, and the plain-HTTP probe/metrics ports of webhook and agent.
 WEBHOOK_PORT = 8443

@@ -55,14 +55,18 @@ def add_log_format_flag(parser: argparse._ActionsContainer) -> None:
     )
 
 
-def add_devices_flag(parser: argparse._ActionsContainer, *, help_text: str) -> None:
+def add_devices_flag(
+    parser: argparse._ActionsContainer,
+    *,
+    help_text: str,
+    default: tuple[str, ...] = catalogue.DEFAULT_DEVICES,
+) -> None:
     parser.add_argument(
         "--devices",
         type=csv_list,
-        default=list(catalogue.DEFAULT_DEVICES),
+        default=list(default),
         metavar="LIST",
-        help=f"{help_text}; known: {', '.join(catalogue.DEVICES)} "
-        f"(default: {','.join(catalogue.DEFAULT_DEVICES)})",
+        help=f"{help_text}; known: {', '.join(catalogue.DEVICES)} (default: {','.join(default)})",
     )
 
 

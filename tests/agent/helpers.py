@@ -13,6 +13,9 @@ from virtdev import catalogue
 
 KVM = catalogue.DEVICES["kvm"]
 TUN = catalogue.DEVICES["tun"]
+VHOST_NET = catalogue.DEVICES["vhost-net"]
+#: What an agent with default settings serves.
+SERVED = catalogue.resolve_devices(catalogue.AGENT_DEVICES)
 
 
 def all_have(health: str) -> object:

@@ -8,7 +8,9 @@ What it copies from the kubelet (see /work/shared/reference/device-plugin-api.md
   so a plugin that registers before it serves is refused, as by a kubelet >= 1.25;
 - it keeps one ListAndWatch stream per resource, drops the old one when a resource registers
   again, checks every list it receives (distinct IDs of at most 63 characters, known health
-  strings) and calls Allocate once per container;
+  strings) and calls Allocate once per container, checking each DeviceSpec as the runtime it
+  hands them to would (absolute paths; permissions made of `r`, `w`, `m`, which runc's
+  device rules accept and nothing else);
 - `restart()` does what a starting kubelet does: delete every socket in the directory (not its
   checkpoint file), then serve `kubelet.sock` again.
 
@@ -264,4 +266,14 @@ class TestKubelet:
             )
             response = await stub.Allocate(request, timeout=WAIT)
             responses.append(response.container_responses[0])
+            for spec in response.container_responses[0].devices:
+                self._check_spec(resource, spec)
         return responses
+
+    def _check_spec(self, resource: str, spec: api.DeviceSpec) -> None:
+        for path in (spec.host_path, spec.container_path):
+            if not path.startswith("/"):
+                self.violations.append(f"{resource}: device path {path!r} is not absolute")
+        letters = spec.permissions
+        if not letters or set(letters) - set("rwm") or len(set(letters)) != len(letters):
+            self.violations.append(f"{resource}: bad device permissions {letters!r}")

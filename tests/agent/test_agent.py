@@ -12,10 +12,11 @@ import grpc
 import httpx
 import pytest
 
+from agent import cgroups
 from agent.app import Agent
 from agent.v1beta1 import api_pb2 as api
 from tests.agent.conftest import make_node
-from tests.agent.helpers import KVM, TUN, all_have, running_agent
+from tests.agent.helpers import KVM, SERVED, TUN, VHOST_NET, all_have, running_agent
 from tests.agent.kubelet import WAIT, TestKubelet
 from virtdev import catalogue
 
@@ -31,11 +32,12 @@ def metric(agent: Agent, name: str, resource: str) -> float:
     return value
 
 
-async def test_both_resources_are_registered_as_the_kubelet_expects(
+async def test_every_resource_virt_handler_serves_is_registered_as_the_kubelet_expects(
     plugin_dir: Path, host_root: Path, kubelet: TestKubelet
 ) -> None:
+    assert [device.name for device in SERVED] == ["kvm", "tun", "vhost-net"]
     async with running_agent(plugin_dir, host_root) as agent:
-        for device in (KVM, TUN):
+        for device in SERVED:
             endpoint = await kubelet.wait_registered(device.resource)
             assert endpoint.request.version == "v1beta1"
             assert endpoint.request.endpoint == catalogue.plugin_socket(device.name)
@@ -61,26 +63,46 @@ async def test_the_device_lists_carry_count_stable_ids_all_healthy(
     assert kubelet.violations == []
 
 
-async def test_the_default_count_is_the_kubelets_pod_limit(
+async def test_the_default_count_is_virt_handlers_max_devices(
     plugin_dir: Path, host_root: Path, kubelet: TestKubelet
 ) -> None:
+    """1000, not the kubelet's default pod limit of 110: a kubelet with a higher `maxPods`
+    would otherwise leave launcher pods Pending with devices to spare."""
     async with running_agent(plugin_dir, host_root):
-        devices = await kubelet.wait_for_devices(KVM.resource, all_have("Healthy"))
-    assert len(devices) == catalogue.DEFAULT_DEVICE_COUNT == 110
+        for device in SERVED:
+            devices = await kubelet.wait_for_devices(device.resource, all_have("Healthy"))
+            assert len(devices) == catalogue.DEFAULT_DEVICE_COUNT == 1000
+            assert devices[-1][0] == f"{device.name}-999"
+        responses = await kubelet.allocate(KVM.resource, [["kvm-999"]])
+    assert responses[0].devices[0].host_path == "/dev/kvm"
+    assert kubelet.violations == []
 
 
-async def test_allocate_gives_each_container_the_node_read_write(
-    plugin_dir: Path, host_root: Path, kubelet: TestKubelet
+@pytest.mark.parametrize("permissions", ["rw", "rwm"])
+async def test_allocate_gives_each_container_the_node_with_the_permissions_set(
+    plugin_dir: Path, host_root: Path, kubelet: TestKubelet, permissions: str
 ) -> None:
-    async with running_agent(plugin_dir, host_root) as agent:
+    async with running_agent(plugin_dir, host_root, device_permissions=permissions) as agent:
         await kubelet.wait_registered(TUN.resource)
         responses = await kubelet.allocate(TUN.resource, [["tun-000"], ["tun-001", "tun-002"]])
         for response in responses:
             assert [(d.host_path, d.container_path, d.permissions) for d in response.devices] == [
-                ("/dev/net/tun", "/dev/net/tun", "rw")
+                ("/dev/net/tun", "/dev/net/tun", permissions)
             ]
             assert not response.mounts and not response.envs
         assert metric(agent, "virtdev_agent_allocations_total", TUN.resource) == 2
+
+
+async def test_by_default_the_permissions_follow_this_nodes_cgroup_version(
+    plugin_dir: Path, host_root: Path, kubelet: TestKubelet
+) -> None:
+    mounted = cgroups.filesystem_at(Path(cgroups.MOUNTINFO).read_text())
+    expected = "rwm" if mounted == "cgroup2" else "rw"
+    async with running_agent(plugin_dir, host_root) as agent:
+        await kubelet.wait_registered(KVM.resource)
+        responses = await kubelet.allocate(KVM.resource, [["kvm-000"]])
+    assert agent.permissions == expected
+    assert [d.permissions for d in responses[0].devices] == [expected]
 
 
 async def test_allocate_answers_several_containers_in_one_request(
@@ -106,9 +128,9 @@ async def test_allocate_refuses_unknown_ids_naming_them(
     async with running_agent(plugin_dir, host_root) as agent:
         await kubelet.wait_registered(KVM.resource)
         with pytest.raises(grpc.aio.AioRpcError) as raised:
-            await kubelet.allocate(KVM.resource, [["kvm-000", "kvm-110", "gpu-0"]])
+            await kubelet.allocate(KVM.resource, [["kvm-000", "kvm-1000", "gpu-0"]])
         assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert "gpu-0, kvm-110" in (raised.value.details() or "")
+        assert "gpu-0, kvm-1000" in (raised.value.details() or "")
         assert metric(agent, "virtdev_agent_allocation_errors_total", KVM.resource) == 1
         assert metric(agent, "virtdev_agent_allocations_total", KVM.resource) == 0
 
@@ -185,13 +207,13 @@ async def test_kubelet_restarts_are_survived_again_and_again(
 ) -> None:
     async with running_agent(plugin_dir, host_root) as agent:
         for restart in range(1, 6):
-            await kubelet.wait_registered(KVM.resource, count=restart)
-            await kubelet.wait_registered(TUN.resource, count=restart)
+            for device in SERVED:
+                await kubelet.wait_registered(device.resource, count=restart)
             await kubelet.wait_for_devices(KVM.resource, all_have("Healthy"))
             await kubelet.restart()
-        await kubelet.wait_registered(KVM.resource, count=6)
-        await kubelet.wait_registered(TUN.resource, count=6)
-        await kubelet.wait_for_devices(TUN.resource, all_have("Healthy"))
+        for device in SERVED:
+            await kubelet.wait_registered(device.resource, count=6)
+            await kubelet.wait_for_devices(device.resource, all_have("Healthy"))
         await agent.wait_until(lambda: agent.readiness()[0], timeout=WAIT)
         assert metric(agent, "virtdev_agent_reregistrations_total", KVM.resource) == 5
         # Every stream of the old kubelets noticed its end; only the new one is open.
@@ -375,15 +397,43 @@ async def test_streams_get_an_empty_list_at_shutdown_and_metrics_are_served(
     assert os.listdir(plugin_dir) == ["kubelet.sock"]
 
 
-async def test_vhost_net_is_served_when_asked_for(
+async def test_vhost_net_is_served_by_default(
     plugin_dir: Path, host_root: Path, kubelet: TestKubelet
 ) -> None:
-    vhost = catalogue.DEVICES["vhost-net"]
-    async with running_agent(plugin_dir, host_root, devices=(vhost,)):
-        await kubelet.wait_for_devices(vhost.resource, all_have("Healthy"))
-        responses = await kubelet.allocate(vhost.resource, [["vhost-net-000"]])
-    assert responses[0].devices[0].host_path == "/dev/vhost-net"
-    assert list(kubelet.endpoints) == [vhost.resource] or kubelet.endpoints == {}
+    """KubeVirt's launchers request it themselves for virtio NICs; virt-handler serves it."""
+    async with running_agent(plugin_dir, host_root) as agent:
+        await kubelet.wait_for_devices(VHOST_NET.resource, all_have("Healthy"))
+        responses = await kubelet.allocate(VHOST_NET.resource, [["vhost-net-000"]])
+    assert [(d.host_path, d.container_path, d.permissions) for d in responses[0].devices] == [
+        ("/dev/vhost-net", "/dev/vhost-net", agent.permissions)
+    ]
+
+
+async def test_a_node_without_vhost_net_advertises_it_unhealthy_until_the_module_loads(
+    plugin_dir: Path, host_root: Path, kubelet: TestKubelet
+) -> None:
+    """As virt-handler does: registered anyway, allocatable 0 while /dev/vhost-net is missing,
+    Healthy once `modprobe vhost_net` makes it; kvm and tun are unaffected."""
+    (host_root / "dev/vhost-net").unlink()
+    async with running_agent(plugin_dir, host_root) as agent:
+        await kubelet.wait_for_devices(VHOST_NET.resource, all_have("Unhealthy"))
+        await kubelet.wait_for_devices(KVM.resource, all_have("Healthy"))
+        await agent.wait_until(lambda: agent.readiness()[0], timeout=WAIT)
+        assert "devices.kubevirt.io/vhost-net: registered" in agent.readiness()[1]
+        make_node(host_root, "dev/vhost-net")
+        await kubelet.wait_for_devices(VHOST_NET.resource, all_have("Healthy"))
+    assert kubelet.violations == []
+
+
+async def test_the_devices_can_still_be_narrowed(
+    plugin_dir: Path, host_root: Path, kubelet: TestKubelet
+) -> None:
+    async with running_agent(plugin_dir, host_root, devices=(KVM, TUN)) as agent:
+        await kubelet.wait_registered(KVM.resource)
+        await kubelet.wait_registered(TUN.resource)
+        await agent.wait_until(lambda: agent.readiness()[0], timeout=WAIT)
+        assert VHOST_NET.resource not in kubelet.endpoints
+        assert not (plugin_dir / catalogue.plugin_socket(VHOST_NET.name)).exists()
 
 
 async def test_the_plugin_directory_removed_and_made_again_is_survived(
@@ -443,18 +493,19 @@ async def test_a_dead_kubelets_socket_is_waited_out(
     plugin_dir: Path, host_root: Path, kubelet: TestKubelet
 ) -> None:
     async with running_agent(plugin_dir, host_root) as agent:
-        await kubelet.wait_registered(KVM.resource)
-        await kubelet.wait_registered(TUN.resource)
+        for device in SERVED:
+            await kubelet.wait_registered(device.resource)
         await kubelet.stop()
         leftover = socket.socket(socket.AF_UNIX)
         leftover.bind(kubelet.socket)  # what a killed kubelet leaves: a socket nobody accepts on
         leftover.close()
         await agent.wait_until(
-            lambda: agent.readiness()[1].count("waiting for the kubelet") == 2, timeout=WAIT
+            lambda: agent.readiness()[1].count("waiting for the kubelet") == len(SERVED),
+            timeout=WAIT,
         )
         await kubelet.restart()  # the successor wipes the directory and serves
-        await kubelet.wait_registered(KVM.resource, count=2)
-        await kubelet.wait_registered(TUN.resource, count=2)
+        for device in SERVED:
+            await kubelet.wait_registered(device.resource, count=2)
         assert metric(agent, "virtdev_agent_plugin_restarts_total", KVM.resource) == 0
 
 
@@ -467,7 +518,7 @@ async def test_back_to_back_kubelet_restarts_end_registered_with_the_last(
         for _ in range(5):
             await kubelet.restart()  # no waiting in between: registrations race the restarts
         # `endpoints` holds only what the running (last) kubelet accepted.
-        for device in (KVM, TUN):
+        for device in SERVED:
             await kubelet.wait_registered(device.resource)
             await kubelet.wait_for_devices(device.resource, all_have("Healthy"))
         await agent.wait_until(lambda: agent.readiness()[0], timeout=WAIT)

@@ -15,10 +15,10 @@ KVM = catalogue.DEVICES["kvm"]
 
 
 def test_ids_are_distinct_short_and_the_same_every_time() -> None:
-    ids = devices.device_ids(KVM, 110)
-    assert len(set(ids)) == 110
-    assert ids[0] == "kvm-000" and ids[-1] == "kvm-109"
-    assert ids == devices.device_ids(KVM, 110)
+    ids = devices.device_ids(KVM, catalogue.DEFAULT_DEVICE_COUNT)
+    assert len(set(ids)) == 1000
+    assert ids[0] == "kvm-000" and ids[-1] == "kvm-999"
+    assert ids == devices.device_ids(KVM, catalogue.DEFAULT_DEVICE_COUNT)
     assert all(len(i) <= devices.MAX_ID_LENGTH for i in ids)
 
 
@@ -58,23 +58,26 @@ def test_a_missing_node_or_a_plain_file_is_unhealthy(tmp_path: Path) -> None:
     assert devices.node_health(str(tmp_path / "fifo")) == devices.UNHEALTHY
 
 
-def test_allocate_gives_the_node_at_the_same_path_read_write() -> None:
+@pytest.mark.parametrize("permissions", ["rw", "rwm"])
+def test_allocate_gives_the_node_at_the_same_path_with_the_nodes_permissions(
+    permissions: str,
+) -> None:
     known = frozenset(devices.device_ids(KVM, 3))
-    spec = devices.allocate(KVM, known, ["kvm-000", "kvm-002"])
+    spec = devices.allocate(KVM, known, ["kvm-000", "kvm-002"], permissions=permissions)
     assert spec == devices.DeviceSpec(
-        container_path="/dev/kvm", host_path="/dev/kvm", permissions="rw"
+        container_path="/dev/kvm", host_path="/dev/kvm", permissions=permissions
     )
 
 
 def test_allocate_refuses_unknown_ids_and_names_them() -> None:
     known = frozenset(devices.device_ids(KVM, 3))
     with pytest.raises(devices.AllocationError, match=r"unknown device IDs .*: kvm-999, tun-000"):
-        devices.allocate(KVM, known, ["kvm-000", "tun-000", "kvm-999"])
+        devices.allocate(KVM, known, ["kvm-000", "tun-000", "kvm-999"], permissions="rw")
 
 
 def test_allocate_refuses_an_empty_request() -> None:
     with pytest.raises(devices.AllocationError, match="names no device IDs"):
-        devices.allocate(KVM, frozenset({"kvm-000"}), [])
+        devices.allocate(KVM, frozenset({"kvm-000"}), [], permissions="rw")
 
 
 IDS = devices.device_ids(KVM, 6)

@@ -37,7 +37,7 @@ from agent.servicer import OPTIONS
 from agent.v1beta1 import api_pb2 as api
 from agent.v1beta1.api_pb2_grpc import DevicePluginStub
 from tests.agent.conftest import make_node
-from tests.agent.helpers import KVM, TUN, all_have, running_agent
+from tests.agent.helpers import KVM, SERVED, all_have, running_agent
 from tests.agent.kubelet import WAIT, Endpoint, TestKubelet
 from virtdev import catalogue
 
@@ -102,7 +102,7 @@ class Subject:
         await self.kubelet.allocate(KVM.resource, [["kvm-002"]])
         assert self.kubelet.endpoints[KVM.resource] is self.endpoint
         assert not self.endpoint.stream_ended.is_set()
-        assert len(self.kubelet.registrations) == 2  # kvm and tun, once each
+        assert len(self.kubelet.registrations) == len(SERVED)  # each resource once
         assert self.agent.readiness()[0]
         await self.log.wait_until(lambda: self.streams() == 1)
         assert self.kubelet.violations == []
@@ -125,7 +125,8 @@ async def subject(
 ) -> AsyncIterator[Subject]:
     async with running_agent(plugin_dir, host_root) as agent:
         endpoint = await kubelet.wait_registered(KVM.resource)
-        await kubelet.wait_registered(TUN.resource)
+        for device in SERVED:
+            await kubelet.wait_registered(device.resource)
         await kubelet.wait_for_devices(KVM.resource, all_have("Healthy"))
         await agent.wait_until(lambda: agent.readiness()[0], timeout=WAIT)
         socket = str(plugin_dir / catalogue.plugin_socket("kvm"))
@@ -164,7 +165,7 @@ async def test_ten_thousand_ids_with_duplicates_are_the_one_node(subject: Subjec
     ids = [KVM_IDS[n % len(KVM_IDS)] for n in range(10_000)]
     response = await subject.endpoint.stub.Allocate(allocate_request(ids), timeout=WAIT)
     assert [(d.host_path, d.permissions) for d in response.container_responses[0].devices] == [
-        ("/dev/kvm", "rw")
+        ("/dev/kvm", subject.agent.permissions)
     ]
     await subject.assert_unharmed()
 
@@ -374,7 +375,8 @@ async def test_a_client_that_closes_its_channel_mid_stream(subject: Subject) -> 
     channel = subject.channel()
     call = DevicePluginStub(channel).ListAndWatch(api.Empty())
     first = await call.read()
-    assert isinstance(first, api.ListAndWatchResponse) and len(first.devices) == 110
+    assert isinstance(first, api.ListAndWatchResponse)
+    assert len(first.devices) == catalogue.DEFAULT_DEVICE_COUNT
     await subject.log.wait_until(lambda: subject.streams() == 2)
     await channel.close()  # no cancel, no goodbye
     await subject.assert_unharmed()
@@ -560,8 +562,8 @@ async def test_the_real_process_survives_a_barrage(
     reader = asyncio.create_task(read_log())
     try:
         endpoint = await kubelet.wait_registered(KVM.resource)
-        await kubelet.wait_for_devices(KVM.resource, all_have("Healthy"))
-        await kubelet.wait_for_devices(TUN.resource, all_have("Healthy"))
+        for device in SERVED:
+            await kubelet.wait_for_devices(device.resource, all_have("Healthy"))
         stub = endpoint.stub
 
         reader_, writer = await asyncio.open_unix_connection(socket)
@@ -589,9 +591,9 @@ async def test_the_real_process_survives_a_barrage(
         async with streaming_client(socket):
             pass
 
-        # Four streams were opened (the kubelet's kvm and tun, and ours); ours both ended.
+        # The kubelet's stream for each resource and our two were opened; ours both ended.
         async with asyncio.timeout(WAIT):
-            while (count(OPENED), count(CLOSED)) != (4, 2):
+            while (count(OPENED), count(CLOSED)) != (len(SERVED) + 2, 2):
                 logged.clear()
                 await logged.wait()
         async with grpc.aio.insecure_channel(f"unix:{socket}", options=CHANNEL_OPTIONS) as fresh:
@@ -602,7 +604,7 @@ async def test_the_real_process_survives_a_barrage(
         await kubelet.allocate(KVM.resource, [["kvm-003"]])
         assert kubelet.endpoints[KVM.resource] is endpoint
         assert not endpoint.stream_ended.is_set()
-        assert len(kubelet.registrations) == 2
+        assert len(kubelet.registrations) == len(SERVED)
 
         process.send_signal(signal.SIGTERM)
         async with asyncio.timeout(WAIT):

@@ -3,6 +3,7 @@ would prove nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,19 +22,31 @@ from virtdev import catalogue
 KVM = catalogue.DEVICES["kvm"]
 
 
-@pytest.fixture
-async def plugin_server(plugin_dir: Path) -> AsyncIterator[str]:
+@contextlib.asynccontextmanager
+async def serving(plugin_dir: Path, *, permissions: str = "rw") -> AsyncIterator[str]:
     """A device plugin serving on `plugin.sock`, without the agent's lifecycle around it."""
     servicer = DevicePluginServicer(
-        device=KVM, ids=("kvm-000", "kvm-001"), health=HealthState(), metrics=AgentMetrics()
+        device=KVM,
+        ids=("kvm-000", "kvm-001"),
+        permissions=permissions,
+        health=HealthState(),
+        metrics=AgentMetrics(),
     )
     server = grpc.aio.server()
     add_to_server(servicer, server)
     server.add_insecure_port(f"unix:{plugin_dir / 'plugin.sock'}")
     await server.start()
-    yield "plugin.sock"
-    servicer.close()
-    await server.stop(0.5)
+    try:
+        yield "plugin.sock"
+    finally:
+        servicer.close()
+        await server.stop(0.5)
+
+
+@pytest.fixture
+async def plugin_server(plugin_dir: Path) -> AsyncIterator[str]:
+    async with serving(plugin_dir) as name:
+        yield name
 
 
 async def register(kubelet: TestKubelet, **fields: str) -> None:
@@ -55,6 +68,21 @@ async def test_a_plugin_that_serves_first_is_registered_and_watched(
     devices = await kubelet.wait_for_devices(KVM.resource, lambda d: len(d) == 2)
     assert devices == [("kvm-000", "Unhealthy"), ("kvm-001", "Unhealthy")]
     assert kubelet.violations == []
+
+
+@pytest.mark.parametrize(
+    ("permissions", "violation"),
+    [("rwm", False), ("rw", False), ("rwx", True), ("", True), ("rrw", True)],
+)
+async def test_device_permissions_the_runtime_would_refuse_are_violations(
+    kubelet: TestKubelet, plugin_dir: Path, permissions: str, violation: bool
+) -> None:
+    async with serving(plugin_dir, permissions=permissions):
+        await register(kubelet)
+        await kubelet.wait_registered(KVM.resource)
+        await kubelet.allocate(KVM.resource, [["kvm-001"]])
+    expected = [f"{KVM.resource}: bad device permissions {permissions!r}"] if violation else []
+    assert kubelet.violations == expected
 
 
 async def test_a_wrong_version_is_refused(kubelet: TestKubelet, plugin_server: str) -> None:

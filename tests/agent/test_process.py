@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.agent.helpers import KVM, TUN, all_have
+from tests.agent.helpers import SERVED, all_have
 from tests.agent.kubelet import WAIT, TestKubelet
 
 pytestmark = pytest.mark.slow
@@ -35,9 +35,10 @@ async def test_a_stop_signal_stops_the_agent_cleanly(
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        for device in (KVM, TUN):
+        for device in SERVED:
             await kubelet.wait_for_devices(device.resource, all_have("Healthy"))
         endpoints = list(kubelet.endpoints.values())
+        assert len(endpoints) == len(SERVED)
         process.send_signal(signum)
         async with asyncio.timeout(WAIT):
             _, stderr = await process.communicate()

@@ -231,13 +231,21 @@ def _shared_config(objects: Objects) -> dict[str, Any]:
     return loaded
 
 
-def test_shared_config_states_the_catalogues_devices_and_selector(
+def test_shared_config_states_the_catalogues_count_and_selector(
     rendered: dict[str, Objects],
 ) -> None:
     config = _shared_config(rendered["base"])
-    assert config["devices"] == list(catalogue.DEFAULT_DEVICES)
     assert config["launcher-selector"] == catalogue.LAUNCHER_SELECTOR
-    assert config["device-count"] == catalogue.DEFAULT_DEVICE_COUNT
+    assert config["device-count"] == catalogue.DEFAULT_DEVICE_COUNT == 1000
+
+
+def test_shared_config_leaves_each_commands_devices_to_the_catalogue(
+    rendered: dict[str, Objects],
+) -> None:
+    """One `devices` key would set the webhook's injected list and the agent's served list
+    alike; they differ (the agent also serves vhost-net, which KubeVirt requests itself)."""
+    assert "devices" not in _shared_config(rendered["base"])
+    assert set(catalogue.DEFAULT_DEVICES) < set(catalogue.AGENT_DEVICES)
 
 
 def _parse(argv: list[str]) -> tuple[Any, str]:
@@ -265,7 +273,11 @@ def test_the_virtdev_cli_accepts_the_workloads_args_and_the_shared_config(
     argv = [f"--config={config_file}" if a == f"--config={CONFIG_PATH}" else a for a in args]
     parsed, error = _parse(argv)
     assert parsed is not None, f"virtdev {' '.join(args)} is refused:\n{error}"
-    assert list(parsed.devices) == list(catalogue.DEFAULT_DEVICES)
+    # The agent serves every device the webhook may inject, and vhost-net.
+    expected = catalogue.DEFAULT_DEVICES if kind == "Deployment" else catalogue.AGENT_DEVICES
+    assert list(parsed.devices) == list(expected)
+    if kind == "DaemonSet":
+        assert parsed.device_count == catalogue.DEFAULT_DEVICE_COUNT
     if kind == "Deployment":
         assert parsed.launcher_selector == catalogue.LAUNCHER_SELECTOR
         assert parsed.log_format == "json"
