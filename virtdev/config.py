@@ -72,8 +72,17 @@ def add_devices_flag(
 
 def add_launcher_policy_flags(parser: argparse.ArgumentParser) -> None:
     """Flags describing what a launcher pod is and what it may hold (webhook and offline CLI)."""
-    group = parser.add_argument_group("launcher policy")
-    add_devices_flag(group, help_text="devices to request for the compute container")
+    group = parser.add_argument_group(
+        "launcher policy",
+        "a launcher may hold what Pod Security baseline allows plus what its KubeVirt release "
+        "renders (one profile per release range, read from the virt-launcher image tag); "
+        "`privileged` is never allowed: /mutate replaces it with device requests",
+    )
+    add_devices_flag(
+        group,
+        help_text="devices /mutate adds to a compute container rendered without device requests "
+        "(KubeVirt <= v0.6, or privileged)",
+    )
     group.add_argument(
         "--launcher-selector",
         default=catalogue.LAUNCHER_SELECTOR,
