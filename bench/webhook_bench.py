@@ -198,6 +198,7 @@ def pure_costs() -> dict[str, float]:
     from virtdev import logs
     from webhook import review
     from webhook.admission import mutate_review
+    from webhook.launcher import read_launcher
     from webhook.mutation import mutate
     from webhook.policy import LauncherPolicy
 
@@ -212,10 +213,10 @@ def pure_costs() -> dict[str, float]:
     extra = {
         "endpoint": "mutate",
         "uid": "3a5c0e2a-7d8e-4b8f-9f3e-0c1d2e3f4a01",
-        "pod": "vms/virt-launcher-testvm-",
+        "pod": "vms/virt-launcher-testvmi-",
         "operation": "CREATE",
         "verdict": "patched",
-        "patch_ops": 5,
+        "patch_ops": 6,
         "duration_ms": 0.123,
     }
     logger = logging.getLogger("virtdev.webhook")
@@ -227,7 +228,7 @@ def pure_costs() -> dict[str, float]:
         log_line_us = per_call_us(log_line)
 
     return {
-        "rules_us": per_call_us(lambda: mutate(pod, policy)),
+        "rules_us": per_call_us(lambda: mutate(read_launcher(pod, policy), policy)),
         "decision_us": per_call_us(decide),
         "log_line_us": log_line_us,
     }

@@ -140,6 +140,7 @@ from virtdev import logs
 from webhook import review
 from webhook import schema
 from webhook.admission import as_pod, mutate_review
+from webhook.launcher import read_launcher
 from webhook.metrics import AdmissionStats
 from webhook.mutation import mutate
 from webhook.policy import LauncherPolicy
@@ -151,13 +152,13 @@ answer = mutate_review(request, policy)
 logs.setup("json", stream=open(os.devnull, "w"))
 log = logging.getLogger("virtdev.webhook")
 fields = {"endpoint": "mutate", "uid": request.uid, "pod": request.display_name,
-          "operation": "CREATE", "verdict": "patched", "patch_ops": 5, "duration_ms": 0.123}
+          "operation": "CREATE", "verdict": "patched", "patch_ops": 6, "duration_ms": 0.123}
 """
 STEPS = {
     "loads": "orjson.loads(body)",
     "parse": "review.parse(body)",
     "shape checks": "schema.check(pod['metadata'], schema.METADATA, '$'); as_pod(pod, 'Pod', '$')",
-    "rules": "mutate(pod, policy)",
+    "rules": "mutate(read_launcher(pod, policy), policy)",
     "answer": "orjson.dumps(review.render(request, answer))",
     "log line": "logs.hot(log, 'admission patched', dict(fields))",
     "metrics": "stats.observe('mutate', 'patched', 0.00123, 5)",

@@ -13,6 +13,7 @@ hostPath volumes it mounts, the pod's SELinux type and whether it requests its d
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -59,14 +60,7 @@ class Profile:
     @property
     def name(self) -> str:
         """The releases it covers: `v0.44-v0.52`, `v1.7+` for the newest, `v0.7` for one."""
-        later = [p.since for p in PROFILES if p.since > self.since]
-        first = _show(self.since)
-        if not later:
-            return first + "+"
-        last = _previous_release(min(later))
-        if self.since == (0, 0):
-            return f"<={_show(last)}"
-        return first if last == self.since else f"{first}-{_show(last)}"
+        return _NAMES.get(self.since) or _span(self)
 
     def allows(self, role: Role, capability: str) -> bool:
         return capability in self.capabilities.get(role, frozenset())
@@ -377,6 +371,17 @@ PROFILES: tuple[Profile, ...] = (
 )
 
 
+def _span(profile: Profile) -> str:
+    later = [p.since for p in PROFILES if p.since > profile.since]
+    first = _show(profile.since)
+    if not later:
+        return first + "+"
+    last = _previous_release(min(later))
+    if profile.since == (0, 0):
+        return f"<={_show(last)}"
+    return first if last == profile.since else f"{first}-{_show(last)}"
+
+
 def _show(version: Version) -> str:
     return f"v{version[0]}.{version[1]}"
 
@@ -388,6 +393,11 @@ _LAST_MINOR = {0: 59}
 def _previous_release(version: Version) -> Version:
     major, minor = version
     return (major, minor - 1) if minor else (major - 1, _LAST_MINOR[major - 1])
+
+
+#: Each row's name, worked out once: every launcher's audit annotation carries it.
+_NAMES: dict[Version, str] = {}
+_NAMES.update({profile.since: _span(profile) for profile in PROFILES})
 
 
 def newest() -> Profile:
@@ -430,6 +440,7 @@ def is_launcher_image(image: str) -> bool:
     return _repository_and_tag(image)[0].rpartition("/")[2] == LAUNCHER_IMAGE
 
 
+@functools.lru_cache(maxsize=64)
 def release_from_image(image: str) -> Version | None:
     """The release in a `…/virt-launcher:vX.Y.Z` image reference; None for a digest-only
     reference, another repository or a tag that is no release (`latest`, `devel`)."""
