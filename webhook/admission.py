@@ -144,9 +144,10 @@ def _schedule(
     )
 
 
-#: Violations named in a denial; the rest are counted ("and N more"), so that a pod of a million
-#: capabilities is answered with a message of normal size.
+#: Violations named in a denial; the rest are counted ("and N more") up to MAX_COUNTED, so that
+#: a pod of a million capabilities is answered with a message of normal size, in bounded time.
 MAX_VIOLATIONS = 16
+MAX_COUNTED = 10_000
 
 
 def validate_review(request: Request, policy: LauncherPolicy) -> Answer:
@@ -173,13 +174,16 @@ def validate_review(request: Request, policy: LauncherPolicy) -> Answer:
     for violation in new_violations(launcher, old_launcher, policy):
         if len(shown) < MAX_VIOLATIONS:
             shown.append(violation)
-        else:
+        elif more < MAX_COUNTED:
             more += 1
+        else:  # the verdict is long known: stop looking
+            more = -1
+            break
     profile_note = {"profile": launcher.release.describe()}
     if shown:
         listed = [str(violation) for violation in shown]
         if more:
-            listed.append(f"and {more} more")
+            listed.append(f"and {more} more" if more > 0 else f"and more than {MAX_COUNTED} more")
         return Answer(
             allowed=False,
             verdict="denied",

@@ -8,13 +8,14 @@ the shape checks of `webhook.admission`.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
 from virtdev import catalogue
 from webhook import baseline, profiles
 from webhook.policy import CONTAINER_LISTS, LauncherPolicy, normalise_capability, runs_emulated
-from webhook.profiles import Profile, Role
+from webhook.profiles import Profile, Role, Version
 
 _DOMAIN = catalogue.RESOURCE_DOMAIN + "/"
 
@@ -80,13 +81,9 @@ class Launcher:
     def may_add(self, slot: Slot, capability: str, policy: LauncherPolicy) -> bool:
         """Baseline's capabilities, the release's for this role, the admin's, and NET_ADMIN on
         compute (the one virtdev grants itself)."""
-        name = normalise_capability(capability)
-        return (
-            name in baseline.CAPABILITIES
-            or self.profile.allows(slot.role, name)
-            or name in policy.permitted_capabilities
-            or (slot.role == "compute" and name == catalogue.NET_ADMIN)
-        )
+        allowed = allowed_capabilities(self.profile, slot.role, policy)
+        # Most spellings are already Kubernetes' own: one set lookup, then normalise.
+        return capability in allowed or normalise_capability(capability) in allowed
 
     def injected_devices(
         self, policy: LauncherPolicy, *, emulate: bool = False
@@ -107,6 +104,18 @@ class Launcher:
             if device.resource not in have
             and not (emulated and device.name == catalogue.ACCELERATOR)
         )
+
+
+@functools.lru_cache(maxsize=256)
+def _allowed(since: Version, role: Role, permitted: frozenset[str]) -> frozenset[str]:
+    profile = profiles.profile_for(since)
+    extra = {catalogue.NET_ADMIN} if role == "compute" else set()
+    return baseline.CAPABILITIES | profile.capabilities.get(role, frozenset()) | permitted | extra
+
+
+def allowed_capabilities(profile: Profile, role: Role, policy: LauncherPolicy) -> frozenset[str]:
+    """Every capability a container of this role may add, in Kubernetes' spelling."""
+    return _allowed(profile.since, role, policy.permitted_capabilities)
 
 
 def role_of(list_field: str, container: dict[str, Any], compute_container: str) -> Role:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from virtdev import catalogue
-from webhook.launcher import Launcher, Slot
+from webhook.launcher import Launcher, Slot, allowed_capabilities
 from webhook.policy import LauncherPolicy, normalise_capability
 from webhook.review import fit_warning
 
@@ -109,12 +109,15 @@ def _restrict_privileges(
 
     capabilities = security.get("capabilities")
     current = list((capabilities or {}).get("add") or ())
-    kept = [cap for cap in dict.fromkeys(current) if launcher.may_add(slot, cap, policy)]
+    allowed = allowed_capabilities(launcher.profile, slot.role, policy)
+    distinct = list(dict.fromkeys(current))
+    kept = [c for c in distinct if c in allowed or normalise_capability(c) in allowed]
     have = {normalise_capability(cap) for cap in kept}
     wanted = kept + [cap for cap in required if cap not in have]
     if wanted == current:
         return
-    removed = [cap for cap in dict.fromkeys(current) if cap not in kept]
+    keep = set(kept)
+    removed = [cap for cap in distinct if cap not in keep]
     if capabilities is None:
         mutation.add(base + "/securityContext/capabilities", {"add": wanted})
     elif capabilities.get("add") is None:
