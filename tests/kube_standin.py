@@ -417,7 +417,15 @@ def node_object(
     return {
         "apiVersion": "v1",
         "kind": "Node",
-        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, **(labels or {})}},
+        "metadata": {
+            "name": name,
+            # virt-handler labels the nodes it runs on; every KubeVirt launcher selects them.
+            "labels": {
+                "kubernetes.io/hostname": name,
+                "kubevirt.io/schedulable": "true",
+                **(labels or {}),
+            },
+        },
         "spec": spec,
         "status": {
             "capacity": capacity,

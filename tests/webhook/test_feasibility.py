@@ -439,7 +439,11 @@ def test_mutate_review_without_nodes_is_unchanged() -> None:
     assert answer == mutate_review(request, LauncherPolicy())
 
 
-KVM_LESS = NodeSnapshot(nodes=(node("a", allocatable=NO_KVM, capacity=NO_KVM),), synced=True)
+#: virt-handler labels the nodes it runs on; every launcher selects them (KubeVirt v0.6 too).
+SCHEDULABLE = {"kubevirt.io/schedulable": "true"}
+KVM_LESS = NodeSnapshot(
+    nodes=(node("a", labels=SCHEDULABLE, allocatable=NO_KVM, capacity=NO_KVM),), synced=True
+)
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,7 @@ import copy
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,7 @@ from tests.webhook.test_properties import (
     replaced,
     value_at,
 )
-from webhook import review
+from webhook import review, schema
 from webhook.admission import mutate_review, validate_review
 from webhook.app import DEFAULT_MAX_BODY_BYTES, WebhookSettings, create_app
 from webhook.feasibility import NodeSnapshot
@@ -245,12 +245,31 @@ ODD_CAPABILITY = UNICODE | st.sampled_from(
 STRING_MAPS = ("labels", "annotations", "limits", "requests", "nodeSelector")
 
 
+def _read_keys(shape: Any, found: set[str]) -> set[str]:
+    """Every field name the shape checks read: an unknown field must not be one of them."""
+    if isinstance(shape, (schema.ListOf, schema.MapOf)):
+        _read_keys(shape.item if isinstance(shape, schema.ListOf) else shape.value, found)
+    elif isinstance(shape, Mapping):
+        for key, inner in shape.items():
+            found.add(key)
+            _read_keys(inner, found)
+    return found
+
+
+READ_KEYS = frozenset(
+    _read_keys(schema.POD_SPEC, set())
+    | _read_keys(schema.METADATA, set())
+    | _read_keys(schema.SCHEDULING, set())
+)
+UNKNOWN_KEY = st.text(min_size=1, max_size=8).filter(lambda key: key not in READ_KEYS)
+
+
 def with_unknown_fields(value: Any, draw: st.DrawFn, key: str = "") -> Any:
     """Every object gets, or not, extra fields of any JSON value under unicode keys."""
     if isinstance(value, dict):
         copied = {name: with_unknown_fields(item, draw, name) for name, item in value.items()}
         values = UNICODE if key in STRING_MAPS else JSON_VALUES
-        extra = draw(st.dictionaries(st.text(min_size=1, max_size=8), values, max_size=2))
+        extra = draw(st.dictionaries(UNKNOWN_KEY, values, max_size=2))
         for name, item in extra.items():
             copied.setdefault(name, item)
         return copied
