@@ -104,6 +104,10 @@ AGENT_METRICS_PORT = 8081
 #: Paths the API server calls.
 MUTATE_PATH = "/mutate"
 VALIDATE_PATH = "/validate"
+GUARD_PATH = "/guard"
+#: Namespaces labelled so have every pod judged against Pod Security baseline by /guard.
+GUARD_LABEL_KEY = "virtdev.io/guard"
+GUARD_LABEL_VALUE = "baseline"
 
 #: The webhook's Kubernetes objects: the manifests create them, `virtdev certs ensure` fills them.
 NAMESPACE = "virtdev"

@@ -17,7 +17,7 @@ from webhook.feasibility import (
     decide,
     pod_requests,
 )
-from webhook.launcher import Launcher, read_launcher
+from webhook.launcher import Launcher, read_launcher, read_pod
 from webhook.mutation import mutate
 from webhook.policy import LauncherPolicy
 from webhook.review import Answer, Request
@@ -150,6 +150,25 @@ MAX_VIOLATIONS = 16
 MAX_COUNTED = 10_000
 
 
+def guard_review(request: Request, policy: LauncherPolicy) -> Answer:
+    """/guard: Pod Security baseline for every pod of a namespace that opted in; a launcher is
+    judged exactly as /validate judges it (its release's exceptions)."""
+    if request.operation not in ("CREATE", "UPDATE") or request.kind not in POD_KINDS:
+        return Answer(allowed=True, verdict="skipped")
+    obj, old = request.object, request.old_object
+    if obj is None:
+        return Answer(allowed=True, verdict="skipped")
+    _labels_checked(obj, "$.request.object")
+    _labels_checked(old, "$.request.oldObject")
+    if policy.is_launcher(obj) or policy.is_launcher(old):
+        return validate_review(request, policy)
+    pod = read_pod(as_pod(obj, request.kind, "$.request.object"))
+    old_pod = None
+    if request.operation == "UPDATE" and old is not None:
+        old_pod = read_pod(as_pod(old, request.kind, "$.request.oldObject"))
+    return _judged(request, pod, old_pod, policy, subject="pod")
+
+
 def validate_review(request: Request, policy: LauncherPolicy) -> Answer:
     """/validate: Pod Security baseline plus the launcher's release exceptions, on CREATE and on
     UPDATE (incl. kubectl debug); on UPDATE only what the change introduces counts."""
@@ -169,6 +188,18 @@ def validate_review(request: Request, policy: LauncherPolicy) -> Answer:
         # The old pod is judged by the new one's profile: like is compared with like.
         old_pod = as_pod(old, request.kind, "$.request.oldObject")
         old_launcher = read_launcher(old_pod, policy, release=launcher.release)
+    return _judged(request, launcher, old_launcher, policy, subject="launcher pod")
+
+
+def _judged(
+    request: Request,
+    launcher: Launcher,
+    old_launcher: Launcher | None,
+    policy: LauncherPolicy,
+    *,
+    subject: str,
+) -> Answer:
+    """The verdict on a pod read once: its new violations, the first few named, the rest counted."""
     shown: list[Violation] = []
     more = 0
     for violation in new_violations(launcher, old_launcher, policy):
@@ -188,14 +219,16 @@ def validate_review(request: Request, policy: LauncherPolicy) -> Answer:
             allowed=False,
             verdict="denied",
             status_code=403,
-            message=f"launcher pod {request.display_name} refused by virtdev "
+            message=f"{subject} {request.display_name} refused by virtdev "
             f"({launcher.release.describe()}): " + "; ".join(listed),
             audit_annotations={
                 "violations": "; ".join(v.path for v in shown)[:1024],
                 **profile_note,
             },
         )
-    warnings = device_warnings(launcher, policy) if request.operation == "CREATE" else []
+    warnings = []
+    if request.operation == "CREATE" and launcher.release.exceptions:
+        warnings = device_warnings(launcher, policy)
     return Answer(
         allowed=True,
         verdict="warned" if warnings else "allowed",

@@ -1,4 +1,4 @@
-"""The webhook's ASGI app: POST /mutate and POST /validate, plus FastAPI for the rest.
+"""The webhook's ASGI app: POST /mutate, /validate and /guard, plus FastAPI for the rest.
 
 `create_app(settings)` wires the pure rules (with the live node view, when there is one) into
 the two admission endpoints (`webhook.endpoint`, plain ASGI for speed) and gives FastAPI the
@@ -19,7 +19,7 @@ from fastapi.openapi.utils import get_openapi
 
 from virtdev import catalogue
 from webhook import review
-from webhook.admission import mutate_review_decided, validate_review
+from webhook.admission import guard_review, mutate_review_decided, validate_review
 from webhook.endpoint import AdmissionEndpoint, Receive, Scope, Send, respond, status_body
 from webhook.feasibility import DEFAULT_NO_KVM_POLICY, NO_KVM_POLICIES, NodeSnapshot
 from webhook.metrics import WebhookMetrics
@@ -119,12 +119,18 @@ def create_app(
     def validate(parsed: review.Request) -> review.Answer:
         return validate_review(parsed, policy)
 
+    def guard(parsed: review.Request) -> review.Answer:
+        return guard_review(parsed, policy)
+
     endpoints = {
         catalogue.MUTATE_PATH: AdmissionEndpoint(
             "mutate", mutate_with_nodes, max_body_bytes=settings.max_body_bytes, metrics=metrics
         ),
         catalogue.VALIDATE_PATH: AdmissionEndpoint(
             "validate", validate, max_body_bytes=settings.max_body_bytes, metrics=metrics
+        ),
+        catalogue.GUARD_PATH: AdmissionEndpoint(
+            "guard", guard, max_body_bytes=settings.max_body_bytes, metrics=metrics
         ),
     }
     api.openapi = lambda: _openapi(api)  # type: ignore[method-assign]

@@ -28,7 +28,18 @@ class Release:
     why: str
 
     def describe(self) -> str:
+        if self.profile is profiles.BASELINE:
+            return f"{self.profile.name}, {self.why}"
         return f"KubeVirt {self.profile.name} profile, {self.why}"
+
+    @property
+    def exceptions(self) -> str:
+        """Who grants the exceptions, for messages: `KubeVirt v1.7+`, or nobody."""
+        return "" if self.profile is profiles.BASELINE else f"KubeVirt {self.profile.name}"
+
+
+#: Pods that are not launchers get baseline and nothing more.
+NOT_A_LAUNCHER = Release(profiles.BASELINE, "not a launcher pod")
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +126,8 @@ def _allowed(since: Version, role: Role, permitted: frozenset[str]) -> frozenset
 
 def allowed_capabilities(profile: Profile, role: Role, policy: LauncherPolicy) -> frozenset[str]:
     """Every capability a container of this role may add, in Kubernetes' spelling."""
+    if profile is profiles.BASELINE:  # not a launcher: none of the launcher exceptions
+        return baseline.CAPABILITIES
     return _allowed(profile.since, role, policy.permitted_capabilities)
 
 
@@ -208,4 +221,18 @@ def read_launcher(
         compute=compute,
         emulated=compute is not None and runs_emulated(compute.container),
         requested=frozenset(requested),
+    )
+
+
+def read_pod(pod: dict[str, Any]) -> Launcher:
+    """Any pod, for /guard: every container of role "unknown", judged by baseline alone."""
+    spec = pod.get("spec") or {}
+    return Launcher(
+        pod=pod,
+        spec=spec,
+        release=NOT_A_LAUNCHER,
+        slots=tuple(Slot(f, i, c, "unknown") for f, i, c in _all(spec)),
+        compute=None,
+        emulated=False,
+        requested=frozenset(),
     )

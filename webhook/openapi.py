@@ -179,7 +179,7 @@ def _status(description: str) -> dict[str, Any]:
 
 
 def admission_paths() -> dict[str, Any]:
-    """The `paths` entries of /mutate and /validate (served outside FastAPI's routing)."""
+    """The `paths` entries of the admission endpoints (served outside FastAPI's routing)."""
     return {
         catalogue.MUTATE_PATH: {
             "post": {
@@ -190,8 +190,17 @@ def admission_paths() -> dict[str, Any]:
         },
         catalogue.VALIDATE_PATH: {
             "post": {
-                "summary": "Validating admission: refuse privileged launcher pods",
+                "summary": "Validating admission: Pod Security baseline plus the launcher's "
+                "KubeVirt release exceptions",
                 "operationId": "validate",
+                **_endpoint_spec(),
+            }
+        },
+        catalogue.GUARD_PATH: {
+            "post": {
+                "summary": "Validating admission: Pod Security baseline for every pod of a "
+                "guarded namespace (launchers as /validate judges them)",
+                "operationId": "guard",
                 **_endpoint_spec(),
             }
         },

@@ -56,11 +56,13 @@ class Profile:
     needs_net_admin: bool = False
     #: `path@tag:lines` of the template code the row was read from.
     source: str = ""
+    #: Set only for the profile of pods that are not launchers (`BASELINE`).
+    title: str = ""
 
     @property
     def name(self) -> str:
         """The releases it covers: `v0.44-v0.52`, `v1.7+` for the newest, `v0.7` for one."""
-        return _NAMES.get(self.since) or _span(self)
+        return self.title or _NAMES.get(self.since) or _span(self)
 
     def allows(self, role: Role, capability: str) -> bool:
         return capability in self.capabilities.get(role, frozenset())
@@ -394,6 +396,14 @@ def _previous_release(version: Version) -> Version:
     major, minor = version
     return (major, minor - 1) if minor else (major - 1, _LAST_MINOR[major - 1])
 
+
+#: What a pod that is not a launcher may hold beyond baseline: nothing (/guard).
+BASELINE = Profile(
+    since=(-1, 0),
+    capabilities={},
+    title="Pod Security baseline",
+    source="staging/src/k8s.io/pod-security-admission/policy (kubernetes/kubernetes)",
+)
 
 #: Each row's name, worked out once: every launcher's audit annotation carries it.
 _NAMES: dict[Version, str] = {}

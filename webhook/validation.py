@@ -40,25 +40,24 @@ class Violation:
 
 
 def _allowed_types(launcher: Launcher, policy: LauncherPolicy) -> frozenset[str]:
+    if not launcher.release.exceptions:  # not a launcher: baseline's types only
+        return baseline.SELINUX_TYPES
     extra = {launcher.profile.selinux_type} if launcher.profile.selinux_type else set()
     return baseline.SELINUX_TYPES | extra | policy.selinux_types
 
 
 def _selinux(
-    options: Any, where: str, key: tuple[str, ...], allowed: frozenset[str], profile_name: str
+    options: Any, where: str, key: tuple[str, ...], allowed: frozenset[str], who: str
 ) -> Iterator[Violation]:
     if not options:
         return
     kind = options.get("type") or ""
     if kind not in allowed:
-        yield Violation(
-            f"{where}.seLinuxOptions.type",
-            kind,
-            f"neither Pod Security baseline (container_t, container_init_t, container_kvm_t) "
-            f"nor KubeVirt {profile_name} renders it, an admin may allow it with "
-            "--selinux-launcher-types",
-            (*key, "selinux-type", kind),
-        )
+        reason = "Pod Security baseline allows container_t, container_init_t, container_kvm_t"
+        if who:
+            reason += f", {who} does not render it, an admin may allow it with "
+            reason += "--selinux-launcher-types"
+        yield Violation(f"{where}.seLinuxOptions.type", kind, reason, (*key, "selinux-type", kind))
     for field in ("user", "role"):
         value = options.get(field) or ""
         if value:
@@ -102,7 +101,7 @@ def _pod_level(launcher: Launcher, policy: LauncherPolicy) -> Iterator[Violation
     for name in baseline.HOST_NAMESPACES:
         if spec.get(name) is True:
             yield Violation(
-                f"spec.{name}", "true", "host namespaces are not allowed in launcher pods", (name,)
+                f"spec.{name}", "true", "Pod Security baseline forbids host namespaces", (name,)
             )
     security = spec.get("securityContext") or {}
     yield from _selinux(
@@ -110,7 +109,7 @@ def _pod_level(launcher: Launcher, policy: LauncherPolicy) -> Iterator[Violation
         "spec.securityContext",
         ("pod",),
         _allowed_types(launcher, policy),
-        profile.name,
+        launcher.release.exceptions,
     )
     yield from _profiles(security, "spec.securityContext", ("pod",))
     for index, sysctl in enumerate(security.get("sysctls") or ()):
@@ -137,14 +136,17 @@ def _pod_level(launcher: Launcher, policy: LauncherPolicy) -> Iterator[Violation
         if host_path is None:
             continue
         path = host_path.get("path") or ""
-        if profile.mounts(normalise_host_path(path)) or policy.host_path_permitted(path):
+        who = launcher.release.exceptions
+        if who and (profile.mounts(normalise_host_path(path)) or policy.host_path_permitted(path)):
             continue
+        reason = "Pod Security baseline forbids hostPath volumes"
+        if who:
+            reason += f", {who} mounts {' '.join(sorted(profile.host_paths)) or 'none'}, "
+            reason += "an admin may allow a prefix with --permitted-host-paths"
         yield Violation(
             f"spec.volumes[{index}].hostPath.path",
             path,
-            f"Pod Security baseline forbids hostPath volumes, KubeVirt {profile.name} mounts "
-            f"{' '.join(sorted(profile.host_paths)) or 'none'}, an admin may allow a prefix "
-            "with --permitted-host-paths",
+            reason,
             ("hostPath", str(volume.get("name")), normalise_host_path(path)),
         )
 
@@ -161,13 +163,10 @@ def _container_level(
     key = (slot.list_field, name)
     security = container.get("securityContext") or {}
     if security.get("privileged") is True:
-        yield Violation(
-            f"{where}.privileged",
-            "true",
-            "privileged containers are not allowed in launcher pods "
-            "(virtdev provides /dev/kvm and /dev/net/tun as devices)",
-            (*key, "privileged"),
-        )
+        reason = "Pod Security baseline forbids privileged containers"
+        if launcher.release.exceptions:
+            reason += ", virtdev provides /dev/kvm and /dev/net/tun to launchers as devices"
+        yield Violation(f"{where}.privileged", "true", reason, (*key, "privileged"))
     adds = (security.get("capabilities") or {}).get("add") or ()
     if adds:
         allowed = allowed_capabilities(launcher.profile, slot.role, policy)
@@ -178,10 +177,12 @@ def _container_level(
             if capability in allowed or normalise_capability(capability) in allowed:
                 continue
             if not reason:
-                reason = (
-                    f"beyond Pod Security baseline, and KubeVirt {launcher.profile.name} adds to "
-                    f"{slot.role} containers only {_beyond_baseline(allowed)}"
-                )
+                reason = "beyond Pod Security baseline"
+                if launcher.release.exceptions:
+                    reason += (
+                        f", and {launcher.release.exceptions} adds to {slot.role} containers "
+                        f"only {_beyond_baseline(allowed)}"
+                    )
             yield Violation(
                 f"{where}.capabilities.add[{index}]",
                 capability,
@@ -189,7 +190,7 @@ def _container_level(
                 (*key, "capability", normalise_capability(capability)),
             )
     yield from _selinux(
-        security.get("seLinuxOptions"), where, key, selinux_types, launcher.profile.name
+        security.get("seLinuxOptions"), where, key, selinux_types, launcher.release.exceptions
     )
     yield from _profiles(security, where, key)
     proc_mount = security.get("procMount") or ""

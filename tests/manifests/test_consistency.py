@@ -70,7 +70,7 @@ def test_webhook_configurations_call_the_catalogues_service_paths_and_names(
         ),
     ):
         configuration = find(objects, kind, name)
-        (webhook,) = configuration["webhooks"]
+        webhook = configuration["webhooks"][0]
         assert webhook["clientConfig"] == {
             "service": {
                 "namespace": catalogue.NAMESPACE,
@@ -99,8 +99,8 @@ def test_webhook_configurations_carry_the_policies_of_the_issue(
 ) -> None:
     objects = rendered[kustomization]
     (mutate,) = find(objects, "MutatingWebhookConfiguration", "virtdev")["webhooks"]
-    (validate,) = find(objects, "ValidatingWebhookConfiguration", "virtdev")["webhooks"]
-    for webhook in (mutate, validate):
+    validate, guard = find(objects, "ValidatingWebhookConfiguration", "virtdev")["webhooks"]
+    for webhook in (mutate, validate, guard):
         assert "caBundle" not in webhook["clientConfig"], "a re-apply would wipe the injected CA"
         assert webhook["sideEffects"] == "None"
         assert webhook["timeoutSeconds"] <= 3
@@ -376,3 +376,44 @@ def test_docs_name_every_overlay() -> None:
     install = (REPO / "docs" / "install.md").read_text(encoding="utf-8")
     missing = [k for k in kustomizations() if f"manifests/{k}" not in install]
     assert not missing, f"docs/install.md does not mention: {missing}"
+
+
+@pytest.mark.parametrize("kustomization", APPLIED)
+def test_the_guard_webhook_selects_opted_in_namespaces_and_every_pod_but_launchers(
+    kustomization: str, rendered: dict[str, Objects]
+) -> None:
+    objects = rendered[kustomization]
+    service = find(objects, "Service", catalogue.WEBHOOK_SERVICE)
+    https = next(p for p in service["spec"]["ports"] if p["name"] == "https")
+    validate, guard = find(objects, "ValidatingWebhookConfiguration", "virtdev")["webhooks"]
+    assert guard["name"] != validate["name"]
+    assert guard["clientConfig"] == {
+        "service": {
+            "namespace": catalogue.NAMESPACE,
+            "name": catalogue.WEBHOOK_SERVICE,
+            "path": catalogue.GUARD_PATH,
+            "port": https["port"],
+        }
+    }
+    assert guard["failurePolicy"] == "Fail"
+    assert guard["namespaceSelector"] == {
+        "matchLabels": {catalogue.GUARD_LABEL_KEY: catalogue.GUARD_LABEL_VALUE},
+        "matchExpressions": [
+            {
+                "key": "kubernetes.io/metadata.name",
+                "operator": "NotIn",
+                "values": ["kube-system", catalogue.NAMESPACE],
+            }
+        ],
+    }
+    # Launchers are the first webhook's; NotIn also selects pods without the label.
+    assert guard["objectSelector"] == {
+        "matchExpressions": [
+            {
+                "key": catalogue.LAUNCHER_LABEL_KEY,
+                "operator": "NotIn",
+                "values": [catalogue.LAUNCHER_LABEL_VALUE],
+            }
+        ]
+    }
+    assert guard["rules"] == validate["rules"]

@@ -444,6 +444,110 @@ def test_validate_lists_every_violation_with_its_field_path(webhook: Webhook, na
     assert response["auditAnnotations"]["violations"] == "; ".join(expected)
 
 
+# --- /guard: Pod Security baseline for every pod of a guarded namespace ------------------------
+
+
+def plain_pod(**container: Any) -> dict[str, Any]:
+    """A pod of a namespace's own workloads (not a launcher), as a Deployment would make it."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"generateName": "web-7d9f-", "namespace": "vms", "labels": {"app": "web"}},
+        "spec": {"containers": [{"name": "web", "image": "nginx:1.27", **container}]},
+    }
+
+
+def guard_review(pod: dict[str, Any], *, old: dict[str, Any] | None = None) -> dict[str, Any]:
+    review = load_fixture("v1-non-launcher-pod.json")
+    review["request"].update(object=pod, namespace="vms", name="")
+    if old is not None:
+        review["request"]["operation"] = "UPDATE"
+        review["request"]["oldObject"] = old
+    return review
+
+
+@pytest.mark.parametrize(
+    ("escalation", "path"),
+    [
+        (
+            lambda p: p["spec"]["containers"][0].update(securityContext={"privileged": True}),
+            "spec.containers[0].securityContext.privileged: true",
+        ),
+        (
+            lambda p: p["spec"].update(volumes=[{"name": "root", "hostPath": {"path": "/"}}]),
+            "spec.volumes[0].hostPath.path: /",
+        ),
+        (
+            lambda p: p["spec"]["containers"][0].update(
+                securityContext={"capabilities": {"add": ["SYS_ADMIN"]}}
+            ),
+            "spec.containers[0].securityContext.capabilities.add[0]: SYS_ADMIN",
+        ),
+        # A container named like KubeVirt's compute gets none of a launcher's exceptions.
+        (
+            lambda p: p["spec"]["containers"][0].update(
+                name="compute", securityContext={"capabilities": {"add": ["NET_ADMIN"]}}
+            ),
+            "spec.containers[0].securityContext.capabilities.add[0]: NET_ADMIN",
+        ),
+    ],
+    ids=["privileged", "hostPath /", "SYS_ADMIN", "compute NET_ADMIN"],
+)
+def test_guard_denies_a_pod_beyond_baseline_naming_the_field(
+    webhook: Webhook, escalation: Any, path: str
+) -> None:
+    pod = plain_pod()
+    escalation(pod)
+    response = webhook.review("/guard", guard_review(pod))
+    assert response["allowed"] is False
+    message = response["status"]["message"]
+    assert message.startswith("pod vms/web-7d9f- refused by virtdev (Pod Security baseline, ")
+    assert f"): {path} (" in message
+
+
+def test_guard_denies_kubectl_debug_with_a_privileged_ephemeral_container(webhook: Webhook) -> None:
+    old = plain_pod()
+    old["metadata"]["name"] = "web-7d9f-x2"
+    new = copy.deepcopy(old)
+    new["spec"]["ephemeralContainers"] = [
+        {"name": "debugger-x", "image": "busybox", "securityContext": {"privileged": True}}
+    ]
+    review = guard_review(new, old=old)
+    review["request"]["subResource"] = "ephemeralcontainers"
+    response = webhook.review("/guard", review)
+    assert response["allowed"] is False
+    assert (
+        "spec.ephemeralContainers[0].securityContext.privileged: true"
+        in (response["status"]["message"])
+    )
+
+
+def test_guard_allows_a_plain_pod_and_kubevirts_own_launchers(webhook: Webhook) -> None:
+    restricted = plain_pod(
+        securityContext={"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    )
+    assert webhook.review("/guard", guard_review(restricted))["allowed"] is True
+    for render in RENDERS:
+        if render.name == "v0.6.0-privileged.yaml":
+            continue
+        pod = yaml.safe_load(render.read_text(encoding="utf-8"))
+        response = webhook.review("/guard", guard_review(pod))
+        assert response["allowed"] is True, (render.name, response.get("status"))
+        assert response["auditAnnotations"]["profile"].startswith("KubeVirt ")
+
+
+def test_guard_keeps_a_pod_that_violated_before_updatable(webhook: Webhook) -> None:
+    old = plain_pod(securityContext={"privileged": True})
+    relabelled = copy.deepcopy(old)
+    relabelled["metadata"]["labels"]["tier"] = "frontend"
+    assert webhook.review("/guard", guard_review(relabelled, old=old))["allowed"] is True
+    worse = copy.deepcopy(old)
+    worse["spec"]["hostPID"] = True
+    response = webhook.review("/guard", guard_review(worse, old=old))
+    assert response["allowed"] is False
+    assert response["auditAnnotations"]["violations"] == "spec.hostPID"
+
+
 def test_v1beta1_reviews_are_answered_in_v1beta1(webhook: Webhook) -> None:
     review = load_fixture("v1beta1-launcher-2018-privileged.json")
     assert review["apiVersion"] == "admission.k8s.io/v1beta1"

@@ -11,10 +11,12 @@ import copy
 from typing import Any
 
 import jsonpatch
+import orjson
 import pytest
 
 from virtdev.config import add_launcher_policy_flags
-from webhook import profiles
+from webhook import profiles, review
+from webhook.admission import guard_review, validate_review
 from webhook.launcher import read_launcher
 from webhook.mutation import Mutation, mutate, pointer
 from webhook.policy import LauncherPolicy
@@ -641,3 +643,69 @@ def test_policy_from_flags() -> None:
     ):
         with pytest.raises(ValueError, match=message):
             LauncherPolicy.from_args(parser.parse_args(bad))
+
+
+# --- /guard: baseline for every pod of a guarded namespace ------------------------------------
+
+
+def created(pod: dict[str, Any]) -> review.Request:
+    """The CREATE review the API server sends for a pod of namespace `vms`."""
+    request = {
+        "uid": "u-1",
+        "kind": {"group": "", "version": "v1", "kind": "Pod"},
+        "resource": {"group": "", "version": "v1", "resource": "pods"},
+        "operation": "CREATE",
+        "namespace": "vms",
+        "object": pod,
+    }
+    body = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}
+    return review.parse(orjson.dumps(body))
+
+
+def guard(pod: dict[str, Any], policy: LauncherPolicy = DEFAULT) -> review.Answer:
+    return guard_review(created(pod), policy)
+
+
+def test_guard_gives_other_pods_none_of_the_launcher_exceptions() -> None:
+    policy = LauncherPolicy(
+        permitted_capabilities=frozenset({"SYS_PTRACE"}),
+        permitted_host_paths=("/data",),
+        selinux_types=frozenset({"virt_launcher.process"}),
+    )
+    pod = {
+        "metadata": {"name": "web", "labels": {"app": "web"}},
+        "spec": {
+            "containers": [
+                {
+                    "name": "compute",
+                    "image": IMAGE.format("v0.20.0"),
+                    "securityContext": {
+                        "capabilities": {"add": ["NET_ADMIN", "SYS_PTRACE", "CHOWN"]},
+                        "seLinuxOptions": {"type": "virt_launcher.process"},
+                    },
+                }
+            ],
+            "volumes": [{"name": "d", "hostPath": {"path": "/data/x"}}],
+        },
+    }
+    answer = guard(pod, policy)
+    assert not answer.allowed
+    assert answer.audit_annotations["violations"] == "; ".join(
+        [
+            "spec.volumes[0].hostPath.path",
+            "spec.containers[0].securityContext.capabilities.add[0]",
+            "spec.containers[0].securityContext.capabilities.add[1]",
+            "spec.containers[0].securityContext.seLinuxOptions.type",
+        ]
+    )
+    assert answer.message.startswith("pod vms/web refused by virtdev (Pod Security baseline, ")
+
+
+def test_guard_judges_a_launcher_exactly_as_validate_does() -> None:
+    pod = launcher({"name": "compute", "securityContext": {"capabilities": {"add": ["SYS_NICE"]}}})
+    assert guard(pod).allowed
+    pod["spec"]["containers"][0]["securityContext"]["capabilities"]["add"].append("SYS_ADMIN")
+    answer = guard(pod)
+    assert not answer.allowed
+    assert answer.message.startswith("launcher pod ")
+    assert validate_review(created(pod), DEFAULT) == answer

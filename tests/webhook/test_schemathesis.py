@@ -63,13 +63,13 @@ def api_schema(webhook: Webhook) -> Any:
     return schemathesis.openapi.from_url(url, verify=str(webhook.ca_cert), timeout=30)
 
 
-def test_the_published_description_declares_both_request_bodies(webhook: Webhook) -> None:
+def test_the_published_description_declares_every_request_body(webhook: Webhook) -> None:
     loaded = schemathesis.openapi.from_url(
         f"https://127.0.0.1:{webhook.port}/openapi.json", verify=str(webhook.ca_cert)
     )
     raw: dict[str, Any] = loaded.raw_schema
-    assert set(raw["paths"]) == {"/mutate", "/validate"}
-    for path in ("/mutate", "/validate"):
+    assert set(raw["paths"]) == {"/mutate", "/validate", "/guard"}
+    for path in ("/mutate", "/validate", "/guard"):
         operation = raw["paths"][path]["post"]
         body = operation["requestBody"]["content"]["application/json"]["schema"]
         assert body["required"] == ["apiVersion", "kind", "request"]
@@ -77,7 +77,7 @@ def test_the_published_description_declares_both_request_bodies(webhook: Webhook
         assert set(operation["responses"]) == {"200", "400", "413", "500"}
 
 
-@pytest.mark.parametrize("path", ["/mutate", "/validate"])
+@pytest.mark.parametrize("path", ["/mutate", "/validate", "/guard"])
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=str)
 def test_generated_reviews_are_never_a_server_error_and_match_the_description(
     api_schema: Any, webhook: Webhook, path: str, mode: GenerationMode
