@@ -150,16 +150,26 @@ MAX_VIOLATIONS = 16
 MAX_COUNTED = 10_000
 
 
+def _pods_judged(request: Request) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
+    """The new and old pod of a CREATE or UPDATE (kubectl debug's included), metadata checked;
+    None for anything the validators do not judge."""
+    if request.operation not in ("CREATE", "UPDATE") or request.kind not in POD_KINDS:
+        return None
+    obj, old = request.object, request.old_object
+    if obj is None:
+        return None
+    _labels_checked(obj, "$.request.object")
+    _labels_checked(old, "$.request.oldObject")
+    return obj, old
+
+
 def guard_review(request: Request, policy: LauncherPolicy) -> Answer:
     """/guard: Pod Security baseline for every pod of a namespace that opted in; a launcher is
     judged exactly as /validate judges it (its release's exceptions)."""
-    if request.operation not in ("CREATE", "UPDATE") or request.kind not in POD_KINDS:
+    objects = _pods_judged(request)
+    if objects is None:
         return Answer(allowed=True, verdict="skipped")
-    obj, old = request.object, request.old_object
-    if obj is None:
-        return Answer(allowed=True, verdict="skipped")
-    _labels_checked(obj, "$.request.object")
-    _labels_checked(old, "$.request.oldObject")
+    obj, old = objects
     if policy.is_launcher(obj) or policy.is_launcher(old):
         return validate_review(request, policy)
     pod = read_pod(as_pod(obj, request.kind, "$.request.object"))
@@ -172,13 +182,10 @@ def guard_review(request: Request, policy: LauncherPolicy) -> Answer:
 def validate_review(request: Request, policy: LauncherPolicy) -> Answer:
     """/validate: Pod Security baseline plus the launcher's release exceptions, on CREATE and on
     UPDATE (incl. kubectl debug); on UPDATE only what the change introduces counts."""
-    if request.operation not in ("CREATE", "UPDATE") or request.kind not in POD_KINDS:
+    objects = _pods_judged(request)
+    if objects is None:
         return Answer(allowed=True, verdict="skipped")
-    obj, old = request.object, request.old_object
-    if obj is None:
-        return Answer(allowed=True, verdict="skipped")
-    _labels_checked(obj, "$.request.object")
-    _labels_checked(old, "$.request.oldObject")
+    obj, old = objects
     # Removing the label in the same update must not be a way out of the check.
     if not (policy.is_launcher(obj) or policy.is_launcher(old)):
         return Answer(allowed=True, verdict="skipped")

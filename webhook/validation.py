@@ -71,22 +71,18 @@ def _selinux(
 
 def _profiles(security: dict[str, Any], where: str, key: tuple[str, ...]) -> Iterator[Violation]:
     """seccomp, AppArmor and Windows hostProcess: the same rules at pod and container level."""
-    seccomp = (security.get("seccompProfile") or {}).get("type")
-    if seccomp is not None and seccomp not in baseline.SECCOMP_TYPES:
-        yield Violation(
-            f"{where}.seccompProfile.type",
-            seccomp,
-            "Pod Security baseline allows RuntimeDefault or Localhost",
-            (*key, "seccomp", seccomp),
-        )
-    apparmor = (security.get("appArmorProfile") or {}).get("type")
-    if apparmor is not None and apparmor not in baseline.APPARMOR_TYPES:
-        yield Violation(
-            f"{where}.appArmorProfile.type",
-            apparmor,
-            "Pod Security baseline allows RuntimeDefault or Localhost",
-            (*key, "apparmor", apparmor),
-        )
+    for field, allowed in (
+        ("seccompProfile", baseline.SECCOMP_TYPES),
+        ("appArmorProfile", baseline.APPARMOR_TYPES),
+    ):
+        kind = (security.get(field) or {}).get("type")
+        if kind is not None and kind not in allowed:
+            yield Violation(
+                f"{where}.{field}.type",
+                kind,
+                f"Pod Security baseline allows {' or '.join(sorted(allowed, reverse=True))}",
+                (*key, field, kind),
+            )
     if (security.get("windowsOptions") or {}).get("hostProcess") is True:
         yield Violation(
             f"{where}.windowsOptions.hostProcess",
