@@ -227,7 +227,7 @@ def serve(args: argparse.Namespace) -> int:
         print(f"virtdev webhook: {error}", file=sys.stderr)
         return 2
     if limits.max_connections < args.max_connections:
-        log.warning(
+        log.info(
             "at most %d connections on the HTTPS port (--max-connections %d), so that the "
             "open-file limit keeps room for certificate reloads, probes and the node watch",
             limits.max_connections,

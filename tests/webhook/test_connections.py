@@ -15,6 +15,8 @@ import re
 import select
 import socket
 import ssl
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -27,7 +29,7 @@ from cryptography import x509
 from certs import pki
 from tests.webhook.conftest import fixture_bytes
 from tests.webhook.test_e2e import Webhook, start_webhook, stop
-from webhook.connections import FILES_KEPT, MAX_HEAD_BYTES
+from webhook.connections import FILES_KEPT, MAX_HEAD_BYTES, fit_to_file_limit
 
 pytestmark = pytest.mark.slow
 
@@ -322,3 +324,57 @@ def test_300_slow_clients_at_a_256_file_limit_are_shed_and_a_due_reload_takes_ef
         assert metric(server, shed % '"handshake"') >= limit
     finally:
         stop(server)
+
+
+# --- settings -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("soft", "wanted", "fitted"),
+    [(1_048_576, 1000, 1000), (1024, 1000, 1024 - FILES_KEPT), (256, 1000, 256 - FILES_KEPT)],
+)
+def test_the_connection_limit_is_fitted_to_the_open_file_limit(
+    soft: int, wanted: int, fitted: int
+) -> None:
+    assert fit_to_file_limit(wanted, soft_limit=soft) == fitted
+
+
+def test_a_file_limit_too_low_for_connections_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match=r"open-file limit \(70\) leaves room for 6 connections"):
+        fit_to_file_limit(1000, soft_limit=70)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--head-timeout", "0"], "head-timeout must be a positive number of seconds"),
+        (["--body-timeout", "nan"], "body-timeout must be a positive number of seconds"),
+        (["--max-connections", "0"], "max-connections must be at least 1, got 0"),
+        (
+            ["--max-buffered-bytes", "1000"],
+            "max-buffered-bytes (1000) must be at least max-body-bytes (6291456), or no body "
+            "at the limit could be read",
+        ),
+    ],
+)
+def test_bad_limits_are_refused_at_start_with_exit_2(
+    tmp_path: Path, flags: list[str], message: str
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "virtdev.cli", "webhook", "--dev-certs-dir", str(tmp_path), *flags],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == f"virtdev webhook: {message}"
+
+
+def test_limits_come_from_the_config_file_too(tmp_path: Path) -> None:
+    config = tmp_path / "virtdev.yaml"
+    config.write_text("head-timeout: 0\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "virtdev.cli", "webhook", "--config", str(config),
+         "--dev-certs-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "head-timeout must be a positive number of seconds" in result.stderr
