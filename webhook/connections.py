@@ -17,7 +17,10 @@ So the webhook owns its listening socket and its HTTP protocol:
   start), the body within `body_seconds` of its head. A late request is answered 408 and closed;
   a head over `MAX_HEAD_BYTES` 431 and closed; an idle keep-alive connection is closed after
   `keep_alive_seconds` (uvicorn's own timer). Every close, however the peer behaves, is done
-  within `CLOSE_SECONDS` (the TLS close_notify wait is cut short).
+  within `CLOSE_SECONDS` (the TLS close_notify wait is cut short). So a client that stops
+  reading its answer is dropped too: the endpoint writes an answer in one piece, which the
+  transport buffers, so it never waits on the client, and the connection, idle from then on,
+  is closed by the keep-alive timer.
 
 Bytes of bodies held at once across all requests are the endpoints' business
 (`webhook.endpoint.BodyBudget`): only they know which bodies are read and when they are dropped.

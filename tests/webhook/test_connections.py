@@ -29,7 +29,13 @@ from cryptography import x509
 from certs import pki
 from tests.webhook.conftest import fixture_bytes
 from tests.webhook.test_e2e import Webhook, start_webhook, stop
-from webhook.connections import FILES_KEPT, MAX_HEAD_BYTES, fit_to_file_limit
+from webhook.connections import (
+    CLOSE_SECONDS,
+    FILES_KEPT,
+    KEEP_ALIVE_SECONDS,
+    MAX_HEAD_BYTES,
+    fit_to_file_limit,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -199,10 +205,10 @@ def test_a_head_over_64_kib_is_answered_431_before_it_ends(webhook: Webhook) -> 
 
 
 def metric(server: Webhook, name: str) -> float:
+    """One sample (name with labels, as exposed); 0 for a labelled counter not yet counted."""
     text = server.probe("/metrics")[1]
     match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
-    assert match, name
-    return float(match.group(1))
+    return float(match.group(1)) if match else 0.0
 
 
 def eventually(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
@@ -378,3 +384,31 @@ def test_limits_come_from_the_config_file_too(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 2, result.stderr
     assert "head-timeout must be a positive number of seconds" in result.stderr
+
+
+def test_a_client_that_stops_reading_its_answer_is_dropped_after_the_keep_alive_timeout(
+    tmp_path: Path,
+) -> None:
+    """A 7.5 MB patch is more than the kernel's socket buffers take (~4 MB): the rest waits in
+    the process. The answer was written in one piece, so the connection is idle from then on:
+    closed after 5 s, the TLS goodbye given up after 2 s more."""
+    from tests.webhook.test_hostile import enlarged
+
+    server = start_webhook(tmp_path)
+    try:
+        pod = orjson.loads(REVIEW)["request"]["object"]
+        body = enlarged(pod, 6 * 1024 * 1024, how="containers")
+        raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: the window
+        raw.settimeout(30)
+        raw.connect(("127.0.0.1", server.port))
+        with context(server).wrap_socket(raw, server_hostname="localhost") as conn:
+            conn.sendall(head("/mutate", len(body)) + body)
+            sent = time.monotonic()
+            requests = 'virtdev_webhook_requests_total{endpoint="mutate",verdict="patched"}'
+            eventually(lambda: metric(server, requests) == 1, "the answer")
+            eventually(lambda: metric(server, "virtdev_webhook_connections") == 0, "dropped")
+            assert time.monotonic() - sent < KEEP_ALIVE_SECONDS + CLOSE_SECONDS + 3
+        review_in_time(server)
+    finally:
+        stop(server)
