@@ -412,3 +412,13 @@ def test_a_client_that_stops_reading_its_answer_is_dropped_after_the_keep_alive_
         review_in_time(server)
     finally:
         stop(server)
+
+
+def test_the_flags_defaults_are_the_modules_defaults() -> None:
+    """webhook.cli repeats them so that `--help` imports nothing; they must not drift."""
+    from webhook import cli, connections, endpoint
+
+    assert cli.DEFAULT_MAX_CONNECTIONS == connections.DEFAULT_MAX_CONNECTIONS
+    assert cli.DEFAULT_TIMEOUT_SECONDS == connections.DEFAULT_HEAD_SECONDS
+    assert cli.DEFAULT_TIMEOUT_SECONDS == connections.DEFAULT_BODY_SECONDS
+    assert cli.DEFAULT_MAX_BUFFERED_BYTES == endpoint.DEFAULT_MAX_BUFFERED_BYTES
