@@ -3,7 +3,8 @@
 It reads the body, parses the same AdmissionReview with the same JSON library (orjson), and
 answers `allowed` for its uid: no rules, no framework, no middleware, no metrics, no logging.
 It is served exactly as `virtdev webhook` serves /mutate: uvicorn with httptools on uvloop,
-`loop="none"`, the TLS context of `certs.tls.ServingTLS`, no access log, no server header. What
+`loop="none"`, the TLS context of `certs.tls.ServingTLS`, no access log, no server header, on
+the webhook's listener and protocol with their default limits (`webhook.connections`). What
 /mutate costs beyond this floor is what virtdev (FastAPI, the rules, logs, metrics) adds.
 
     python bench/floor_app.py --port 9443 --tls-cert tls.crt --tls-key tls.key
@@ -93,11 +94,11 @@ def main() -> None:
     parser.add_argument("--log-line", action="store_true", help="write the admission log line")
     args = parser.parse_args()
 
-    import uvicorn
     import uvloop
 
     from certs.tls import ServingTLS
-    from webhook.server import uvicorn_config
+    from webhook.connections import ConnectionLimits, ConnectionMetrics
+    from webhook.server import HttpsServer, uvicorn_config
 
     if args.log_line:
         global LOG_LINE
@@ -107,16 +108,13 @@ def main() -> None:
     tls = ServingTLS(args.tls_cert, args.tls_key)
     config = uvicorn_config(app, host=args.host, port=args.port, tls=tls, lifespan="off")
 
-    class Server(uvicorn.Server):
-        async def startup(self, sockets: list[Any] | None = None) -> None:
-            await super().startup(sockets)
-            if self.started:
-                print(f"floor ready on https://{args.host}:{args.port}", flush=True)
+    ready = [f"floor ready on https://{args.host}:{args.port}"]
+    server = HttpsServer(config, ready, limits=ConnectionLimits(), metrics=ConnectionMetrics())
 
     async def serve() -> None:
         flusher = asyncio.create_task(logs.flush_every())  # as the webhook's lifespan runs it
         try:
-            await Server(config).serve()
+            await server.serve()
         finally:
             flusher.cancel()
             logs.flush()

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
+import pytest
 from prometheus_client import CollectorRegistry, Counter
 
+from virtdev import probes
 from virtdev.probes import ProbeServer
 
 
@@ -44,4 +47,39 @@ async def test_probe_endpoints() -> None:
         status, body = await get(port, b"HEAD /healthz HTTP/1.1\r\n\r\n")
         assert (status, body) == (200, b"")
     finally:
+        await server.stop()
+
+
+async def test_a_flood_is_closed_at_once_beyond_the_limit_and_slow_heads_by_the_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Any peer may reach the probe port: 16 connections at most, each head within its deadline;
+    probes are answered again as soon as the flood is gone."""
+    monkeypatch.setattr(probes, "HEAD_SECONDS", 0.5)
+    server = ProbeServer(
+        host="127.0.0.1", port=0, registry=CollectorRegistry(), ready=lambda: (True, "ready")
+    )
+    await server.start()
+    held: list[asyncio.StreamWriter] = []
+    try:
+        readers = []
+        for _ in range(probes.MAX_CONNECTIONS):
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(b"GET /healthz HTTP/1.1\r\n")  # a head never finished
+            held.append(writer)
+            readers.append(reader)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        extra_reader, extra = await asyncio.open_connection("127.0.0.1", server.port)
+        held.append(extra)
+        with contextlib.suppress(ConnectionResetError):
+            assert await asyncio.wait_for(extra_reader.read(), timeout=10) == b""
+        assert loop.time() - started < 0.4, "closed at once, not by the deadline"
+        for reader in readers:  # each slow head is closed by its deadline, unanswered
+            assert await asyncio.wait_for(reader.read(), timeout=10) == b""
+        assert loop.time() - started < 0.5 + 2
+        assert await get(server.port, b"GET /healthz HTTP/1.1\r\n\r\n") == (200, b"ok\n")
+    finally:
+        for writer in held:
+            writer.close()
         await server.stop()

@@ -3,6 +3,11 @@
 Kubelet probes and Prometheus must work whatever the TLS settings of the webhook, and the agent
 has no HTTP server of its own, so both use this small asyncio server instead of a framework: it
 costs the agent on every node almost no memory, and it answers even while the main port is busy.
+
+Any peer may reach it, so it is bounded like the HTTPS port: one request per connection, its
+head within `HEAD_SECONDS` and `_MAX_REQUEST_HEAD` bytes, the answer written within
+`HEAD_SECONDS`, and at most `MAX_CONNECTIONS` at once (more are closed at once): a flood
+neither holds memory nor takes the files the webhook keeps free (`webhook.connections`).
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ log = logging.getLogger(__name__)
 ReadyCheck = Callable[[], tuple[bool, str]]
 
 _MAX_REQUEST_HEAD = 8192
+#: The kubelet probes one at a time and Prometheus scrapes one at a time; room for a few more.
+MAX_CONNECTIONS = 16
+HEAD_SECONDS = 5.0
 
 
 class ProbeServer:
@@ -37,6 +45,7 @@ class ProbeServer:
         self._registry = registry
         self._ready = ready
         self._server: asyncio.Server | None = None
+        self._open = 0
 
     @property
     def port(self) -> int:
@@ -74,8 +83,18 @@ class ProbeServer:
         return 404, "text/plain; charset=utf-8", b"not found: try /healthz, /readyz or /metrics\n"
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._open >= MAX_CONNECTIONS:
+            writer.transport.abort()  # at once, without a FIN handshake to wait for
+            return
+        self._open += 1
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
+            await self._answer(reader, writer)
+        finally:
+            self._open -= 1
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=HEAD_SECONDS)
             if len(head) > _MAX_REQUEST_HEAD:
                 raise ValueError("request head too large")
             method, path, _ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
@@ -95,6 +114,9 @@ class ProbeServer:
         )
         if method != "HEAD":
             writer.write(body)
-        with contextlib.suppress(ConnectionError):
-            await writer.drain()
-        writer.close()
+        with contextlib.suppress(ConnectionError, TimeoutError):
+            await asyncio.wait_for(writer.drain(), timeout=HEAD_SECONDS)  # a peer that never reads
+        if writer.transport.get_write_buffer_size():
+            writer.transport.abort()
+        else:
+            writer.close()

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +21,16 @@ from fastapi.openapi.utils import get_openapi
 from virtdev import catalogue
 from webhook import review
 from webhook.admission import guard_review, mutate_review_decided, validate_review
-from webhook.endpoint import AdmissionEndpoint, Receive, Scope, Send, respond, status_body
+from webhook.endpoint import (
+    DEFAULT_MAX_BUFFERED_BYTES,
+    AdmissionEndpoint,
+    BodyBudget,
+    Receive,
+    Scope,
+    Send,
+    respond,
+    status_body,
+)
 from webhook.feasibility import DEFAULT_NO_KVM_POLICY, NO_KVM_POLICIES, NodeSnapshot
 from webhook.metrics import WebhookMetrics
 from webhook.openapi import admission_paths
@@ -40,10 +50,17 @@ class WebhookSettings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     #: What /mutate does when no feasible node has kvm: warn, emulate or deny.
     no_kvm_policy: str = DEFAULT_NO_KVM_POLICY
+    #: Bytes of large bodies (over 64 KiB) held at once across all requests (webhook.endpoint).
+    max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES
 
     def __post_init__(self) -> None:
         if self.no_kvm_policy not in NO_KVM_POLICIES:  # fail at start, not on every request
             raise ValueError(f"no-kvm policy {self.no_kvm_policy!r}: one of {NO_KVM_POLICIES}")
+        if self.max_buffered_bytes < self.max_body_bytes:
+            raise ValueError(
+                f"max-buffered-bytes ({self.max_buffered_bytes}) must be at least "
+                f"max-body-bytes ({self.max_body_bytes}), or no body at the limit could be read"
+            )
 
 
 #: The current view of the nodes (None: no cluster configured); read once per request.
@@ -60,6 +77,10 @@ def create_app(
     settings = settings or WebhookSettings()
     metrics = metrics or WebhookMetrics.create()
     policy = settings.policy
+    budget = BodyBudget(settings.max_buffered_bytes)
+    # One thread decides the large bodies: the event loop answers small ones meanwhile, and no
+    # two large bodies are parsed into objects at once (webhook.endpoint).
+    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="virtdev-decide")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -72,6 +93,7 @@ def create_app(
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            worker.shutdown(wait=False, cancel_futures=True)
 
     api = FastAPI(
         title="virtdev admission webhook",
@@ -122,16 +144,20 @@ def create_app(
     def guard(parsed: review.Request) -> review.Answer:
         return guard_review(parsed, policy)
 
+    def endpoint(name: str, decide: Callable[[review.Request], review.Answer]) -> AdmissionEndpoint:
+        return AdmissionEndpoint(
+            name,
+            decide,
+            max_body_bytes=settings.max_body_bytes,
+            metrics=metrics,
+            budget=budget,
+            worker=worker,
+        )
+
     endpoints = {
-        catalogue.MUTATE_PATH: AdmissionEndpoint(
-            "mutate", mutate_with_nodes, max_body_bytes=settings.max_body_bytes, metrics=metrics
-        ),
-        catalogue.VALIDATE_PATH: AdmissionEndpoint(
-            "validate", validate, max_body_bytes=settings.max_body_bytes, metrics=metrics
-        ),
-        catalogue.GUARD_PATH: AdmissionEndpoint(
-            "guard", guard, max_body_bytes=settings.max_body_bytes, metrics=metrics
-        ),
+        catalogue.MUTATE_PATH: endpoint("mutate", mutate_with_nodes),
+        catalogue.VALIDATE_PATH: endpoint("validate", validate),
+        catalogue.GUARD_PATH: endpoint("guard", guard),
     }
     api.openapi = lambda: _openapi(api)  # type: ignore[method-assign]
     return AdmissionApp(api, endpoints)

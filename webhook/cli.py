@@ -13,6 +13,10 @@ from virtdev import catalogue
 from virtdev.config import add_config_flag, add_launcher_policy_flags, add_log_format_flag
 
 DEFAULT_MAX_BODY_BYTES = 6 * 1024 * 1024
+#: As in webhook.connections and webhook.endpoint, repeated so that `--help` imports nothing.
+DEFAULT_MAX_CONNECTIONS = 1000
+DEFAULT_TIMEOUT_SECONDS = 10.0
+DEFAULT_MAX_BUFFERED_BYTES = 64 * 1024 * 1024
 #: As in webhook.feasibility, repeated here so that `--help` does not import the webhook.
 NO_KVM_POLICIES = ("warn", "emulate", "deny")
 
@@ -40,6 +44,40 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_MAX_BODY_BYTES,
         help="larger request bodies are refused with 413 (default: 6 MiB, an UPDATE review "
         "carries two objects of the API server's maximum request size)",
+    )
+    limits = parser.add_argument_group(
+        "connection limits", "what slow or many clients may take (see docs/benchmarks.md)"
+    )
+    limits.add_argument(
+        "--max-connections",
+        type=int,
+        default=DEFAULT_MAX_CONNECTIONS,
+        help="connections open at once on the HTTPS port, TLS handshakes included; more are "
+        "reset at once; lowered to fit the open-file limit (default: "
+        f"{DEFAULT_MAX_CONNECTIONS})",
+    )
+    limits.add_argument(
+        "--head-timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_SECONDS,
+        metavar="SECONDS",
+        help="seconds for the TLS handshake and then each request head; a late one is answered "
+        f"408 and closed (default: {DEFAULT_TIMEOUT_SECONDS:g})",
+    )
+    limits.add_argument(
+        "--body-timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_SECONDS,
+        metavar="SECONDS",
+        help="seconds for a request body once its head is in; a late one is answered 408 and "
+        f"closed (default: {DEFAULT_TIMEOUT_SECONDS:g})",
+    )
+    limits.add_argument(
+        "--max-buffered-bytes",
+        type=int,
+        default=DEFAULT_MAX_BUFFERED_BYTES,
+        help="bytes of request bodies over 64 KiB held at once across all requests; a body that "
+        "does not fit is refused with 503 (default: 64 MiB)",
     )
     add_log_format_flag(server)
     tls = parser.add_argument_group("TLS")

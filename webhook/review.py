@@ -3,6 +3,11 @@
 Both `admission.k8s.io/v1` and `v1beta1` are read, and the answer is written in the version of
 the request with its `uid` echoed: a wrong uid, apiVersion or kind is a call failure for the API
 server. Anything that is not a well-formed review raises `BadInput` with the JSON path at fault.
+
+What is rendered is bounded whatever the rules found: the status message, each audit annotation
+and the warnings are cut to fixed sizes (ending in `…`, or "and N more"), so a denial of a pod
+with a million violations is a few KiB like any other (was: 1.13 MB for 10,000 capabilities).
+Only a patch grows with the pod, as it must to be applied.
 """
 
 from __future__ import annotations
@@ -18,6 +23,13 @@ from webhook.schema import BadInput, type_name
 API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
 #: The API server's limit for one admission warning.
 MAX_WARNING = 120
+#: Warnings in one answer at most, the last of them saying how many more there were.
+MAX_WARNINGS = 16
+#: A denial's message (what kubectl prints), and a 400's message and path.
+MAX_MESSAGE_BYTES = 4096
+#: Each audit annotation's value, and how many annotations one answer carries.
+MAX_AUDIT_VALUE_BYTES = 1024
+MAX_AUDIT_ANNOTATIONS = 8
 OPERATIONS = ("CREATE", "UPDATE", "DELETE", "CONNECT")
 
 
@@ -68,6 +80,32 @@ class Answer:
 def fit_warning(text: str) -> str:
     """A warning within the API server's limit: longer ones are cut, ending in `…`."""
     return text if len(text) <= MAX_WARNING else text[: MAX_WARNING - 1] + "…"
+
+
+def fit_text(text: str, limit: int) -> str:
+    """`text` within `limit` UTF-8 bytes: longer ones are cut (never inside a character),
+    ending in `…`."""
+    if len(text) * 4 <= limit:  # the common case, without encoding: at most 4 bytes a char
+        return text
+    encoded = text.encode("utf-8", "surrogatepass")
+    if len(encoded) <= limit:
+        return text
+    return encoded[: limit - 3].decode("utf-8", "ignore") + "…"
+
+
+def fit_warnings(warnings: list[str]) -> list[str]:
+    """At most `MAX_WARNINGS`, each within the API server's limit; the last one says how many
+    were left out."""
+    if len(warnings) <= MAX_WARNINGS:
+        return [fit_warning(text) for text in warnings]
+    kept = [fit_warning(text) for text in warnings[: MAX_WARNINGS - 1]]
+    return [*kept, f"and {len(warnings) - len(kept)} more warnings"]
+
+
+def fit_annotations(annotations: dict[str, str]) -> dict[str, str]:
+    """At most `MAX_AUDIT_ANNOTATIONS` annotations, each value cut to `MAX_AUDIT_VALUE_BYTES`."""
+    items = list(annotations.items())[:MAX_AUDIT_ANNOTATIONS]
+    return {key[:MAX_WARNING]: fit_text(value, MAX_AUDIT_VALUE_BYTES) for key, value in items}
 
 
 def _field(mapping: dict[str, Any], key: str, path: str, kind: type, *, required: bool) -> Any:
@@ -133,20 +171,21 @@ def parse(body: bytes) -> Request:
 
 
 def render(request: Request, answer: Answer) -> dict[str, Any]:
-    """The AdmissionReview reply; a patch only when there is one, a status only on denial."""
+    """The AdmissionReview reply; a patch only when there is one, a status only on denial; all
+    but the patch bounded in size."""
     response: dict[str, Any] = {"uid": request.uid, "allowed": answer.allowed}
     if answer.patch:
         response["patchType"] = "JSONPatch"
         response["patch"] = base64.b64encode(orjson.dumps(answer.patch)).decode()
     if answer.warnings:
-        response["warnings"] = answer.warnings
+        response["warnings"] = fit_warnings(answer.warnings)
     if answer.status_code is not None:
         reason = "Forbidden" if answer.status_code == 403 else "BadRequest"
         response["status"] = {
             "code": answer.status_code,
             "reason": reason,
-            "message": answer.message,
+            "message": fit_text(answer.message, MAX_MESSAGE_BYTES),
         }
     if answer.audit_annotations:
-        response["auditAnnotations"] = answer.audit_annotations
+        response["auditAnnotations"] = fit_annotations(answer.audit_annotations)
     return {"apiVersion": request.api_version, "kind": "AdmissionReview", "response": response}

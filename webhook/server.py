@@ -1,8 +1,10 @@
 """Run the webhook process: HTTPS admission port, plain-HTTP probe port, certificate reload.
 
-uvicorn serves the app with the reloadable context of `certs.tls.ServingTLS` (TLS 1.2+). On
-SIGTERM uvicorn stops accepting, lets in-flight requests finish, then the probe server stops:
-a rolling update never drops an admission call that was already being answered.
+uvicorn serves the app with the reloadable context of `certs.tls.ServingTLS` (TLS 1.2+), over
+the webhook's own listener and protocol (`webhook.connections`: a connection limit fitted to the
+open-file limit, deadlines for handshakes, heads and bodies). On SIGTERM the listener stops
+accepting, in-flight requests finish, then the probe server stops: a rolling update never drops
+an admission call that was already being answered.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -22,6 +24,15 @@ from prometheus_client import CollectorRegistry
 from virtdev import catalogue, logs
 from virtdev.probes import ProbeServer
 from webhook.app import BackgroundTask, WebhookSettings, create_app
+from webhook.connections import (
+    KEEP_ALIVE_SECONDS,
+    ConnectionLimits,
+    ConnectionMetrics,
+    GuardedHttp,
+    Listener,
+    fit_to_file_limit,
+    listening_socket,
+)
 from webhook.metrics import WebhookMetrics
 from webhook.nodes import NodeView, cluster_source, core_api
 from webhook.policy import LauncherPolicy
@@ -38,18 +49,57 @@ LOCAL_IP_ADDRESSES = ("127.0.0.1", "::1")
 EXAMPLE_FIXTURE = "tests/fixtures/v1-launcher-2018-privileged.json"
 
 
-class _Server(uvicorn.Server):
-    """uvicorn's server, telling us once its socket is listening, exiting 0 on SIGTERM."""
+class HttpsServer(uvicorn.Server):
+    """uvicorn's server on `webhook.connections`' listener and protocol, telling us once its
+    socket is listening, exiting 0 on SIGTERM."""
 
-    def __init__(self, config: uvicorn.Config, on_listening: list[str]) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        on_listening: list[str],
+        *,
+        limits: ConnectionLimits,
+        metrics: ConnectionMetrics,
+    ) -> None:
         super().__init__(config)
         self._on_listening = on_listening
+        self.limits = limits
+        self._metrics = metrics
+        self.listener: Listener | None = None
 
     async def startup(self, sockets: list | None = None) -> None:  # type: ignore[type-arg]
-        await super().startup(sockets)
-        if self.started:
-            for line in self._on_listening:
-                print(line, flush=True)
+        # uvicorn's startup with our listener in place of `loop.create_server`, whose accept
+        # loop counts no handshakes and cannot refuse connections over a limit.
+        await self.lifespan.startup()
+        if self.lifespan.should_exit:
+            sys.exit(uvicorn.config.STARTUP_FAILURE)
+        config = self.config
+        try:
+            sock = listening_socket(config.host, config.port, config.backlog)
+        except OSError as error:
+            logging.getLogger("uvicorn.error").error(error)
+            await self.lifespan.shutdown()
+            sys.exit(uvicorn.config.STARTUP_FAILURE)
+
+        def protocol(release: Callable[[], None]) -> GuardedHttp:
+            return GuardedHttp(
+                config=config,
+                server_state=self.server_state,
+                app_state=self.lifespan.state,
+                limits=self.limits,
+                release=release,
+                count_shed=self._metrics.count_shed,
+            )
+
+        self.listener = Listener(
+            sock, protocol, tls=config.ssl, limits=self.limits, metrics=self._metrics
+        )
+        self.listener.start()
+        self.servers = [self.listener]  # type: ignore[list-item]  # close() and wait_closed()
+        self._log_started_message([sock])
+        self.started = True
+        for line in self._on_listening:
+            print(line, flush=True)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -64,7 +114,13 @@ class _Server(uvicorn.Server):
 
 
 def uvicorn_config(
-    app: Any, *, host: str, port: int, tls: ServingTLS, lifespan: Literal["on", "off"]
+    app: Any,
+    *,
+    host: str,
+    port: int,
+    tls: ServingTLS,
+    lifespan: Literal["on", "off"],
+    keep_alive_seconds: int = KEEP_ALIVE_SECONDS,
 ) -> uvicorn.Config:
     """How the HTTPS port is served (the benchmark's floor is served the same way)."""
     config = uvicorn.Config(
@@ -78,6 +134,7 @@ def uvicorn_config(
         access_log=False,
         server_header=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        timeout_keep_alive=keep_alive_seconds,
     )
     config.load()
     # uvicorn would build its own SSLContext from files; ServingTLS's reloads without a restart.
@@ -154,9 +211,28 @@ def serve(args: argparse.Namespace) -> int:
         print(f"virtdev webhook: {error}", file=sys.stderr)
         return 2
 
-    settings = WebhookSettings(
-        policy=policy, max_body_bytes=args.max_body_bytes, no_kvm_policy=args.no_kvm_policy
-    )
+    try:
+        settings = WebhookSettings(
+            policy=policy,
+            max_body_bytes=args.max_body_bytes,
+            no_kvm_policy=args.no_kvm_policy,
+            max_buffered_bytes=args.max_buffered_bytes,
+        )
+        limits = ConnectionLimits(
+            max_connections=fit_to_file_limit(args.max_connections),
+            head_seconds=args.head_timeout,
+            body_seconds=args.body_timeout,
+        )
+    except ValueError as error:
+        print(f"virtdev webhook: {error}", file=sys.stderr)
+        return 2
+    if limits.max_connections < args.max_connections:
+        log.info(
+            "at most %d connections on the HTTPS port (--max-connections %d), so that the "
+            "open-file limit keeps room for certificate reloads, probes and the node watch",
+            limits.max_connections,
+            args.max_connections,
+        )
     view = node_view(args.kubeconfig, metrics)
     background: list[BackgroundTask] = [tls.watch, logs.flush_every]
     if view is not None:
@@ -167,8 +243,15 @@ def serve(args: argparse.Namespace) -> int:
         background=background,
         nodes=None if view is None else view.current,
     )
-    config = uvicorn_config(app, host=args.host, port=args.port, tls=tls, lifespan="on")
-    server = _Server(config, ready_lines)
+    config = uvicorn_config(
+        app,
+        host=args.host,
+        port=args.port,
+        tls=tls,
+        lifespan="on",
+        keep_alive_seconds=limits.keep_alive_seconds,
+    )
+    server = HttpsServer(config, ready_lines, limits=limits, metrics=ConnectionMetrics(registry))
 
     def ready() -> tuple[bool, str]:
         if not server.started or server.should_exit:

@@ -27,7 +27,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -199,8 +199,11 @@ def _pump(stream: IO[str], lines: queue.Queue[str | None]) -> None:
     lines.put(None)
 
 
-def start_webhook(directory: Path, *flags: str, attempts: int = 3) -> Webhook:
-    """Start `virtdev webhook` on free ports and return once it printed its ready line."""
+def start_webhook(
+    directory: Path, *flags: str, attempts: int = 3, wrapper: Sequence[str] = ()
+) -> Webhook:
+    """Start `virtdev webhook` on free ports and return once it printed its ready line;
+    `wrapper` runs it (e.g. a shell setting `ulimit -n` first)."""
     directory.mkdir(parents=True, exist_ok=True)
     for attempt in range(attempts):
         port, metrics_port = free_ports(2)
@@ -209,6 +212,7 @@ def start_webhook(directory: Path, *flags: str, attempts: int = 3) -> Webhook:
         with log.open("w") as log_file:
             process = subprocess.Popen(
                 [
+                    *wrapper,
                     sys.executable,
                     "-m",
                     "virtdev.cli",
