@@ -171,6 +171,7 @@ def validate_review(request: Request, policy: LauncherPolicy) -> Answer:
             status_code=403,
             message=message,
             audit_annotations={"violations": "; ".join(v.path for v in found)[:1024]},
+            violations=[str(v) for v in found],
         )
     warnings = device_warnings(pod, policy) if request.operation == "CREATE" else []
     return Answer(allowed=True, verdict="warned" if warnings else "allowed", warnings=warnings)

@@ -21,6 +21,7 @@ from virtdev import catalogue
 from webhook import review
 from webhook.admission import mutate_review_decided, validate_review
 from webhook.endpoint import AdmissionEndpoint, Receive, Scope, Send, respond, status_body
+from webhook.enforcement import DEFAULT_ENFORCEMENT, ENFORCEMENTS, enforce
 from webhook.feasibility import DEFAULT_NO_KVM_POLICY, NO_KVM_POLICIES, NodeSnapshot
 from webhook.metrics import WebhookMetrics
 from webhook.openapi import admission_paths
@@ -40,10 +41,14 @@ class WebhookSettings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     #: What /mutate does when no feasible node has kvm: warn, emulate or deny.
     no_kvm_policy: str = DEFAULT_NO_KVM_POLICY
+    #: What /validate does with a launcher pod the rules refuse: deny it, or warn and admit it.
+    enforcement: str = DEFAULT_ENFORCEMENT
 
     def __post_init__(self) -> None:
         if self.no_kvm_policy not in NO_KVM_POLICIES:  # fail at start, not on every request
             raise ValueError(f"no-kvm policy {self.no_kvm_policy!r}: one of {NO_KVM_POLICIES}")
+        if self.enforcement not in ENFORCEMENTS:
+            raise ValueError(f"enforcement {self.enforcement!r}: one of {ENFORCEMENTS}")
 
 
 #: The current view of the nodes (None: no cluster configured); read once per request.
@@ -116,8 +121,10 @@ def create_app(
                 )
         return result
 
+    enforcement = settings.enforcement
+
     def validate(parsed: review.Request) -> review.Answer:
-        return validate_review(parsed, policy)
+        return enforce(validate_review(parsed, policy), enforcement)
 
     endpoints = {
         catalogue.MUTATE_PATH: AdmissionEndpoint(

@@ -2,7 +2,9 @@
 
 Without --tls-cert/--tls-key it makes throwaway certificates for localhost and 127.0.0.1 in
 --dev-certs-dir and prints a ready curl line: the quickest way to try it. Probes and Prometheus
-metrics are served over plain HTTP on --metrics-port (/healthz, /readyz, /metrics).
+metrics are served over plain HTTP on --metrics-port (/livez, /healthz, /readyz, /metrics).
+A port in use or an unusable --kubeconfig is one line on stderr and exit 1 or 2, never a
+traceback.
 """
 
 from __future__ import annotations
@@ -10,7 +12,14 @@ from __future__ import annotations
 import argparse
 
 from virtdev import catalogue
-from virtdev.config import add_config_flag, add_launcher_policy_flags, add_log_format_flag
+from virtdev.config import (
+    add_config_flag,
+    add_enforcement_flag,
+    add_launcher_policy_flags,
+    add_log_format_flag,
+    port,
+    port_or_zero,
+)
 
 DEFAULT_MAX_BODY_BYTES = 6 * 1024 * 1024
 #: As in webhook.feasibility, repeated here so that `--help` does not import the webhook.
@@ -23,15 +32,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     server.add_argument("--host", default="0.0.0.0", help="address to listen on (default: 0.0.0.0)")
     server.add_argument(
         "--port",
-        type=int,
+        type=port,
+        metavar="PORT",
         default=catalogue.WEBHOOK_PORT,
         help=f"HTTPS port for /mutate and /validate (default: {catalogue.WEBHOOK_PORT})",
     )
     server.add_argument(
         "--metrics-port",
-        type=int,
+        type=port_or_zero,
+        metavar="PORT",
         default=catalogue.WEBHOOK_METRICS_PORT,
-        help="plain-HTTP port for /healthz, /readyz and /metrics "
+        help="plain-HTTP port for /livez, /healthz, /readyz and /metrics "
         f"(default: {catalogue.WEBHOOK_METRICS_PORT}); 0 picks a free port",
     )
     server.add_argument(
@@ -58,6 +69,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "(default: .virtdev/dev-certs)",
     )
     add_launcher_policy_flags(parser)
+    add_enforcement_flag(parser.add_argument_group("enforcement"))
     scheduling = parser.add_argument_group(
         "scheduling", "which nodes could run a launcher pod (see docs/scheduling.md)"
     )
