@@ -52,10 +52,10 @@ def allowed_alias_ratio(decoded: int) -> float:
     return 0.99 - 0.89 * (decoded - _ALIAS_RATIO_LOW) / (_ALIAS_RATIO_HIGH - _ALIAS_RATIO_LOW)
 
 
-def read_bounded(path: str, stdin: BinaryIO, limit: int = MAX_INPUT_BYTES) -> bytes:
-    """The bytes of `path` (`-`: standard input), refusing more than `limit`."""
+def read_bounded(path: str, stdin: BinaryIO | None, limit: int = MAX_INPUT_BYTES) -> bytes:
+    """The bytes of `path` (`-`: `stdin`, when one is given), refusing more than `limit`."""
     try:
-        if path == "-":
+        if path == "-" and stdin is not None:
             data = stdin.read(limit + 1)
         else:
             with open(path, "rb") as file:

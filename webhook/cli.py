@@ -86,12 +86,27 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="kubeconfig for the webhook's watch of nodes (RBAC: nodes get/list/watch); without "
         "it the in-cluster service account is used when running in a pod, and outside a cluster "
-        "the check is off (~/.kube/config is never read unless named here)",
+        "the check is off (~/.kube/config and $KUBECONFIG are never read); a file that cannot "
+        "be used stops the webhook at start",
     )
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from virtdev import kube
+
+    # A --kubeconfig that cannot be used is a bad flag, said at start: not a node view that
+    # retries forever while launcher pods are patched without the check the operator asked for.
+    try:
+        source = kube.webhook_source(args.kubeconfig)
+        if source is not None:
+            kube.load(source)
+    except kube.KubeConfigError as error:
+        print(f"virtdev webhook: {error}", file=sys.stderr)
+        return 2
+
     from webhook.server import serve
 
     return serve(args)
