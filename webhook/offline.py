@@ -127,7 +127,10 @@ def _bad(command: str, path: str, entry: Entry | None, error: Exception, err: Te
     print(f"virtdev {command}: {path}: {where}{error}", file=err)
 
 
-def run_mutate(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+def run_mutate(
+    args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
+    out, err = out or sys.stdout, err or sys.stderr
     try:
         policy = LauncherPolicy.from_args(args)
         documents, as_yaml = load(args.file)
@@ -171,8 +174,9 @@ def run_mutate(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO =
 
 
 def run_validate(
-    args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr
+    args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None
 ) -> int:
+    out, err = out or sys.stdout, err or sys.stderr
     try:
         policy = LauncherPolicy.from_args(args)
         documents, _ = load(args.file)

@@ -11,8 +11,10 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -86,6 +88,34 @@ def uvicorn_config(
     return config
 
 
+class PortInUse(OSError):
+    """A port cannot be listened on; the message is the one line the operator sees."""
+
+
+def where(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def cannot_listen(flag: str, host: str, port: int, error: OSError) -> str:
+    """`--port: cannot listen on HOST:PORT: address already in use`, as the agent says it."""
+    reason = os.strerror(error.errno) if error.errno else str(error)
+    return f"{flag}: cannot listen on {where(host, port)}: {reason[:1].lower()}{reason[1:]}"
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The HTTPS port's socket, bound before anything else starts (as uvicorn would bind it),
+    so that a port in use is one line and exit 1, not a traceback after "startup complete"."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise PortInUse(cannot_listen("--port", host, port, error)) from None
+    return sock
+
+
 def local_material(directory: str) -> tuple[Path, Path, Path]:
     """Throwaway certificates for 127.0.0.1, made (or kept) with the same code as in-cluster."""
     from certs.generate import ensure_material
@@ -155,7 +185,10 @@ def serve(args: argparse.Namespace) -> int:
         return 2
 
     settings = WebhookSettings(
-        policy=policy, max_body_bytes=args.max_body_bytes, no_kvm_policy=args.no_kvm_policy
+        policy=policy,
+        max_body_bytes=args.max_body_bytes,
+        no_kvm_policy=args.no_kvm_policy,
+        enforcement=args.enforcement,
     )
     view = node_view(args.kubeconfig, metrics)
     background: list[BackgroundTask] = [tls.watch, logs.flush_every]
@@ -169,6 +202,11 @@ def serve(args: argparse.Namespace) -> int:
     )
     config = uvicorn_config(app, host=args.host, port=args.port, tls=tls, lifespan="on")
     server = _Server(config, ready_lines)
+    try:
+        https_socket = listen(args.host, args.port)
+    except PortInUse as error:
+        print(f"virtdev webhook: {error}", file=sys.stderr)
+        return 1
 
     def ready() -> tuple[bool, str]:
         if not server.started or server.should_exit:
@@ -177,18 +215,24 @@ def serve(args: argparse.Namespace) -> int:
 
     probes = ProbeServer(host=args.host, port=args.metrics_port, registry=registry, ready=ready)
 
-    async def main() -> None:
-        await probes.start()
+    async def main() -> int:
         try:
-            await server.serve()
+            await probes.start()
+        except OSError as error:
+            message = cannot_listen("--metrics-port", args.host, args.metrics_port, error)
+            print(f"virtdev webhook: {message}", file=sys.stderr)
+            return 1
+        try:
+            await server.serve(sockets=[https_socket])
         finally:
             await probes.stop()
             logs.flush()
+        return 0
 
-    try:
+    run: Callable[[Coroutine[Any, Any, int]], int] = asyncio.run
+    with contextlib.suppress(ImportError):  # uvloop is a dependency on Linux
         import uvloop
 
-        uvloop.run(main())
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        asyncio.run(main())
-    return 0
+        run = uvloop.run
+    with https_socket:
+        return run(main())
