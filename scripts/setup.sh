@@ -10,9 +10,7 @@ VENV=${VENV:-.venv}
 mode=${1:-}
 
 need_apt=()
-tools=(openssl)
-[ "$mode" = --serve ] || tools+=(curl)
-for tool in "${tools[@]}"; do
+for tool in curl openssl; do  # curl: the README's first steps after `make serve`
   command -v "$tool" >/dev/null 2>&1 || need_apt+=("$tool")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
