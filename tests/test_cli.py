@@ -141,3 +141,17 @@ def test_the_whole_output_is_written_when_the_reader_keeps_reading(
     path.write_text(yaml.safe_dump(pod), encoding="utf-8")
     assert main(["mutate", str(path)]) == 0
     assert yaml.safe_load(capsys.readouterr().out)["metadata"] == pod["metadata"]
+
+
+def test_building_the_parser_stays_light() -> None:
+    """Every command, the agent on every node included, builds the whole parser: the commands
+    added here (audit, the kube flags) must not pull in the client or the document readers."""
+    code = (
+        "import sys, virtdev.cli as c; c.build_parser(); "
+        "heavy = {'kubernetes', 'orjson', 'yaml', 'jsonpatch', 'fastapi', 'urllib3'}; "
+        "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "[]"

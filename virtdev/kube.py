@@ -18,6 +18,8 @@ that a webhook run on a laptop never acts on a `~/.kube/config` it was not given
 Files are parsed here first, within `virtdev.documents`' limits, so that a missing, unreadable
 or malformed kubeconfig is one line naming it rather than the client's traceback; the client
 then loads them read-only (`persist_config=False`: a token refresh never rewrites the file).
+Light at import (the parser of every command imports `add_flags`): the client, orjson and yaml
+are imported by the functions that use them.
 """
 
 from __future__ import annotations
@@ -27,8 +29,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from virtdev.documents import DocumentError, load_documents, read_bounded
 
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 #: A kubeconfig with certificates inlined is some kilobytes; anything this large is a mistake.
@@ -176,6 +176,8 @@ def load(
 
 def _check_file(setting: str, path: str) -> dict[str, Any]:
     """Readable, within limits, and a YAML mapping: else one line naming the file."""
+    from virtdev.documents import DocumentError, load_documents, read_bounded
+
     where = f"{setting}: {path}" if setting != "~/.kube/config" else path
     try:
         documents, _ = load_documents(read_bounded(path, None, MAX_KUBECONFIG_BYTES))
