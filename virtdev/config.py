@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 from virtdev import catalogue
@@ -106,6 +105,9 @@ def add_launcher_policy_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+#: A config file is a few lines; a larger one is a mistake, refused before it is parsed.
+MAX_CONFIG_BYTES = 1024 * 1024
+
 #: As in webhook.enforcement, repeated here so that building the parser does not import the rules.
 ENFORCEMENTS = ("deny", "warn")
 
@@ -142,17 +144,18 @@ def _port(text: str, *, lowest: int) -> int:
 
 
 def load_config_file(path: str) -> dict[str, Any]:
-    """Read the YAML mapping; an empty file is an empty config."""
-    import yaml  # only when a file is given: every process builds the parser
+    """The YAML mapping, read within virtdev.documents' limits; an empty file is empty."""
+    # Only when a file is given: every process builds the parser.
+    from virtdev.documents import DocumentError, load_documents, read_bounded
 
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as error:
-        raise ConfigError(f"config file {path}: {error.strerror or error}") from error
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ConfigError(f"config file {path}: not valid YAML: {error}") from error
+        documents, _ = load_documents(read_bounded(path, None, MAX_CONFIG_BYTES))
+    except DocumentError as error:
+        problem = str(error).replace("neither JSON nor YAML", "not valid YAML")
+        raise ConfigError(f"config file {path}: {problem}") from None
+    if len(documents) > 1:
+        raise ConfigError(f"config file {path}: one YAML document expected, found {len(documents)}")
+    data = documents[0] if documents else None
     if data is None:
         return {}
     if not isinstance(data, dict):
