@@ -88,8 +88,8 @@ def uvicorn_config(
     return config
 
 
-class PortInUse(OSError):
-    """A port cannot be listened on; the message is the one line the operator sees."""
+class CannotListen(OSError):
+    """A port cannot be listened on (in use, not permitted, no such address): one line."""
 
 
 def where(host: str, port: int) -> str:
@@ -112,7 +112,7 @@ def listen(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as error:
         sock.close()
-        raise PortInUse(cannot_listen("--port", host, port, error)) from None
+        raise CannotListen(cannot_listen("--port", host, port, error)) from None
     return sock
 
 
@@ -204,7 +204,7 @@ def serve(args: argparse.Namespace) -> int:
     server = _Server(config, ready_lines)
     try:
         https_socket = listen(args.host, args.port)
-    except PortInUse as error:
+    except CannotListen as error:
         print(f"virtdev webhook: {error}", file=sys.stderr)
         return 1
 
