@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 
 import webhook.app
 from webhook.app import WebhookSettings, create_app
+from webhook.endpoint import logged_violations
 from webhook.metrics import WebhookMetrics
 from webhook.review import Answer, Request
 
@@ -358,30 +359,36 @@ def test_the_log_line_of_a_denial_names_the_violations_and_the_user(
 ) -> None:
     caplog.set_level("INFO", logger="virtdev.webhook")
     review = fixture("v1-launcher-2018-privileged.json")
+    review["request"]["object"]["spec"]["hostPID"] = True
     post(client, "/validate", review)
     (record,) = [r.__dict__ for r in caplog.records if r.name == "virtdev.webhook"]
     assert record["verdict"] == "denied"
     assert record["user"] == review["request"]["userInfo"]["username"]
-    assert record["violations"] == [
-        "spec.containers[0].securityContext.privileged: privileged containers are not allowed "
-        "in launcher pods (virtdev provides /dev/kvm and /dev/net/tun as devices)"
-    ]
+    assert any(v.startswith("spec.hostPID: ") for v in record["violations"])
+    assert any("securityContext.privileged" in v for v in record["violations"])
 
 
-def test_the_violations_logged_are_capped(
+def test_the_violations_logged_are_capped() -> None:
+    many = [f"spec.containers[{i}].securityContext.privileged: {'x' * 300}" for i in range(31)]
+    logged = logged_violations(many)
+    assert len(logged) == 11 and logged[-1] == "and 21 more"
+    assert all(len(line) <= 201 for line in logged)
+    assert logged_violations(["spec.hostPID: true"]) == ["spec.hostPID: true"]
+
+
+def test_a_hostile_review_makes_a_bounded_log_line(
     client: TestClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level("INFO", logger="virtdev.webhook")
     review = fixture("v1-launcher-2018-privileged.json")
-    sidecar = {"name": "s", "securityContext": {"privileged": True}}
+    sidecar = {"name": "s", "image": "busybox", "securityContext": {"privileged": True}}
     review["request"]["object"]["spec"]["containers"] += [
         {**sidecar, "name": f"sidecar-{'x' * 300}-{i}"} for i in range(30)
     ]
     post(client, "/validate", review)
     (record,) = [r.__dict__ for r in caplog.records if r.name == "virtdev.webhook"]
-    logged = record["violations"]
-    assert len(logged) == 11 and logged[-1] == "and 21 more"
-    assert all(len(line) <= 201 for line in logged)
+    assert 1 < len(record["violations"]) <= 11
+    assert all(len(line) <= 201 for line in record["violations"])
 
 
 def test_a_mutation_logs_no_violations(
@@ -407,13 +414,13 @@ def test_warn_enforcement_admits_with_warnings_and_an_audit_annotation(
     reply = post(warn_client, "/validate", fixture("v1-launcher-2018-privileged.json"))
     response = reply.json()["response"]
     assert response["allowed"] is True and "status" not in response
-    assert response["warnings"] == [
-        "virtdev would deny: spec.containers[0].securityContext.privileged: privileged "
-        "containers are not allowed in launcher po…"
-    ]
+    warnings = response["warnings"]
+    assert warnings and all(w.startswith("virtdev would deny: spec.") for w in warnings)
+    assert all(len(w) <= 120 for w in warnings)
+    assert any("securityContext.privileged" in w for w in warnings)
     annotations = response["auditAnnotations"]
     assert annotations["enforcement"] == "warn"
-    assert annotations["would-deny"].startswith("spec.containers[0].securityContext.privileged:")
+    assert "securityContext.privileged" in annotations["would-deny"]
     sample = metrics.registry.get_sample_value
     labels = {"endpoint": "validate", "verdict": "warned"}
     assert sample("virtdev_webhook_requests_total", labels) == 1

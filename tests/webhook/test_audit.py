@@ -65,10 +65,8 @@ def test_every_launcher_in_every_namespace_gets_one_line(
     out, err = capsys.readouterr()
     lines = out.splitlines()
     assert lines[0] == "prod/vm-x: allowed"
-    assert lines[1] == "vms/old-vm: denied: spec.containers[0].securityContext.privileged: " + (
-        "privileged containers are not allowed in launcher pods (virtdev provides /dev/kvm and "
-        "/dev/net/tun as devices)"
-    )
+    assert lines[1].startswith("vms/old-vm: denied: spec.containers[")
+    assert "securityContext.privileged" in lines[1]
     assert lines[2:] == [f"vms/vm-{i}: allowed" for i in range(5)]
     assert (
         err == "7 launcher pods (kubevirt.io=virt-launcher) in all namespaces: 1 would be denied\n"
@@ -109,21 +107,21 @@ def test_json_output_names_the_violations(
     assert main(["audit", "--kubeconfig", kubeconfig, "-n", "vms", "-o", "json"]) == 1
     pods = {p["name"]: p for p in json.loads(capsys.readouterr().out)["pods"]}
     assert pods["old-vm"]["verdict"] == "denied"
-    assert pods["old-vm"]["violations"][0].startswith(
-        "spec.containers[0].securityContext.privileged: "
-    )
+    assert any("securityContext.privileged" in v for v in pods["old-vm"]["violations"])
     assert "debugger" not in pods
 
 
 def test_the_config_files_policy_is_the_webhooks(
     stand_in: StandIn, kubeconfig: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    stand_in.put_object(
-        as_stored(load_fixture("v1-launcher-current-nonroot.json")["request"]["object"], "a", "vms")
-    )
-    config = tmp_path / "virtdev.yaml"
-    config.write_text("permitted-capabilities: [NET_ADMIN, NET_BIND_SERVICE]\n", encoding="utf-8")
+    pod = load_fixture("v1-launcher-current-nonroot.json")["request"]["object"]
+    pod["spec"]["containers"][0]["securityContext"]["capabilities"]["add"].append("SYS_PTRACE")
+    stand_in.put_object(as_stored(pod, "a", "vms"))
     assert main(["audit", "--kubeconfig", kubeconfig, "-A"]) == 1
+    assert "SYS_PTRACE" in capsys.readouterr().out
+    config = tmp_path / "virtdev.yaml"
+    permitted = "[NET_ADMIN, NET_BIND_SERVICE, SYS_PTRACE]"
+    config.write_text(f"permitted-capabilities: {permitted}\n", encoding="utf-8")
     assert main(["audit", "--kubeconfig", kubeconfig, "-A", "--config", str(config)]) == 0
 
 
