@@ -367,7 +367,7 @@ def test_validate_of_allowed_objects_only_exits_0() -> None:
 
 def test_a_bad_object_in_a_list_is_named_and_exits_2_after_the_others() -> None:
     broken = named(pod_of(PRIVILEGED_2018), "broken")
-    broken["spec"]["containers"][0]["securityContext"]["privileged"] = "yes"
+    broken["spec"]["containers"][0].setdefault("securityContext", {})["privileged"] = "yes"
     listed = kubectl_list(named(pod_of(PRIVILEGED_2018), "bad"), broken)
     result = virtdev("validate", "-", stdin=yaml.safe_dump(listed))
     assert result.returncode == BAD_INPUT
