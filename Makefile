@@ -2,10 +2,11 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test check lint typecheck pytest setup setup-test
+.PHONY: serve test check lint typecheck pytest setup setup-serve setup-test
 
 # Runs the main job: the webhook on https://127.0.0.1:8443 with fresh local certificates.
-serve: setup
+# Installs only what serving needs (no test or lint tools).
+serve: setup-serve
 	$(BIN)/virtdev webhook --host 127.0.0.1
 
 # Runs every check CI runs: lint, types, and the whole test suite.
@@ -13,6 +14,9 @@ test: setup-test check pytest
 
 setup:
 	@scripts/setup.sh
+
+setup-serve:
+	@scripts/setup.sh --serve
 
 setup-test:
 	@scripts/setup.sh --test-tools

@@ -16,6 +16,7 @@ import sys
 
 from virtdev import catalogue
 from virtdev.config import add_config_flag, add_log_format_flag, csv_list
+from virtdev.kube import add_flags as add_kube_flags
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -94,11 +95,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="keep running, checking this often (default: 0, run once: a Job or CronJob)",
     )
-    ensure.add_argument(
-        "--kubeconfig",
-        metavar="FILE",
-        help="kubeconfig to use (default: the in-cluster service account, else ~/.kube/config)",
-    )
+    add_kube_flags(ensure)
     add_log_format_flag(ensure)
     ensure.set_defaults(run=run_ensure)
 
@@ -267,7 +264,7 @@ def run_ensure(args: argparse.Namespace) -> int:
             days=args.days,
             grace=timedelta(seconds=args.grace),
         )
-        api_client = _api_client(args.kubeconfig)
+        api_client = _api_client(args.kubeconfig, args.context)
     except (ValueError, incluster.ClusterError) as error:
         log.error("cannot start: %s", error)
         return 2
@@ -294,25 +291,11 @@ def run_ensure(args: argparse.Namespace) -> int:
         time.sleep(args.interval)
 
 
-def _api_client(kubeconfig: str | None) -> object:
-    from typing import Any
-
-    from kubernetes import client, config
-
+def _api_client(kubeconfig: str | None, context: str | None) -> object:
     from certs.incluster import ClusterError
+    from virtdev import kube
 
-    # The loaders are untyped; name them once.
-    load_kube_config: Any = config.load_kube_config
-    load_incluster_config: Any = config.load_incluster_config
-    configuration = client.Configuration()
     try:
-        if kubeconfig:
-            load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-        else:
-            try:
-                load_incluster_config(client_configuration=configuration)
-            except config.ConfigException:
-                load_kube_config(client_configuration=configuration)
-    except (config.ConfigException, OSError) as error:
-        raise ClusterError(f"no usable Kubernetes configuration: {error}") from None
-    return client.ApiClient(configuration)
+        return kube.cli_client(kubeconfig, context)
+    except kube.KubeConfigError as error:
+        raise ClusterError(str(error)) from None

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Install everything virtdev's commands and tests need on a fresh Debian machine, idempotently:
-# the system tools the tests drive (curl, openssl) and the project in a virtualenv; with
-# --test-tools also the manifest checkers (kubectl, kubernetes-validate, checkov).
+# Install what virtdev needs on a fresh Debian machine, idempotently: the system tools the tests
+# drive (curl, openssl) and the project in a virtualenv.
+#   --serve       only what serving needs (`make serve`): the project and its dependencies
+#   (no option)   also the test and lint tools (pytest, ruff, mypy, ...)
+#   --test-tools  also the manifest checkers (kubectl, kubernetes-validate, checkov): `make test`
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
+mode=${1:-}
 
 need_apt=()
-for tool in curl openssl; do
+for tool in curl openssl; do  # curl: the README's first steps after `make serve`
   command -v "$tool" >/dev/null 2>&1 || need_apt+=("$tool")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -19,14 +22,28 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   fi
 fi
 
-stamp="$VENV/.installed"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  python3 -m venv "$VENV"
+# One stamp per level: a full install also satisfies --serve; a --serve install is completed,
+# not redone, by the next full one.
+full="$VENV/.installed"
+serve="$VENV/.installed-serve"
+install() {
+  [ -x "$VENV/bin/pip" ] || python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check --upgrade pip
-  "$VENV/bin/pip" install -q --disable-pip-version-check -e '.[test]'
-  touch "$stamp"
+  "$VENV/bin/pip" install -q --disable-pip-version-check -e "$1"
+}
+if [ "$mode" = --serve ]; then
+  if { [ ! -f "$full" ] || [ pyproject.toml -nt "$full" ]; } &&
+     { [ ! -f "$serve" ] || [ pyproject.toml -nt "$serve" ]; }; then
+    install .
+    touch "$serve"
+  fi
+  exit 0
+fi
+if [ ! -f "$full" ] || [ pyproject.toml -nt "$full" ]; then
+  install '.[test]'
+  touch "$full" "$serve"
 fi
 
-if [ "${1:-}" = "--test-tools" ]; then
+if [ "$mode" = --test-tools ]; then
   scripts/setup-tools.sh  # kubectl, kubernetes-validate and checkov for tests/manifests
 fi

@@ -34,8 +34,12 @@ List and watch, as the API server does them (for the node view and `virtdev capa
 - `labelSelector` (`k=v`, `k!=v`, `k`) and `fieldSelector` (`a.b=v`, `a.b!=v` over the object's
   dotted fields) filter lists and watches.
 
+Lists page with `limit` and `continue` (with `remainingItemCount`, and 410 Expired for a token
+older than the last `compact()`); a later page is cut from the store as it is then, not from a
+snapshot at the first page's resourceVersion as etcd serves it.
+
 What it does NOT cover: authentication and RBAC (tests assert the calls made instead, through
-`requests`), pagination, set-based label selectors, a watch's DELETED for objects that stop
+`requests`), set-based label selectors, a watch's DELETED for objects that stop
 matching a selector, strategic merge and server-side apply, defaulting and schema validation
 beyond the above, admission, finalizers and `deletionTimestamp`, `generation`, subresources,
 `dryRun`, protobuf, and TLS.
@@ -553,12 +557,9 @@ class _Handler(BaseHTTPRequestHandler):
                 labels, fields = params.get("labelSelector", ""), params.get("fieldSelector", "")
                 items = [item for item in items if selected(item, labels, fields)]
                 kind = RESOURCES[(gv, resource)].kind + "List"
-                return 200, {
-                    "apiVersion": gv,
-                    "kind": kind,
-                    "metadata": {"resourceVersion": rv},
-                    "items": items,
-                }
+                metadata: Object = {"resourceVersion": rv}
+                items = _page(items, params, metadata, store.compacted, key)
+                return 200, {"apiVersion": gv, "kind": kind, "metadata": metadata, "items": items}
             if method == "POST":
                 obj = _json(body)
                 name = (obj.get("metadata") or {}).get("name") or ""
@@ -694,6 +695,42 @@ class _Handler(BaseHTTPRequestHandler):
     def _end(self) -> None:
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
+
+
+def _page(
+    items: list[Object], params: dict[str, str], metadata: Object, compacted: int, key: Key
+) -> list[Object]:
+    """`limit` and `continue`: the page after the token's last (namespace, name), and a token
+    for the next when more remain, with `remainingItemCount`, as the API server pages."""
+    token = params.get("continue", "")
+    if token:
+        try:
+            state = json.loads(base64.urlsafe_b64decode(token.encode()))
+            since, after = int(state["rv"]), tuple(state["after"])
+        except (ValueError, KeyError, TypeError) as error:
+            raise ApiError(400, "BadRequest", f"invalid continue token: {error}") from None
+        if since < compacted:
+            raise ApiError(
+                410,
+                "Expired",
+                "The provided continue parameter is too old to display a consistent list "
+                "result. You can start a new list without the continue parameter.",
+            )
+        metadata["resourceVersion"] = str(since)
+        items = [i for i in items if _name_key(i) > after]
+    limit = int(params.get("limit") or 0)
+    if limit <= 0 or len(items) <= limit:
+        return items
+    page, rest = items[:limit], items[limit:]
+    state = {"rv": int(metadata["resourceVersion"]), "after": list(_name_key(page[-1]))}
+    metadata["continue"] = base64.urlsafe_b64encode(json.dumps(state).encode()).decode()
+    metadata["remainingItemCount"] = len(rest)
+    return page
+
+
+def _name_key(obj: Object) -> tuple[str, str]:
+    meta = obj.get("metadata") or {}
+    return (meta.get("namespace", ""), meta.get("name", ""))
 
 
 def _apply_patch(current: Object, content_type: str, body: bytes) -> Object:

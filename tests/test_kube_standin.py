@@ -225,3 +225,43 @@ def test_merge_patch_follows_rfc_7386() -> None:
         "d": [2],
     }
     assert merge_patch({"a": 1}, "x") == "x"
+
+
+def pod(name: str, namespace: str = "ns", **labels: str) -> dict[str, Any]:
+    meta = {"name": name, "namespace": namespace, "labels": labels}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": {"containers": []}}
+
+
+def test_lists_page_with_limit_and_continue(stand_in: StandIn, core: client.CoreV1Api) -> None:
+    for i in range(5):
+        stand_in.put_object(pod(f"p{i}", app="x"))
+    stand_in.put_object(pod("other"))
+    first = core.list_namespaced_pod("ns", label_selector="app=x", limit=2)
+    assert [p.metadata.name for p in first.items] == ["p0", "p1"]
+    assert first.metadata.remaining_item_count == 3
+    second = core.list_namespaced_pod(
+        "ns", label_selector="app=x", limit=2, _continue=first.metadata._continue
+    )
+    assert [p.metadata.name for p in second.items] == ["p2", "p3"]
+    last = core.list_namespaced_pod(
+        "ns", label_selector="app=x", limit=2, _continue=second.metadata._continue
+    )
+    assert [p.metadata.name for p in last.items] == ["p4"]
+    assert (
+        last.metadata._continue is None
+        and last.metadata.resource_version == first.metadata.resource_version
+    )
+
+
+def test_a_continue_token_older_than_a_compaction_is_410(
+    stand_in: StandIn, core: client.CoreV1Api
+) -> None:
+    for i in range(3):
+        stand_in.put_object(pod(f"p{i}"))
+    token = core.list_namespaced_pod("ns", limit=1).metadata._continue
+    stand_in.put_object(pod("later"))
+    stand_in.compact()
+    assert status_of(lambda: core.list_namespaced_pod("ns", limit=1, _continue=token)) == (
+        410,
+        "Expired",
+    )

@@ -36,11 +36,13 @@ async def test_probe_endpoints() -> None:
     try:
         port = server.port
         assert await get(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n") == (200, b"ok\n")
+        assert await get(port, b"GET /livez HTTP/1.1\r\n\r\n") == (200, b"ok\n")
         assert await get(port, b"GET /readyz HTTP/1.1\r\n\r\n") == (503, b"kvm: not registered\n")
         state["ready"] = True
         assert await get(port, b"GET /readyz?verbose HTTP/1.1\r\n\r\n") == (200, b"ready\n")
         status, body = await get(port, b"GET /metrics HTTP/1.1\r\n\r\n")
         assert status == 200 and b"virtdev_example_total 3.0" in body
+        assert b"\nprocess_start_time_seconds " in body and b"\nvirtdev_build_info{" in body
         assert (await get(port, b"GET /nope HTTP/1.1\r\n\r\n"))[0] == 404
         assert (await get(port, b"POST /healthz HTTP/1.1\r\n\r\n"))[0] == 405
         assert (await get(port, b"garbage\r\n\r\n"))[0] == 400

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, NoReturn
 
 from virtdev import __version__
 from virtdev.config import ConfigError, apply_config, load_config_file, option_actions
@@ -31,6 +33,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("mutate", "webhook.offline_mutate", "show what /mutate does to a Pod or review file"),
     Command("validate", "webhook.offline_validate", "show what /validate says of a Pod or review"),
     Command("capacity", "webhook.capacity_cli", "per node: can it take a VM, and if not, why"),
+    Command("audit", "webhook.audit_cli", "what /validate would say of the launchers running now"),
 )
 
 DESCRIPTION = """\
@@ -42,13 +45,37 @@ Start here:
   virtdev webhook --host 127.0.0.1        serve locally with throwaway certificates
   virtdev mutate tests/fixtures/v1-launcher-2018-privileged.json
                                           see the patch /mutate would return
+  virtdev audit -A                        what /validate would say of running launchers
   virtdev agent --help                    the node agent's flags
 """
 
 
+#: Exit codes shared by every command: 2 for bad flags, as argparse; 141 (128 + SIGPIPE, what a
+#: shell reports for `cat big | head -1`) when the reader of standard output went away.
+BAD_FLAGS = 2
+CLOSED_PIPE = 141
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with every flag spelled out and usage errors in one line.
+
+    Abbreviations are off (`--tls-cer` is not `--tls-cert`): a flag that only matches because
+    a longer one exists today would change meaning when another is added. An error is
+    `virtdev COMMAND: --FLAG: what is wrong (see virtdev COMMAND --help)`, exit 2.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        problem = message.removeprefix("argument ")
+        self.exit(BAD_FLAGS, f"{self.prog}: {problem} (see {self.prog} --help)\n")
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
-    parser = argparse.ArgumentParser(
-        prog="virtdev",
+    parser = Parser(
+        prog=program_name(),
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -83,9 +110,23 @@ def _leaf_parser(
         leaf = actions[0].choices[chosen]
 
 
+def _parse(
+    parser: argparse.ArgumentParser,
+    by_name: dict[str, argparse.ArgumentParser],
+    argv: Sequence[str] | None,
+) -> argparse.Namespace:
+    """parse_args, with an unknown flag reported by the command it was given to."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        leaf = _leaf_parser(by_name[args.command], args)
+        first = extra[0]
+        leaf.error(f"{first}: no such flag" if first.startswith("-") else f"unexpected {first!r}")
+    return args
+
+
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser, by_name = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, by_name, argv)
     config_path = getattr(args, "config", None)
     if config_path:
         leaf = _leaf_parser(by_name[args.command], args)
@@ -98,7 +139,7 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
             )
         except ConfigError as error:
             leaf.error(str(error))
-        args = parser.parse_args(argv)
+        args = _parse(parser, by_name, argv)
     return args
 
 
@@ -111,10 +152,26 @@ def _all_keys(parser: argparse.ArgumentParser) -> set[str]:
     return keys
 
 
+def program_name(argv0: str | None = None) -> str:
+    """`virtdev`, or `kubectl virtdev` when run as the kubectl plugin `kubectl-virtdev`."""
+    name = os.path.basename(argv0 if argv0 is not None else sys.argv[0])
+    return "kubectl virtdev" if name == "kubectl-virtdev" else "virtdev"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
     run: Callable[[argparse.Namespace], int] = args.run
-    return run(args)
+    try:
+        code = run(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+    except BrokenPipeError:
+        # `virtdev mutate big.yaml | head -1`: the reader has what it wanted. Nothing more can
+        # be written, and Python's own flush at exit would complain: point stdout at nothing.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return CLOSED_PIPE
+    return code
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 from virtdev import catalogue
@@ -135,18 +134,57 @@ def add_launcher_policy_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+#: A config file is a few lines; a larger one is a mistake, refused before it is parsed.
+MAX_CONFIG_BYTES = 1024 * 1024
+
+#: As in webhook.enforcement, repeated here so that building the parser does not import the rules.
+ENFORCEMENTS = ("deny", "warn")
+
+
+def add_enforcement_flag(parser: argparse._ActionsContainer) -> None:
+    parser.add_argument(
+        "--enforcement",
+        choices=ENFORCEMENTS,
+        default=ENFORCEMENTS[0],
+        help="what /validate does with a launcher pod its rules refuse: deny it, or warn (admit "
+        "it with a warning and an audit annotation per violation, counted as verdict warned) "
+        "while rolling out; see docs/install.md (default: deny)",
+    )
+
+
+def port(text: str) -> int:
+    """A TCP port to listen on, 1-65535 (a type for argparse and the config file)."""
+    return _port(text, lowest=1)
+
+
+def port_or_zero(text: str) -> int:
+    """As `port`, and 0 for "any free port" (where the help says so)."""
+    return _port(text, lowest=0)
+
+
+def _port(text: str, *, lowest: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not lowest <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be between {lowest} and 65535, got {value}")
+    return value
+
+
 def load_config_file(path: str) -> dict[str, Any]:
-    """Read the YAML mapping; an empty file is an empty config."""
-    import yaml  # only when a file is given: every process builds the parser
+    """The YAML mapping, read within virtdev.documents' limits; an empty file is empty."""
+    # Only when a file is given: every process builds the parser.
+    from virtdev.documents import DocumentError, load_documents, read_bounded
 
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as error:
-        raise ConfigError(f"config file {path}: {error.strerror or error}") from error
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ConfigError(f"config file {path}: not valid YAML: {error}") from error
+        documents, _ = load_documents(read_bounded(path, None, MAX_CONFIG_BYTES))
+    except DocumentError as error:
+        problem = str(error).replace("neither JSON nor YAML", "not valid YAML")
+        raise ConfigError(f"config file {path}: {problem}") from None
+    if len(documents) > 1:
+        raise ConfigError(f"config file {path}: one YAML document expected, found {len(documents)}")
+    data = documents[0] if documents else None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -1,4 +1,4 @@
-"""The plain-HTTP port of every virtdev process: `/healthz`, `/readyz` and `/metrics`.
+"""The plain-HTTP port of every virtdev process: `/livez`, `/healthz`, `/readyz` and `/metrics`.
 
 Kubelet probes and Prometheus must work whatever the TLS settings of the webhook, and the agent
 has no HTTP server of its own, so both use this small asyncio server instead of a framework: it
@@ -8,6 +8,11 @@ Any peer may reach it, so it is bounded like the HTTPS port: one request per con
 head within `HEAD_SECONDS` and `_MAX_REQUEST_HEAD` bytes, the answer written within
 `HEAD_SECONDS`, and at most `MAX_CONNECTIONS` at once (more are closed at once): a flood
 neither holds memory nor takes the files the webhook keeps free (`webhook.connections`).
+
+`/livez` is the API server's own name for liveness, `/healthz` the older one; both say the
+process answers. `/metrics` serves the process's own registry and, for every process alike, the
+process collector's `process_*` (resident memory, start time, CPU, open files: restarts and
+memory alerts) and `virtdev_build_info{version,python_version} 1`.
 """
 
 from __future__ import annotations
@@ -15,12 +20,40 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+import platform
+from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from virtdev import __version__
+
 log = logging.getLogger(__name__)
+
+
+class BuildInfo:
+    """`virtdev_build_info{version,python_version} 1`: which build runs where, for dashboards."""
+
+    def collect(self) -> Iterator[Metric]:
+        info = GaugeMetricFamily(
+            "virtdev_build_info",
+            "Always 1; the labels say which virtdev build this process runs.",
+            labels=["version", "python_version"],
+        )
+        info.add_metric([__version__, platform.python_version()], 1)
+        yield info
+
+
+def process_registry() -> CollectorRegistry:
+    """What every virtdev process exposes beside its own metrics (one per process)."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    registry.register(BuildInfo())
+    return registry
+
+
+_PROCESS = process_registry()
 
 #: A readiness check answers (ready, reason); the reason is shown to whoever curls /readyz.
 ReadyCheck = Callable[[], tuple[bool, str]]
@@ -72,15 +105,20 @@ class ProbeServer:
         path = path.split("?", 1)[0]
         if method not in ("GET", "HEAD"):
             return 405, "text/plain; charset=utf-8", b"method not allowed\n"
-        if path == "/healthz":
+        if path in ("/livez", "/healthz"):
             return 200, "text/plain; charset=utf-8", b"ok\n"
         if path == "/readyz":
             ready, reason = self._ready()
             body = (reason or ("ready" if ready else "not ready")).encode() + b"\n"
             return (200 if ready else 503), "text/plain; charset=utf-8", body
         if path == "/metrics":
-            return 200, CONTENT_TYPE_LATEST, generate_latest(self._registry)
-        return 404, "text/plain; charset=utf-8", b"not found: try /healthz, /readyz or /metrics\n"
+            body = generate_latest(self._registry) + generate_latest(_PROCESS)
+            return 200, CONTENT_TYPE_LATEST, body
+        return (
+            404,
+            "text/plain; charset=utf-8",
+            b"not found: try /livez, /healthz, /readyz or /metrics\n",
+        )
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._open >= MAX_CONNECTIONS:

@@ -232,6 +232,7 @@ def _judged(
                 "violations": "; ".join(v.path for v in shown)[:1024],
                 **profile_note,
             },
+            violations=listed,
         )
     warnings = []
     if request.operation == "CREATE" and launcher.release.exceptions:

@@ -31,6 +31,7 @@ from webhook.endpoint import (
     respond,
     status_body,
 )
+from webhook.enforcement import DEFAULT_ENFORCEMENT, ENFORCEMENTS, enforce
 from webhook.feasibility import DEFAULT_NO_KVM_POLICY, NO_KVM_POLICIES, NodeSnapshot
 from webhook.metrics import WebhookMetrics
 from webhook.openapi import admission_paths
@@ -52,6 +53,8 @@ class WebhookSettings:
     no_kvm_policy: str = DEFAULT_NO_KVM_POLICY
     #: Bytes of large bodies (over 64 KiB) held at once across all requests (webhook.endpoint).
     max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES
+    #: What /validate does with a launcher pod the rules refuse: deny it, or warn and admit it.
+    enforcement: str = DEFAULT_ENFORCEMENT
 
     def __post_init__(self) -> None:
         if self.no_kvm_policy not in NO_KVM_POLICIES:  # fail at start, not on every request
@@ -61,6 +64,8 @@ class WebhookSettings:
                 f"max-buffered-bytes ({self.max_buffered_bytes}) must be at least "
                 f"max-body-bytes ({self.max_body_bytes}), or no body at the limit could be read"
             )
+        if self.enforcement not in ENFORCEMENTS:
+            raise ValueError(f"enforcement {self.enforcement!r}: one of {ENFORCEMENTS}")
 
 
 #: The current view of the nodes (None: no cluster configured); read once per request.
@@ -138,11 +143,13 @@ def create_app(
                 )
         return result
 
+    enforcement = settings.enforcement
+
     def validate(parsed: review.Request) -> review.Answer:
-        return validate_review(parsed, policy)
+        return enforce(validate_review(parsed, policy), enforcement)
 
     def guard(parsed: review.Request) -> review.Answer:
-        return guard_review(parsed, policy)
+        return enforce(guard_review(parsed, policy), enforcement)
 
     def endpoint(name: str, decide: Callable[[review.Request], review.Answer]) -> AdmissionEndpoint:
         return AdmissionEndpoint(

@@ -2,7 +2,9 @@
 
 Without --tls-cert/--tls-key it makes throwaway certificates for localhost and 127.0.0.1 in
 --dev-certs-dir and prints a ready curl line: the quickest way to try it. Probes and Prometheus
-metrics are served over plain HTTP on --metrics-port (/healthz, /readyz, /metrics).
+metrics are served over plain HTTP on --metrics-port (/livez, /healthz, /readyz, /metrics).
+A port in use or an unusable --kubeconfig is one line on stderr and exit 1 or 2, never a
+traceback.
 """
 
 from __future__ import annotations
@@ -10,7 +12,14 @@ from __future__ import annotations
 import argparse
 
 from virtdev import catalogue
-from virtdev.config import add_config_flag, add_launcher_policy_flags, add_log_format_flag
+from virtdev.config import (
+    add_config_flag,
+    add_enforcement_flag,
+    add_launcher_policy_flags,
+    add_log_format_flag,
+    port,
+    port_or_zero,
+)
 
 DEFAULT_MAX_BODY_BYTES = 6 * 1024 * 1024
 #: As in webhook.connections and webhook.endpoint, repeated so that `--help` imports nothing.
@@ -27,15 +36,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     server.add_argument("--host", default="0.0.0.0", help="address to listen on (default: 0.0.0.0)")
     server.add_argument(
         "--port",
-        type=int,
+        type=port,
+        metavar="PORT",
         default=catalogue.WEBHOOK_PORT,
         help=f"HTTPS port for /mutate and /validate (default: {catalogue.WEBHOOK_PORT})",
     )
     server.add_argument(
         "--metrics-port",
-        type=int,
+        type=port_or_zero,
+        metavar="PORT",
         default=catalogue.WEBHOOK_METRICS_PORT,
-        help="plain-HTTP port for /healthz, /readyz and /metrics "
+        help="plain-HTTP port for /livez, /healthz, /readyz and /metrics "
         f"(default: {catalogue.WEBHOOK_METRICS_PORT}); 0 picks a free port",
     )
     server.add_argument(
@@ -96,6 +107,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "(default: .virtdev/dev-certs)",
     )
     add_launcher_policy_flags(parser)
+    add_enforcement_flag(parser.add_argument_group("enforcement"))
     scheduling = parser.add_argument_group(
         "scheduling", "which nodes could run a launcher pod (see docs/scheduling.md)"
     )
@@ -112,12 +124,27 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="kubeconfig for the webhook's watch of nodes (RBAC: nodes get/list/watch); without "
         "it the in-cluster service account is used when running in a pod, and outside a cluster "
-        "the check is off (~/.kube/config is never read unless named here)",
+        "the check is off (~/.kube/config and $KUBECONFIG are never read); a file that cannot "
+        "be used stops the webhook at start",
     )
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from virtdev import kube
+
+    # A --kubeconfig that cannot be used is a bad flag, said at start: not a node view that
+    # retries forever while launcher pods are patched without the check the operator asked for.
+    try:
+        source = kube.webhook_source(args.kubeconfig)
+        if source is not None:
+            kube.load(source)
+    except kube.KubeConfigError as error:
+        print(f"virtdev webhook: {error}", file=sys.stderr)
+        return 2
+
     from webhook.server import serve
 
     return serve(args)

@@ -46,6 +46,10 @@ Send = Callable[[Message], Awaitable[None]]
 Decide = Callable[[review.Request], review.Answer]
 
 _JSON_HEADERS = [(b"content-type", b"application/json")]
+#: A denial's log line names at most this many violations, each at most this long: a hostile
+#: review with thousands of them must not make a megabyte log line.
+LOGGED_VIOLATIONS = 10
+LOGGED_VIOLATION_CHARS = 200
 
 #: Bodies up to this size are decided on the event loop without a reservation: real launcher
 #: pods are 5-20 KiB, and uvicorn reads ahead this much per connection anyway.
@@ -137,6 +141,17 @@ async def read_body(
         chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def logged_violations(violations: list[str]) -> list[str]:
+    """The violations as the log line carries them: capped in number and length."""
+    shown = [
+        v if len(v) <= LOGGED_VIOLATION_CHARS else v[:LOGGED_VIOLATION_CHARS] + "…"
+        for v in violations[:LOGGED_VIOLATIONS]
+    ]
+    if len(violations) > LOGGED_VIOLATIONS:
+        shown.append(f"and {len(violations) - LOGGED_VIOLATIONS} more")
+    return shown
 
 
 def status_body(
@@ -277,6 +292,9 @@ class AdmissionEndpoint:
                     "patch_ops": len(result.patch),
                     "duration_ms": round((time.perf_counter() - started) * 1000, 3),
                 }
+                if result.violations:  # denied, or warned under --enforcement warn: say why, who
+                    fields["user"] = parsed.username
+                    fields["violations"] = logged_violations(result.violations)
                 if result.verdict == "skipped":
                     log.debug("admission skipped", extra=fields)
                 else:  # one line per launcher pod: the buffered fast path (virtdev.logs)

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from virtdev import catalogue
+from virtdev import catalogue, kube
 from webhook.feasibility import Node, NodeSnapshot
 from webhook.metrics import WebhookMetrics
 
@@ -52,25 +52,18 @@ class WatchError(Exception):
 
 def cluster_source(kubeconfig: str | None, environ: Mapping[str, str] = os.environ) -> str | None:
     """Where the Kubernetes configuration comes from: a kubeconfig, in-cluster, or nowhere."""
-    if kubeconfig:
-        return f"kubeconfig {kubeconfig}"
-    if environ.get("KUBERNETES_SERVICE_HOST"):
-        return "in-cluster service account"
-    return None
+    source = kube.webhook_source(kubeconfig, environ=environ)
+    return None if source is None else kube.describe(source)
 
 
 def core_api(kubeconfig: str | None) -> Any:
     """A CoreV1Api for `--kubeconfig` or the in-cluster service account (imports the client)."""
-    from kubernetes import client, config
+    from kubernetes import client
 
-    load_kube_config: Any = config.load_kube_config  # untyped in the client
-    load_incluster_config: Any = config.load_incluster_config
-    configuration = client.Configuration()
-    if kubeconfig:
-        load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-    else:
-        load_incluster_config(client_configuration=configuration)
-    return client.CoreV1Api(client.ApiClient(configuration))
+    source = kube.webhook_source(kubeconfig)
+    if source is None:
+        raise kube.KubeConfigError("no cluster configured (no --kubeconfig, not in a pod)")
+    return client.CoreV1Api(kube.api_client(kube.load(source)))
 
 
 def trim(node: Mapping[str, Any]) -> Node:

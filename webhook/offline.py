@@ -1,8 +1,10 @@
-"""`virtdev mutate` and `virtdev validate`: the webhook's rules on a file, without a cluster.
+"""`virtdev mutate` and `virtdev validate`: the webhook's rules on files, without a cluster.
 
-Like `kyverno apply` or `gator test`: FILE is a Pod or an AdmissionReview, in YAML or JSON, or
-`-` for standard input. The answer is computed by the same functions /mutate and /validate call.
-Exit codes: 0 allowed, 1 denied, 2 bad input.
+Like `kyverno apply` or `gator test`: FILE holds Pods or AdmissionReviews, in JSON or YAML — one
+object, a multi-document YAML stream, or a `v1 List` as `kubectl get pods -o yaml|json` prints
+it — or is `-` for standard input. Each answer is computed by the same functions /mutate and
+/validate call. Input is read within the limits of `virtdev.documents` (size, YAML aliases,
+nesting depth). Exit codes: 0 allowed, 1 denied, 2 bad input.
 """
 
 from __future__ import annotations
@@ -10,34 +12,55 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
-from typing import Any, TextIO
+from dataclasses import dataclass
+from typing import Any, BinaryIO, TextIO
 
 import jsonpatch
 import orjson
 import yaml
 
+from virtdev.documents import DocumentError, load_documents, read_bounded
 from webhook import review
 from webhook.admission import mutate_review, validate_review
+from webhook.enforcement import enforce
 from webhook.policy import LauncherPolicy
 from webhook.schema import BadInput
 
 ALLOWED, DENIED, BAD_INPUT = 0, 1, 2
+#: `kubectl get pods -o yaml` prints a `List`; the API server's own answer is a `PodList`.
+LIST_KINDS = ("List", "PodList")
+_Dumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
-def load(path: str, stdin: TextIO = sys.stdin) -> tuple[Any, bool]:
-    """The document and whether it was YAML (answer in the same format)."""
+@dataclass(frozen=True)
+class Entry:
+    """One object of the input, and where it is (for messages when there are several)."""
+
+    where: str
+    document: Any
+
+
+def load(path: str, stdin: BinaryIO | None = None) -> tuple[list[Any], bool]:
+    """The documents in `path` and whether they were YAML (a single one is answered alike)."""
     try:
-        text = stdin.read() if path == "-" else open(path, encoding="utf-8").read()
-    except OSError as error:
-        raise BadInput(path, error.strerror or str(error)) from None
-    try:
-        return orjson.loads(text), False
-    except orjson.JSONDecodeError:
-        pass
-    try:
-        return yaml.safe_load(text), True
-    except yaml.YAMLError as error:
-        raise BadInput(path, f"neither JSON nor YAML: {error}") from None
+        return load_documents(read_bounded(path, stdin or sys.stdin.buffer))
+    except DocumentError as error:
+        raise BadInput(path, str(error)) from None
+
+
+def entries(documents: list[Any]) -> list[Entry]:
+    """The objects to judge: each document, a List's items in its place."""
+    found: list[Entry] = []
+    for number, document in enumerate(documents, 1):
+        where = f"document {number}" if len(documents) > 1 else "$"
+        if isinstance(document, dict) and document.get("kind") in LIST_KINDS:
+            items = document.get("items")
+            if not isinstance(items, list):
+                raise BadInput(f"{where}.items", f"a {document['kind']} needs a list of items")
+            found.extend(Entry(f"{where}.items[{i}]", item) for i, item in enumerate(items))
+        else:
+            found.append(Entry(where, document))
+    return found
 
 
 def _as_json(document: Any) -> bytes:
@@ -52,10 +75,16 @@ def as_request(document: Any) -> review.Request:
     """A Pod becomes the CREATE review the API server would send; a review is read as is."""
     if isinstance(document, dict) and document.get("kind") == "AdmissionReview":
         return review.parse(_as_json(document))
-    if not isinstance(document, dict) or document.get("kind", "Pod") != "Pod":
+    return review.parse(_as_json(create_review(document)))
+
+
+def create_review(pod: Any) -> dict[str, Any]:
+    """The AdmissionReview the API server sends /validate and /mutate when `pod` is created."""
+    if not isinstance(pod, dict) or pod.get("kind", "Pod") != "Pod":
         raise BadInput("$.kind", "expected a Pod or an AdmissionReview")
-    metadata = document.get("metadata") if isinstance(document.get("metadata"), dict) else {}
-    synthetic = {
+    metadata = pod.get("metadata") if isinstance(pod.get("metadata"), dict) else {}
+    namespace = (metadata or {}).get("namespace")
+    return {
         "apiVersion": review.API_VERSIONS[0],
         "kind": "AdmissionReview",
         "request": {
@@ -63,57 +92,110 @@ def as_request(document: Any) -> review.Request:
             "kind": {"group": "", "version": "v1", "kind": "Pod"},
             "resource": {"group": "", "version": "v1", "resource": "pods"},
             "operation": "CREATE",
-            "namespace": (metadata or {}).get("namespace") or "",
-            "object": document,
+            "namespace": namespace if isinstance(namespace, str) else "",
+            "object": pod,
         },
     }
-    return review.parse(_as_json(synthetic))
+
+
+def name_of(request: review.Request, entry: Entry) -> str:
+    """`NAMESPACE/NAME` as the answer lines start, or the object's place when it has no name."""
+    return request.display_name or entry.where
+
+
+def verdict_line(name: str, answer: review.Answer) -> str:
+    """What /validate decided, in one line: `NAME: allowed` or `NAME: denied: <violations>`."""
+    if answer.verdict == "skipped":
+        return f"{name}: allowed (not a launcher pod)"
+    why = "; ".join(answer.violations) or answer.message
+    if not answer.allowed:
+        return f"{name}: denied: {why}"
+    if answer.violations:  # admitted under --enforcement warn
+        return f"{name}: warned: {why}"
+    return f"{name}: allowed"
 
 
 def dump(data: Any, as_yaml: bool, out: TextIO) -> None:
     if as_yaml:
-        yaml.safe_dump(data, out, sort_keys=False)
+        yaml.dump(data, out, Dumper=_Dumper, sort_keys=False)
     else:
         out.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
-def run_mutate(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+def _bad(command: str, path: str, entry: Entry | None, error: Exception, err: TextIO) -> None:
+    where = f"{entry.where}: " if entry is not None and entry.where != "$" else ""
+    print(f"virtdev {command}: {path}: {where}{error}", file=err)
+
+
+def run_mutate(
+    args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
+    out, err = out or sys.stdout, err or sys.stderr
     try:
         policy = LauncherPolicy.from_args(args)
-        document, as_yaml = load(args.file)
-        request = as_request(document)
-        answer = mutate_review(request, policy)
+        documents, as_yaml = load(args.file)
+        found = entries(documents)
     except (BadInput, ValueError) as error:
         print(f"virtdev mutate: {error}", file=err)
         return BAD_INPUT
-    for warning in answer.warnings:
-        print(f"warning: {warning}", file=err)
-    if answer.verdict == "skipped":
-        print("note: not a launcher pod CREATE: /mutate leaves it unchanged", file=err)
-    if args.patch:
-        dump(answer.patch, as_yaml, out)
-    else:
-        obj = copy.deepcopy(request.object)
-        dump(jsonpatch.apply_patch(obj, answer.patch) if answer.patch else obj, as_yaml, out)
-    return ALLOWED if answer.allowed else DENIED
+    if args.patch and len(found) != 1:
+        print(
+            f"virtdev mutate: --patch: {args.file} holds {len(found)} objects; a patch "
+            "applies to one (give a single object, or leave out --patch)",
+            file=err,
+        )
+        return BAD_INPUT
+    results: list[Any] = []
+    status = ALLOWED
+    for entry in found:
+        try:
+            request = as_request(entry.document)
+            answer = mutate_review(request, policy)
+        except (BadInput, ValueError) as error:
+            _bad("mutate", args.file, entry, error, err)
+            return BAD_INPUT
+        prefix = f"{name_of(request, entry)}: " if len(found) > 1 else ""
+        for warning in answer.warnings:
+            print(f"warning: {prefix}{warning}", file=err)
+        if answer.verdict == "skipped":
+            print(f"note: {prefix}not a launcher pod CREATE: /mutate leaves it unchanged", file=err)
+        if not answer.allowed:
+            status = DENIED
+        if args.patch:
+            results.append(answer.patch)
+        else:
+            obj = copy.deepcopy(request.object)
+            results.append(jsonpatch.apply_patch(obj, answer.patch) if answer.patch else obj)
+    if len(results) == 1:
+        dump(results[0], as_yaml, out)
+    else:  # several objects: a YAML stream, as `kubectl apply -f -` takes it
+        yaml.dump_all(results, out, Dumper=_Dumper, sort_keys=False)
+    return status
 
 
 def run_validate(
-    args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr
+    args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None
 ) -> int:
+    out, err = out or sys.stdout, err or sys.stderr
     try:
         policy = LauncherPolicy.from_args(args)
-        document, _ = load(args.file)
-        answer = validate_review(as_request(document), policy)
+        documents, _ = load(args.file)
+        found = entries(documents)
     except (BadInput, ValueError) as error:
         print(f"virtdev validate: {error}", file=err)
         return BAD_INPUT
-    for warning in answer.warnings:
-        print(f"warning: {warning}", file=err)
-    if answer.allowed:
-        print(
-            "allowed" + (" (not a launcher pod)" if answer.verdict == "skipped" else ""), file=out
-        )
-        return ALLOWED
-    print(f"denied: {answer.message}", file=out)
-    return DENIED
+    denied = bad = False
+    for entry in found:
+        try:
+            request = as_request(entry.document)
+            answer = enforce(validate_review(request, policy), args.enforcement)
+        except (BadInput, ValueError) as error:
+            _bad("validate", args.file, entry, error, err)
+            bad = True
+            continue
+        name = name_of(request, entry)
+        for warning in answer.warnings:
+            print(f"warning: {name}: {warning}", file=err)
+        print(verdict_line(name, answer), file=out)
+        denied = denied or not answer.allowed
+    return BAD_INPUT if bad else DENIED if denied else ALLOWED

@@ -13,7 +13,10 @@ from virtdev.config import add_config_flag, add_launcher_policy_flags
 
 def configure_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "file", metavar="FILE", help="a Pod or an AdmissionReview (YAML or JSON), or -"
+        "file",
+        metavar="FILE",
+        help="Pods or AdmissionReviews (YAML or JSON; one object, a multi-document stream or a "
+        "List), or - for standard input",
     )
     add_config_flag(parser)
     add_launcher_policy_flags(parser)

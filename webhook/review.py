@@ -47,6 +47,8 @@ class Request:
     name: str
     object: dict[str, Any] | None
     old_object: dict[str, Any] | None
+    #: `userInfo.username` of the requester, for the log line of a denial ("" when not sent).
+    username: str = ""
 
     @property
     def display_name(self) -> str:
@@ -75,6 +77,9 @@ class Answer:
     status_code: int | None = None
     message: str = ""
     audit_annotations: dict[str, str] = field(default_factory=dict)
+    #: On a denial by the rules: each violation as `"<field path>: <message>"`, for the log line,
+    #: `virtdev audit` and the warn enforcement (webhook.enforcement).
+    violations: list[str] = field(default_factory=list)
 
 
 def fit_warning(text: str) -> str:
@@ -156,6 +161,7 @@ def parse(body: bytes) -> Request:
         )
     object_kind = _field(request, "kind", path, dict, required=True)
     resource = _field(request, "resource", path, dict, required=False) or {}
+    user_info = _field(request, "userInfo", path, dict, required=False) or {}
     return Request(
         api_version=api_version,
         uid=uid,
@@ -167,6 +173,7 @@ def parse(body: bytes) -> Request:
         name=_field(request, "name", path, str, required=False) or "",
         object=_field(request, "object", path, dict, required=False),
         old_object=_field(request, "oldObject", path, dict, required=False),
+        username=_field(user_info, "username", f"{path}.userInfo", str, required=False) or "",
     )
 
 

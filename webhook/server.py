@@ -13,8 +13,10 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -74,12 +76,17 @@ class HttpsServer(uvicorn.Server):
         if self.lifespan.should_exit:
             sys.exit(uvicorn.config.STARTUP_FAILURE)
         config = self.config
-        try:
-            sock = listening_socket(config.host, config.port, config.backlog)
-        except OSError as error:
-            logging.getLogger("uvicorn.error").error(error)
-            await self.lifespan.shutdown()
-            sys.exit(uvicorn.config.STARTUP_FAILURE)
+        if sockets:  # bound by `serve` before anything started, so a port in use is one line
+            sock = sockets[0]
+            sock.listen(config.backlog)
+            sock.setblocking(False)
+        else:
+            try:
+                sock = listening_socket(config.host, config.port, config.backlog)
+            except OSError as error:
+                logging.getLogger("uvicorn.error").error(error)
+                await self.lifespan.shutdown()
+                sys.exit(uvicorn.config.STARTUP_FAILURE)
 
         def protocol(release: Callable[[], None]) -> GuardedHttp:
             return GuardedHttp(
@@ -141,6 +148,34 @@ def uvicorn_config(
     config.ssl = tls.context
     config.ssl_certfile = str(tls.cert_file)  # so uvicorn knows the scheme is https
     return config
+
+
+class CannotListen(OSError):
+    """A port cannot be listened on (in use, not permitted, no such address): one line."""
+
+
+def where(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def cannot_listen(flag: str, host: str, port: int, error: OSError) -> str:
+    """`--port: cannot listen on HOST:PORT: address already in use`, as the agent says it."""
+    reason = os.strerror(error.errno) if error.errno else str(error)
+    return f"{flag}: cannot listen on {where(host, port)}: {reason[:1].lower()}{reason[1:]}"
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The HTTPS port's socket, bound before anything else starts (as uvicorn would bind it),
+    so that a port in use is one line and exit 1, not a traceback after "startup complete"."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise CannotListen(cannot_listen("--port", host, port, error)) from None
+    return sock
 
 
 def local_material(directory: str) -> tuple[Path, Path, Path]:
@@ -217,6 +252,7 @@ def serve(args: argparse.Namespace) -> int:
             max_body_bytes=args.max_body_bytes,
             no_kvm_policy=args.no_kvm_policy,
             max_buffered_bytes=args.max_buffered_bytes,
+            enforcement=args.enforcement,
         )
         limits = ConnectionLimits(
             max_connections=fit_to_file_limit(args.max_connections),
@@ -252,6 +288,11 @@ def serve(args: argparse.Namespace) -> int:
         keep_alive_seconds=limits.keep_alive_seconds,
     )
     server = HttpsServer(config, ready_lines, limits=limits, metrics=ConnectionMetrics(registry))
+    try:
+        https_socket = listen(args.host, args.port)
+    except CannotListen as error:
+        print(f"virtdev webhook: {error}", file=sys.stderr)
+        return 1
 
     def ready() -> tuple[bool, str]:
         if not server.started or server.should_exit:
@@ -260,18 +301,24 @@ def serve(args: argparse.Namespace) -> int:
 
     probes = ProbeServer(host=args.host, port=args.metrics_port, registry=registry, ready=ready)
 
-    async def main() -> None:
-        await probes.start()
+    async def main() -> int:
         try:
-            await server.serve()
+            await probes.start()
+        except OSError as error:
+            message = cannot_listen("--metrics-port", args.host, args.metrics_port, error)
+            print(f"virtdev webhook: {message}", file=sys.stderr)
+            return 1
+        try:
+            await server.serve(sockets=[https_socket])
         finally:
             await probes.stop()
             logs.flush()
+        return 0
 
-    try:
+    run: Callable[[Coroutine[Any, Any, int]], int] = asyncio.run
+    with contextlib.suppress(ImportError):  # uvloop is a dependency on Linux
         import uvloop
 
-        uvloop.run(main())
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        asyncio.run(main())
-    return 0
+        run = uvloop.run
+    with https_socket:
+        return run(main())

@@ -12,6 +12,7 @@ import grpc
 import httpx
 import pytest
 
+import virtdev
 from agent import cgroups
 from agent.app import Agent
 from agent.v1beta1 import api_pb2 as api
@@ -389,6 +390,9 @@ async def test_streams_get_an_empty_list_at_shutdown_and_metrics_are_served(
         ):
             assert f'{name}{{resource="devices.kubevirt.io/kvm"}}' in body
         assert (await get(agent, "/healthz")).status_code == 200
+        assert (await get(agent, "/livez")).text == "ok\n"
+        assert "\nprocess_resident_memory_bytes " in body
+        assert f'version="{virtdev.__version__}"}} 1.0' in body.split("virtdev_build_info{")[-1]
         endpoint = kubelet.endpoints[KVM.resource]
     async with asyncio.timeout(WAIT):
         await endpoint.stream_ended.wait()

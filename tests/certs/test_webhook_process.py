@@ -286,7 +286,8 @@ def test_the_webhook_refuses_to_start_on_a_bad_pair_with_a_clear_error(
     material: Material, other: Material
 ) -> None:
     result = subprocess.run(
-        [*VIRTDEV, "webhook", "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0",
+        [*VIRTDEV, "webhook", "--host", "127.0.0.1", "--port", str(free_ports(1)[0]),
+         "--metrics-port", "0",
          "--tls-cert", str(material.tls_cert), "--tls-key", str(other.tls_key)],
         capture_output=True, text=True, timeout=60, cwd=REPO, check=False,
     )  # fmt: skip

@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 
 import webhook.app
 from webhook.app import WebhookSettings, create_app
+from webhook.endpoint import logged_violations
 from webhook.metrics import WebhookMetrics
 from webhook.review import Answer, Request
 
@@ -356,3 +357,108 @@ def test_an_unsynced_node_view_is_logged_once_per_spell_and_counted_per_pod(
         "virtdev_webhook_scheduling_decisions_total", {"outcome": "unsynced"}
     )
     assert counted == 4
+
+
+# --- why a launcher was denied, and --enforcement warn ---------------------------------------
+
+
+def test_the_log_line_of_a_denial_names_the_violations_and_the_user(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="virtdev.webhook")
+    review = fixture("v1-launcher-2018-privileged.json")
+    review["request"]["object"]["spec"]["hostPID"] = True
+    post(client, "/validate", review)
+    (record,) = [r.__dict__ for r in caplog.records if r.name == "virtdev.webhook"]
+    assert record["verdict"] == "denied"
+    assert record["user"] == review["request"]["userInfo"]["username"]
+    assert any(v.startswith("spec.hostPID: ") for v in record["violations"])
+    assert any("securityContext.privileged" in v for v in record["violations"])
+
+
+def test_the_violations_logged_are_capped() -> None:
+    many = [f"spec.containers[{i}].securityContext.privileged: {'x' * 300}" for i in range(31)]
+    logged = logged_violations(many)
+    assert len(logged) == 11 and logged[-1] == "and 21 more"
+    assert all(len(line) <= 201 for line in logged)
+    assert logged_violations(["spec.hostPID: true"]) == ["spec.hostPID: true"]
+
+
+def test_a_hostile_review_makes_a_bounded_log_line(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="virtdev.webhook")
+    review = fixture("v1-launcher-2018-privileged.json")
+    sidecar = {"name": "s", "image": "busybox", "securityContext": {"privileged": True}}
+    review["request"]["object"]["spec"]["containers"] += [
+        {**sidecar, "name": f"sidecar-{'x' * 300}-{i}"} for i in range(30)
+    ]
+    post(client, "/validate", review)
+    (record,) = [r.__dict__ for r in caplog.records if r.name == "virtdev.webhook"]
+    assert 1 < len(record["violations"]) <= 11
+    assert all(len(line) <= 201 for line in record["violations"])
+
+
+def test_a_mutation_logs_no_violations(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="virtdev.webhook")
+    post(client, "/mutate", fixture("v1-launcher-2018-privileged.json"))
+    (record,) = [r.__dict__ for r in caplog.records if r.name == "virtdev.webhook"]
+    assert "violations" not in record and "user" not in record
+
+
+@pytest.fixture
+def warn_client(metrics: WebhookMetrics) -> Iterator[TestClient]:
+    app = create_app(WebhookSettings(enforcement="warn"), metrics=metrics)
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def test_warn_enforcement_admits_with_warnings_and_an_audit_annotation(
+    warn_client: TestClient, metrics: WebhookMetrics, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="virtdev.webhook")
+    reply = post(warn_client, "/validate", fixture("v1-launcher-2018-privileged.json"))
+    response = reply.json()["response"]
+    assert response["allowed"] is True and "status" not in response
+    warnings = response["warnings"]
+    assert warnings and all(w.startswith("virtdev would deny: spec.") for w in warnings)
+    assert all(len(w) <= 120 for w in warnings)
+    assert any("securityContext.privileged" in w for w in warnings)
+    annotations = response["auditAnnotations"]
+    assert annotations["enforcement"] == "warn"
+    assert "securityContext.privileged" in annotations["would-deny"]
+    sample = metrics.registry.get_sample_value
+    labels = {"endpoint": "validate", "verdict": "warned"}
+    assert sample("virtdev_webhook_requests_total", labels) == 1
+    (record,) = [r.__dict__ for r in caplog.records if r.name == "virtdev.webhook"]
+    assert record["verdict"] == "warned" and record["user"] and record["violations"]
+
+
+def test_warn_enforcement_changes_nothing_else(warn_client: TestClient) -> None:
+    mutate = post(warn_client, "/mutate", fixture("v1-launcher-2018-privileged.json")).json()
+    assert mutate["response"]["allowed"] is True and mutate["response"]["patch"]
+    allowed = post(warn_client, "/validate", fixture("v1-launcher-emulation.json")).json()
+    assert "warnings" not in allowed["response"] or all(
+        not w.startswith("virtdev would deny") for w in allowed["response"]["warnings"]
+    )
+
+
+def test_an_unknown_enforcement_is_refused_at_start() -> None:
+    with pytest.raises(ValueError, match="enforcement 'audit'"):
+        WebhookSettings(enforcement="audit")
+
+
+@pytest.mark.parametrize(
+    ("user_info", "field"),
+    [("alice", "$.request.userInfo"), ({"username": 7}, "$.request.userInfo.username")],
+)
+def test_a_malformed_user_info_is_a_400_naming_it(
+    client: TestClient, user_info: Any, field: str
+) -> None:
+    review = fixture("v1-launcher-2018-privileged.json")
+    review["request"]["userInfo"] = user_info
+    reply = post(client, "/validate", review)
+    assert reply.status_code == 400
+    assert reply.json()["details"]["causes"][0]["field"] == field

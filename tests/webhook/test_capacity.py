@@ -106,8 +106,10 @@ def test_an_unreachable_cluster_is_a_clear_error(
 def test_a_missing_kubeconfig_is_a_usage_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["capacity", "--kubeconfig", str(tmp_path / "absent")]) == 2
-    assert "no usable Kubernetes configuration" in capsys.readouterr().err
+    absent = tmp_path / "absent"
+    assert main(["capacity", "--kubeconfig", str(absent)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"virtdev capacity: --kubeconfig: {absent}: No such file or directory\n"
 
 
 def test_init_containers_count_by_the_scheduler_rule() -> None:

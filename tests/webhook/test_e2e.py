@@ -705,8 +705,23 @@ def test_plain_http_on_the_https_port_is_refused(webhook: Webhook) -> None:
 
 def test_healthz_and_readyz_answer_on_the_metrics_port(webhook: Webhook) -> None:
     assert webhook.probe("/healthz") == (200, "ok\n")
+    assert webhook.probe("/livez") == (200, "ok\n")
     assert webhook.probe("/readyz") == (200, "ready\n")
     assert webhook.probe("/nope")[0] == 404
+
+
+def test_process_metrics_and_build_info_are_served(webhook: Webhook) -> None:
+    import virtdev
+
+    text = webhook.probe("/metrics")[1]
+    resident = re.search(r"^process_resident_memory_bytes (\S+)$", text, re.M)
+    assert resident is not None and float(resident[1]) > 10 * 2**20
+    started = re.search(r"^process_start_time_seconds (\S+)$", text, re.M)
+    assert started is not None and 0 < time.time() - float(started[1]) < 3600
+    info = re.search(
+        r'^virtdev_build_info\{python_version="[\d.]+",version="(.+)"\} 1\.0$', text, re.M
+    )
+    assert info is not None and info[1] == virtdev.__version__
 
 
 def request_counts(text: str) -> dict[tuple[str, str], float]:

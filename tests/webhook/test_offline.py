@@ -26,6 +26,12 @@ CURRENT_NONROOT = FIXTURES / "v1-launcher-current-nonroot.json"
 ALLOWED, DENIED, BAD_INPUT = 0, 1, 2
 
 
+def display(fixture: Path) -> str:
+    """`NAMESPACE/NAME` as `virtdev validate` names the fixture's pod (a CREATE: generateName)."""
+    request = load_fixture(fixture.name)["request"]
+    return f"{request['namespace']}/{request['object']['metadata']['generateName']}"
+
+
 def virtdev(*args: str | Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "virtdev.cli", *map(str, args)],
@@ -151,8 +157,9 @@ def test_mutate_emulation_flag_withholds_kvm(tmp_path: Path) -> None:
 def test_validate_denies_a_privileged_launcher_with_exit_1_and_the_field_path() -> None:
     result = virtdev("validate", PRIVILEGED_2018)
     assert result.returncode == DENIED
-    assert result.stdout.startswith("denied: ")
+    assert result.stdout.startswith(f"{display(PRIVILEGED_2018)}: denied: ")
     assert "spec.containers[1].securityContext.privileged: true" in result.stdout
+    assert result.stdout.count("\n") == 1, "one line per object"
 
 
 def test_validate_allows_the_mutated_pod_with_exit_0(tmp_path: Path) -> None:
@@ -162,7 +169,7 @@ def test_validate_allows_the_mutated_pod_with_exit_0(tmp_path: Path) -> None:
     path.write_text(mutated.stdout, encoding="utf-8")
     result = virtdev("validate", path)
     assert result.returncode == ALLOWED, result.stdout + result.stderr
-    assert result.stdout.strip() == "allowed"
+    assert result.stdout.strip() == f"{display(PRIVILEGED_2018)}: allowed"
 
 
 def test_validate_reads_yaml_from_standard_input() -> None:
@@ -174,13 +181,13 @@ def test_validate_reads_yaml_from_standard_input() -> None:
 def test_validate_says_a_non_launcher_pod_is_not_its_business() -> None:
     result = virtdev("validate", FIXTURES / "v1-non-launcher-pod.json")
     assert result.returncode == ALLOWED
-    assert result.stdout.strip() == "allowed (not a launcher pod)"
+    assert result.stdout.strip() == "default/node-debugger: allowed (not a launcher pod)"
 
 
 def test_validate_allows_the_current_launcher_as_kubevirt_renders_it() -> None:
     result = virtdev("validate", CURRENT_NONROOT)
     assert result.returncode == ALLOWED, result.stdout + result.stderr
-    assert result.stdout.strip() == "allowed"
+    assert result.stdout.strip() == f"{display(CURRENT_NONROOT)}: allowed"
 
 
 def test_an_explicit_older_release_judges_by_its_profile() -> None:
@@ -312,3 +319,232 @@ def test_a_yaml_key_that_is_not_a_string_is_bad_input_not_a_crash(command: str) 
     result = virtdev(command, "-", stdin=text)
     assert "Traceback" not in result.stderr
     assert result.returncode == BAD_INPUT
+
+
+# --- several objects: multi-document YAML, a v1 List, standard input ------------------------
+
+
+def named(pod: dict[str, Any], name: str, namespace: str = "vms") -> dict[str, Any]:
+    pod = copy.deepcopy(pod)
+    pod["metadata"].pop("generateName", None)
+    pod["metadata"].update(name=name, namespace=namespace)
+    return pod
+
+
+def escalated(pod: dict[str, Any]) -> dict[str, Any]:
+    """A pod every policy refuses: it shares the node's process namespace."""
+    pod = copy.deepcopy(pod)
+    pod["spec"]["hostPID"] = True
+    return pod
+
+
+def kubectl_list(*pods: dict[str, Any]) -> dict[str, Any]:
+    """What `kubectl get pods -o yaml|json` prints."""
+    return {"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""}, "items": pods}
+
+
+def test_validate_gives_one_line_per_object_of_a_multi_document_stream() -> None:
+    mutated = orjson.loads(virtdev("mutate", PRIVILEGED_2018).stdout)
+    stream = yaml.safe_dump_all(
+        [named(pod_of(PRIVILEGED_2018), "bad"), None, named(mutated, "good", "prod")]
+    )
+    result = virtdev("validate", "-", stdin=stream)
+    assert result.returncode == DENIED, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("vms/bad: denied: spec.containers[")
+    assert "securityContext.privileged" in lines[0]
+    assert lines[1:] == ["prod/good: allowed"]
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["yaml", "json"])
+def test_validate_reads_what_kubectl_get_pods_prints(as_json: bool) -> None:
+    mutated = orjson.loads(virtdev("mutate", PRIVILEGED_2018).stdout)
+    listed = kubectl_list(
+        named(mutated, "a"), named(escalated(mutated), "b"), named(mutated, "c", "other")
+    )
+    text = orjson.dumps(listed).decode() if as_json else yaml.safe_dump(listed)
+    result = virtdev("validate", "-", stdin=text)
+    assert result.returncode == DENIED
+    lines = result.stdout.splitlines()
+    assert lines[0] == "vms/a: allowed"
+    assert lines[1].startswith("vms/b: denied: spec.hostPID")
+    assert lines[2] == "other/c: allowed"
+
+
+def test_validate_of_allowed_objects_only_exits_0() -> None:
+    mutated = orjson.loads(virtdev("mutate", PRIVILEGED_2018).stdout)
+    result = virtdev("validate", "-", stdin=yaml.safe_dump(kubectl_list(named(mutated, "a"))))
+    assert (result.returncode, result.stdout) == (ALLOWED, "vms/a: allowed\n")
+
+
+def test_a_bad_object_in_a_list_is_named_and_exits_2_after_the_others() -> None:
+    broken = named(pod_of(PRIVILEGED_2018), "broken")
+    broken["spec"]["containers"][0].setdefault("securityContext", {})["privileged"] = "yes"
+    listed = kubectl_list(named(pod_of(PRIVILEGED_2018), "bad"), broken)
+    result = virtdev("validate", "-", stdin=yaml.safe_dump(listed))
+    assert result.returncode == BAD_INPUT
+    assert result.stdout.startswith("vms/bad: denied:")
+    assert result.stderr.startswith("virtdev validate: -: $.items[1]: $.request.object.spec")
+    assert "Traceback" not in result.stderr
+
+
+def test_a_list_without_items_is_bad_input() -> None:
+    result = virtdev("validate", "-", stdin="kind: List\nitems: {}\n")
+    assert result.returncode == BAD_INPUT
+    assert "$.items: a List needs a list of items" in result.stderr
+
+
+def test_mutate_prints_several_objects_as_a_yaml_stream() -> None:
+    listed = kubectl_list(named(pod_of(PRIVILEGED_2018), "a"), named(pod_of(PRIVILEGED_2018), "b"))
+    result = virtdev("mutate", "-", stdin=orjson.dumps(listed).decode())
+    assert result.returncode == ALLOWED, result.stderr
+    pods = list(yaml.safe_load_all(result.stdout))
+    assert [p["metadata"]["name"] for p in pods] == ["a", "b"]
+    for pod in pods:
+        assert_unprivileged_compute(pod)
+    assert "warning: vms/a: compute: privileged: true removed" in result.stderr
+
+
+def test_mutate_patch_of_several_objects_is_refused() -> None:
+    stream = yaml.safe_dump_all([pod_of(PRIVILEGED_2018), pod_of(PRIVILEGED_2018)])
+    result = virtdev("mutate", "--patch", "-", stdin=stream)
+    assert result.returncode == BAD_INPUT
+    assert result.stdout == ""
+    assert result.stderr.startswith("virtdev mutate: --patch: - holds 2 objects")
+
+
+# --- --enforcement warn ---------------------------------------------------------------------
+
+
+def test_validate_under_warn_enforcement_admits_and_names_the_violations() -> None:
+    result = virtdev("validate", "--enforcement", "warn", PRIVILEGED_2018)
+    assert result.returncode == ALLOWED
+    name = display(PRIVILEGED_2018)
+    assert result.stdout.startswith(f"{name}: warned: spec.containers[")
+    assert "securityContext.privileged" in result.stdout
+    assert f"warning: {name}: virtdev would deny: spec.containers[" in result.stderr
+
+
+def test_enforcement_is_a_config_key(tmp_path: Path) -> None:
+    config = tmp_path / "virtdev.yaml"
+    config.write_text("enforcement: warn\n", encoding="utf-8")
+    assert virtdev("validate", "--config", config, PRIVILEGED_2018).returncode == ALLOWED
+    config.write_text("enforcement: audit\n", encoding="utf-8")
+    result = virtdev("validate", "--config", config, PRIVILEGED_2018)
+    assert result.returncode == BAD_INPUT
+    assert "'audit' is not one of deny, warn" in result.stderr
+
+
+# --- hostile input: bounded time and memory, one line, exit 2 --------------------------------
+
+#: Billion laughs: 9 levels of 9 aliases each, 9**9 (387 million) strings once expanded.
+ALIAS_BOMB = "\n".join(
+    [
+        "apiVersion: v1",
+        "kind: Pod",
+        "metadata: {name: bomb, namespace: vms, labels: {kubevirt.io: virt-launcher}}",
+        'x0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]',
+        *(f"x{i}: &a{i} [{','.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)),
+        "spec: {containers: [{name: compute, args: *a8}]}",
+        "",
+    ]
+)
+
+#: The issue's bound (issue 13): the bomb is refused within this much resident memory.
+MAX_RSS_BYTES = 100 * 1024 * 1024
+
+
+#: Runs argv and prints its exit code and peak RSS (kB). A child forked from pytest would count
+#: pytest's own resident pages (hundreds of MiB into the suite) until it execs; forked from
+#: this small process instead, its peak is its own.
+#: The child is also capped (CPU seconds, address space) so that an unbounded reader fails the
+#: test instead of running on, orphaned, after the timeout.
+_MEASURE = """
+import os, resource, subprocess, sys
+def cap():
+    resource.setrlimit(resource.RLIMIT_CPU, (20, 20))
+    resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+child = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, preexec_fn=cap)
+_, status, usage = os.wait4(child.pid, 0)
+child.returncode = os.waitstatus_to_exitcode(status)
+print(child.returncode, usage.ru_maxrss)
+"""
+
+
+def virtdev_measured(*args: str, stdin: str) -> tuple[int, str, int]:
+    """Exit code, stderr and peak resident bytes of one `virtdev` run."""
+    result = subprocess.run(
+        [sys.executable, "-c", _MEASURE, sys.executable, "-m", "virtdev.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=30,  # an unbounded reader fails, never hangs
+        check=True,
+    )
+    code, peak_kb = result.stdout.split()
+    return int(code), result.stderr, int(peak_kb) * 1024  # Linux: ru_maxrss in kilobytes
+
+
+@pytest.mark.parametrize("command", ["mutate", "validate"])
+def test_a_yaml_alias_bomb_is_refused_at_once_in_little_memory(command: str) -> None:
+    assert len(ALIAS_BOMB) < 700
+    code, err, peak = virtdev_measured(command, "-", stdin=ALIAS_BOMB)
+    assert code == BAD_INPUT, err
+    assert "Traceback" not in err
+    assert err.count("\n") == 1
+    assert err.startswith(f"virtdev {command}: -: excessive YAML aliasing")
+    assert peak < MAX_RSS_BYTES, f"peak RSS {peak / 2**20:.1f} MiB"
+
+
+def test_aliases_within_reason_are_read_as_kubectl_reads_them() -> None:
+    pod = pod_of(PRIVILEGED_2018)
+    pod["spec"]["nodeSelector"] = pod["metadata"]["labels"]  # one object twice: an alias
+    text = yaml.safe_dump(pod)
+    assert "&id001" in text and "*id001" in text
+    result = virtdev("mutate", "-", stdin=text)
+    assert result.returncode == ALLOWED, result.stderr
+    mutated = yaml.safe_load(result.stdout)
+    assert mutated["spec"]["nodeSelector"] == pod["metadata"]["labels"]
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("a: &a [*a]\n", "line 1, column 8: an alias inside its own anchor *a"),
+        ("a: *nope\n", "an undefined alias *nope"),
+    ],
+)
+def test_recursive_and_undefined_aliases_are_bad_input(text: str, problem: str) -> None:
+    result = virtdev("validate", "-", stdin=text)
+    assert result.returncode == BAD_INPUT
+    assert problem in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("command", ["mutate", "validate"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[" * 5000 + "]" * 5000,  # past orjson's own limit
+        '{"a":' * 500 + "1" + "}" * 500,  # within orjson's, past ours
+        "a:\n" + "".join(" " * i + "- \n" for i in range(1, 300)),  # YAML blocks
+    ],
+    ids=["json-5000", "json-500", "yaml-300"],
+)
+def test_deep_nesting_is_bad_input_in_one_line(command: str, text: str) -> None:
+    result = virtdev(command, "-", stdin=text)
+    assert result.returncode == BAD_INPUT, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert "nested deeper than 100 levels" in result.stderr
+
+
+def test_input_over_the_size_limit_is_refused(tmp_path: Path) -> None:
+    from virtdev.documents import MAX_INPUT_BYTES
+
+    big = tmp_path / "big.yaml"
+    with big.open("wb") as file:
+        file.truncate(MAX_INPUT_BYTES + 1)
+    result = virtdev("validate", big)
+    assert result.returncode == BAD_INPUT
+    assert result.stderr == f"virtdev validate: {big}: larger than 32 MiB\n"

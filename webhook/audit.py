@@ -1,0 +1,155 @@
+"""`virtdev audit`: /validate's judgement of the launcher pods already running.
+
+Each pod is judged by `validate_review` on the CREATE review the API server would send for it
+(`webhook.offline.create_review`): when virt-controller next creates a launcher like it — a VM
+restart, a migration — this is what /validate will answer. The enforcement is not applied: the
+audit says what `deny` would do, whatever the webhook runs with now.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any, TextIO
+
+import orjson
+
+from webhook import review
+from webhook.admission import validate_review
+from webhook.offline import ALLOWED, BAD_INPUT, DENIED, create_review, verdict_line
+from webhook.policy import LauncherPolicy
+from webhook.schema import BadInput
+
+CONNECT_TIMEOUT_SECONDS = 5
+LIST_TIMEOUT_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class Judged:
+    namespace: str
+    name: str
+    #: allowed, denied, skipped (the label matched but /validate would not look), error.
+    verdict: str
+    violations: list[str] = field(default_factory=list)
+    message: str = ""
+
+    @property
+    def line(self) -> str:
+        name = f"{self.namespace}/{self.name}"
+        if self.verdict == "error":
+            return f"{name}: not judged: {self.message}"
+        answer = review.Answer(
+            allowed=self.verdict != "denied",
+            verdict=self.verdict,
+            message=self.message,
+            violations=self.violations,
+        )
+        return verdict_line(name, answer)
+
+
+def judge(pod: dict[str, Any], policy: LauncherPolicy) -> Judged:
+    """What /validate would answer if `pod` were created now."""
+    metadata = pod.get("metadata") if isinstance(pod.get("metadata"), dict) else {}
+    namespace = str((metadata or {}).get("namespace") or "")
+    name = str((metadata or {}).get("name") or "")
+    try:
+        answer = validate_review(review.parse(orjson.dumps(create_review(pod))), policy)
+    except BadInput as error:
+        return Judged(namespace, name, "error", message=str(error))
+    verdict = "denied" if not answer.allowed else "skipped" if answer.verdict == "skipped" else ""
+    return Judged(
+        namespace,
+        name,
+        verdict or "allowed",
+        violations=list(answer.violations),
+        message=answer.message,
+    )
+
+
+def launcher_pods(
+    core: Any, *, selector: str, namespace: str | None, chunk_size: int
+) -> Iterator[dict[str, Any]]:
+    """Every pod matching `selector`, one list request per `chunk_size` pods (`continue`)."""
+    token = ""
+    while True:
+        options: dict[str, Any] = {
+            "label_selector": selector,
+            "limit": chunk_size,
+            "_preload_content": False,  # the pods as JSON, not as the client's models
+            "_request_timeout": (CONNECT_TIMEOUT_SECONDS, LIST_TIMEOUT_SECONDS),
+        }
+        if token:
+            options["_continue"] = token
+        if namespace is None:
+            response = core.list_pod_for_all_namespaces(**options)
+        else:
+            response = core.list_namespaced_pod(namespace, **options)
+        try:
+            page = orjson.loads(response.data)
+        finally:
+            response.release_conn()
+        yield from page.get("items") or ()
+        token = (page.get("metadata") or {}).get("continue") or ""
+        if not token:
+            return
+
+
+def run_audit(
+    args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
+    out, err = out or sys.stdout, err or sys.stderr
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    from virtdev import kube
+
+    try:
+        policy = LauncherPolicy.from_args(args)
+        api = kube.cli_client(args.kubeconfig, args.context)
+    except (ValueError, kube.KubeConfigError) as error:
+        print(f"virtdev audit: {error}", file=err)
+        return BAD_INPUT
+    selector = f"{policy.label_key}={policy.label_value}"
+    namespace = None if args.all_namespaces else args.namespace
+    judged: list[Judged] = []
+    with api as api_client:
+        core = client.CoreV1Api(api_client)
+        try:
+            for pod in launcher_pods(
+                core, selector=selector, namespace=namespace, chunk_size=args.chunk_size
+            ):
+                judged.append(judge(pod, policy))
+                if args.output == "table":
+                    print(judged[-1].line, file=out)
+        except ApiException as error:
+            where = f"in namespace {namespace}" if namespace else "in all namespaces"
+            print(
+                f"virtdev audit: the API server refused to list pods {where}: "
+                f"{error.status} {error.reason} (needs pods list; see docs/install.md)",
+                file=err,
+            )
+            return 1
+        except (HTTPError, OSError) as error:
+            print(f"virtdev audit: cannot reach the API server: {error}", file=err)
+            return 1
+    denied = sum(j.verdict == "denied" for j in judged)
+    errors = sum(j.verdict == "error" for j in judged)
+    if args.output == "json":
+        document = {
+            "selector": selector,
+            "namespace": namespace,
+            "pods": [asdict(j) for j in judged],
+            "denied": denied,
+        }
+        out.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        scope = f"namespace {namespace}" if namespace else "all namespaces"
+        print(
+            f"{len(judged)} launcher pods ({selector}) in {scope}: {denied} would be denied"
+            + (f", {errors} not judged" if errors else ""),
+            file=err,
+        )
+    return BAD_INPUT if errors else DENIED if denied else ALLOWED
