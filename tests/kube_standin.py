@@ -94,6 +94,7 @@ RESOURCES: dict[tuple[str, str], Resource] = {
         Resource("v1", "secrets", "Secret", True, _validate_secret),
         Resource("v1", "configmaps", "ConfigMap", True),
         Resource("v1", "nodes", "Node", False),
+        Resource("v1", "namespaces", "Namespace", False),
         Resource("v1", "pods", "Pod", True),
         Resource(
             "admissionregistration.k8s.io/v1",

@@ -1,8 +1,11 @@
-"""`virtdev audit`: /validate's judgement of the launcher pods already running.
+"""`virtdev audit`: /validate's judgement of the launcher pods already running, and /guard's of
+the other pods of guarded namespaces.
 
-Each pod is judged by `validate_review` on the CREATE review the API server would send for it
-(`webhook.offline.create_review`): when virt-controller next creates a launcher like it — a VM
-restart, a migration — this is what /validate will answer. The enforcement is not applied: the
+Each pod is judged by `validate_review` (launchers) or `guard_review` (every other pod of a
+namespace labelled `virtdev.io/guard=baseline`, or of the namespaces named with `--guard`) on
+the CREATE review the API server would send for it (`webhook.offline.create_review`): when
+virt-controller next creates a launcher like it — a VM restart, a migration — or a controller
+re-creates the pod, this is what the webhook will answer. The enforcement is not applied: the
 audit says what `deny` would do, whatever the webhook runs with now.
 """
 
@@ -10,14 +13,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
 import orjson
 
+from virtdev import catalogue
 from webhook import review
-from webhook.admission import validate_review
+from webhook.admission import guard_review, validate_review
 from webhook.offline import ALLOWED, BAD_INPUT, DENIED, create_review, verdict_line
 from webhook.policy import LauncherPolicy
 from webhook.schema import BadInput
@@ -49,13 +53,18 @@ class Judged:
         return verdict_line(name, answer)
 
 
-def judge(pod: dict[str, Any], policy: LauncherPolicy) -> Judged:
-    """What /validate would answer if `pod` were created now."""
+Decide = Callable[[review.Request, LauncherPolicy], review.Answer]
+#: The namespaces /guard judges: the label the second validating webhook selects.
+GUARDED = f"{catalogue.GUARD_LABEL_KEY}={catalogue.GUARD_LABEL_VALUE}"
+
+
+def judge(pod: dict[str, Any], policy: LauncherPolicy, decide: Decide = validate_review) -> Judged:
+    """What /validate (or /guard) would answer if `pod` were created now."""
     metadata = pod.get("metadata") if isinstance(pod.get("metadata"), dict) else {}
     namespace = str((metadata or {}).get("namespace") or "")
     name = str((metadata or {}).get("name") or "")
     try:
-        answer = validate_review(review.parse(orjson.dumps(create_review(pod))), policy)
+        answer = decide(review.parse(orjson.dumps(create_review(pod))), policy)
     except BadInput as error:
         return Judged(namespace, name, "error", message=str(error))
     verdict = "denied" if not answer.allowed else "skipped" if answer.verdict == "skipped" else ""
@@ -68,6 +77,35 @@ def judge(pod: dict[str, Any], policy: LauncherPolicy) -> Judged:
     )
 
 
+def guarded_namespaces(core: Any, namespace: str | None) -> list[str]:
+    """The namespaces in scope that carry the guard label (one, or all of them)."""
+    from kubernetes.client.exceptions import ApiException
+
+    options: dict[str, Any] = {
+        "_preload_content": False,
+        "_request_timeout": (CONNECT_TIMEOUT_SECONDS, LIST_TIMEOUT_SECONDS),
+    }
+    if namespace is not None:
+        try:
+            response = core.read_namespace(namespace, **options)
+        except ApiException as error:
+            if error.status == 404:  # pods may be listed in a namespace being created
+                return []
+            raise
+        try:
+            labels = (orjson.loads(response.data).get("metadata") or {}).get("labels") or {}
+        finally:
+            response.release_conn()
+        guarded = labels.get(catalogue.GUARD_LABEL_KEY) == catalogue.GUARD_LABEL_VALUE
+        return [namespace] if guarded else []
+    response = core.list_namespace(label_selector=GUARDED, **options)
+    try:
+        items = orjson.loads(response.data).get("items") or ()
+    finally:
+        response.release_conn()
+    return sorted(str((item.get("metadata") or {}).get("name")) for item in items)
+
+
 def launcher_pods(
     core: Any, *, selector: str, namespace: str | None, chunk_size: int
 ) -> Iterator[dict[str, Any]]:
@@ -75,11 +113,12 @@ def launcher_pods(
     token = ""
     while True:
         options: dict[str, Any] = {
-            "label_selector": selector,
             "limit": chunk_size,
             "_preload_content": False,  # the pods as JSON, not as the client's models
             "_request_timeout": (CONNECT_TIMEOUT_SECONDS, LIST_TIMEOUT_SECONDS),
         }
+        if selector:
+            options["label_selector"] = selector
         if token:
             options["_continue"] = token
         if namespace is None:
@@ -113,17 +152,37 @@ def run_audit(
         print(f"virtdev audit: {error}", file=err)
         return BAD_INPUT
     selector = f"{policy.label_key}={policy.label_value}"
+    others = f"{policy.label_key}!={policy.label_value}"  # also pods without the label
     namespace = None if args.all_namespaces else args.namespace
     judged: list[Judged] = []
+    guarded: list[str] = []
+
+    def report(pods: Iterator[dict[str, Any]], decide: Decide) -> None:
+        for pod in pods:
+            judged.append(judge(pod, policy, decide))
+            if args.output == "table":
+                print(judged[-1].line, file=out)
+
     with api as api_client:
         core = client.CoreV1Api(api_client)
+        pages = {"namespace": namespace, "chunk_size": args.chunk_size}
         try:
-            for pod in launcher_pods(
-                core, selector=selector, namespace=namespace, chunk_size=args.chunk_size
-            ):
-                judged.append(judge(pod, policy))
-                if args.output == "table":
-                    print(judged[-1].line, file=out)
+            if args.guard:  # every pod, as /guard would judge it once the label is set
+                report(launcher_pods(core, selector="", **pages), guard_review)
+            else:
+                report(launcher_pods(core, selector=selector, **pages), validate_review)
+                try:
+                    guarded = guarded_namespaces(core, namespace)
+                except ApiException as error:
+                    print(
+                        f"virtdev audit: cannot read the namespaces' labels ({error.status} "
+                        f"{error.reason}, needs namespaces get/list): the other pods of guarded "
+                        "namespaces are not audited",
+                        file=err,
+                    )
+                for name in guarded:
+                    pods = {"namespace": name, "chunk_size": args.chunk_size}
+                    report(launcher_pods(core, selector=others, **pods), guard_review)
         except ApiException as error:
             where = f"in namespace {namespace}" if namespace else "in all namespaces"
             print(
@@ -137,10 +196,14 @@ def run_audit(
             return 1
     denied = sum(j.verdict == "denied" for j in judged)
     errors = sum(j.verdict == "error" for j in judged)
+    what = "pods" if args.guard else f"launcher pods ({selector})"
+    if guarded:
+        what += f" and the other pods of guarded namespaces ({', '.join(guarded)})"
     if args.output == "json":
         document = {
-            "selector": selector,
+            "selector": "" if args.guard else selector,
             "namespace": namespace,
+            "guarded": guarded,
             "pods": [asdict(j) for j in judged],
             "denied": denied,
         }
@@ -148,7 +211,7 @@ def run_audit(
     else:
         scope = f"namespace {namespace}" if namespace else "all namespaces"
         print(
-            f"{len(judged)} launcher pods ({selector}) in {scope}: {denied} would be denied"
+            f"{len(judged)} {what} in {scope}: {denied} would be denied"
             + (f", {errors} not judged" if errors else ""),
             file=err,
         )

@@ -1,7 +1,9 @@
 """Say what /validate would decide of the launcher pods already in the cluster.
 
 Lists the pods that carry the launcher label (--launcher-selector), page by page (--chunk-size,
-as kubectl), and judges each as /validate would judge its creation today: one line per pod,
+as kubectl), and judges each as /validate would judge its creation today, and the other pods of
+namespaces labelled virtdev.io/guard=baseline as /guard would (every pod with --guard): one line
+per pod,
 `NAMESPACE/NAME: allowed` or `NAMESPACE/NAME: denied: <violations>`, as `virtdev validate`
 prints them. Run it before switching the webhook on, and again before moving from
 --enforcement warn to deny (docs/install.md). Read-only; needs `pods list` in the namespace, or
@@ -9,6 +11,7 @@ cluster-wide with -A. Exit 0 all allowed, 1 any would be denied, 2 bad flags or 
 not be judged. Example:
   virtdev audit -A
   kubectl virtdev audit -n vms -o json
+  virtdev audit --guard -n vms        # before `kubectl label ns vms virtdev.io/guard=baseline`
 """
 
 from __future__ import annotations
@@ -46,6 +49,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         choices=("table", "json"),
         default="table",
         help="one line per pod for people, or JSON for scripts (default: table)",
+    )
+    parser.add_argument(
+        "--guard",
+        action="store_true",
+        help="judge every pod of the namespace(s) as /guard would (Pod Security baseline; "
+        "launchers by their release), whether or not the namespace is labelled "
+        "virtdev.io/guard=baseline yet: a preview before labelling it",
     )
     parser.add_argument(
         "--chunk-size",

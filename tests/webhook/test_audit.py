@@ -97,7 +97,12 @@ def test_one_namespace_with_json_output(
         {"namespace": "prod", "name": "vm-x", "verdict": "allowed", "violations": [], "message": ""}
     ]
     assert document["denied"] == 0
-    assert [r.path for r in stand_in.requests] == ["/api/v1/namespaces/prod/pods"]
+    assert document["guarded"] == []
+    # The launchers, then whether the namespace is guarded (its other pods would be judged).
+    assert [r.path for r in stand_in.requests] == [
+        "/api/v1/namespaces/prod/pods",
+        "/api/v1/namespaces/prod",
+    ]
 
 
 def test_json_output_names_the_violations(
@@ -165,4 +170,83 @@ def test_a_refusal_names_the_permission(
     assert capsys.readouterr().err == (
         "virtdev audit: the API server refused to list pods in namespace vms: 403 Forbidden "
         "(needs pods list; see docs/install.md)\n"
+    )
+
+
+# --- /guard's judgement of the other pods -------------------------------------------------------
+
+
+def namespace(name: str, **labels: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
+
+
+def privileged_tool(name: str, ns: str) -> dict[str, Any]:
+    pod = copy.deepcopy(NON_LAUNCHER)
+    pod["spec"].pop("hostPID", None)
+    pod["spec"]["containers"][0]["securityContext"] = {"privileged": True}
+    return as_stored(pod, name, ns)
+
+
+def test_the_other_pods_of_a_guarded_namespace_are_judged_as_guard_would(
+    stand_in: StandIn, kubeconfig: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    populate(stand_in)
+    stand_in.put_object(namespace("vms", **{"virtdev.io/guard": "baseline"}))
+    stand_in.put_object(namespace("prod"))
+    stand_in.put_object(privileged_tool("tool", "vms"))
+    stand_in.put_object(privileged_tool("tool", "prod"))  # not guarded: not audited
+    assert main(["audit", "--kubeconfig", kubeconfig, "-A"]) == 1
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert lines[:7] == [
+        "prod/vm-x: allowed",
+        lines[1],
+        *[f"vms/vm-{i}: allowed" for i in range(5)],
+    ]
+    # The fixture's node debugger (hostPID, privileged) and the tool: baseline refuses both.
+    assert lines[7].startswith("vms/debugger: denied: spec.hostPID: true (")
+    assert lines[8:] == [
+        "vms/tool: denied: spec.containers[0].securityContext.privileged: true "
+        "(Pod Security baseline forbids privileged containers)",
+    ]
+    assert err.startswith("9 launcher pods (kubevirt.io=virt-launcher) and the other pods of ")
+    assert "guarded namespaces (vms) in all namespaces: 3 would be denied" in err
+    (listed,) = [r for r in stand_in.requests if r.resource == "namespaces"]
+    assert "labelSelector=virtdev.io/guard%3Dbaseline" in listed.query, listed.query
+
+
+def test_guard_previews_a_namespace_not_labelled_yet(
+    stand_in: StandIn, kubeconfig: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    populate(stand_in)
+    stand_in.put_object(namespace("vms"))
+    stand_in.put_object(privileged_tool("tool", "vms"))
+    assert main(["audit", "--kubeconfig", kubeconfig, "--guard", "-n", "vms"]) == 1
+    out, err = capsys.readouterr()
+    verdicts = dict(line.split(": ", 1) for line in out.splitlines())
+    assert verdicts["vms/debugger"].startswith("denied: spec.hostPID")
+    assert verdicts["vms/tool"].startswith("denied: spec.containers[0].securityContext.privileged")
+    assert verdicts["vms/old-vm"].startswith("denied: "), "launchers as /validate judges them"
+    assert verdicts["vms/vm-0"] == "allowed"
+    assert err == "8 pods in namespace vms: 3 would be denied\n"
+    assert all("labelSelector" not in r.query for r in stand_in.requests if r.resource == "pods")
+
+
+def test_namespaces_that_cannot_be_read_are_said_and_the_launchers_still_audited(
+    stand_in: StandIn, kubeconfig: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.kube_standin import ApiError
+
+    def forbid(method: str, key: Any) -> None:
+        if key[1] == "namespaces":
+            raise ApiError(403, "Forbidden", "namespaces is forbidden")
+
+    populate(stand_in)
+    stand_in.before = forbid
+    assert main(["audit", "--kubeconfig", kubeconfig, "-A"]) == 1
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 7
+    assert err.startswith(
+        "virtdev audit: cannot read the namespaces' labels (403 Forbidden, needs namespaces "
+        "get/list): the other pods of guarded namespaces are not audited\n"
     )
