@@ -61,6 +61,8 @@ HYPERVISOR_RESOURCES: frozenset[str] = frozenset(
 LAUNCHER_LABEL_KEY = "kubevirt.io"
 LAUNCHER_LABEL_VALUE = "virt-launcher"
 LAUNCHER_SELECTOR = f"{LAUNCHER_LABEL_KEY}={LAUNCHER_LABEL_VALUE}"
+#: KubeVirt's hotplug attachment pods (not launchers) carry `kubevirt.io=hotplug-disk`.
+HOTPLUG_LABEL_VALUE = "hotplug-disk"
 #: A launcher that is the target of a live migration carries this label.
 MIGRATION_JOB_LABEL = "kubevirt.io/migrationJobUID"
 

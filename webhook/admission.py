@@ -172,10 +172,10 @@ def guard_review(request: Request, policy: LauncherPolicy) -> Answer:
     obj, old = objects
     if policy.is_launcher(obj) or policy.is_launcher(old):
         return validate_review(request, policy)
-    pod = read_pod(as_pod(obj, request.kind, "$.request.object"))
+    pod = read_pod(as_pod(obj, request.kind, "$.request.object"), policy)
     old_pod = None
     if request.operation == "UPDATE" and old is not None:
-        old_pod = read_pod(as_pod(old, request.kind, "$.request.oldObject"))
+        old_pod = read_pod(as_pod(old, request.kind, "$.request.oldObject"), policy)
     return _judged(request, pod, old_pod, policy, subject="pod")
 
 

@@ -77,6 +77,8 @@ class Launcher:
     emulated: bool
     #: Every `devices.kubevirt.io/*` resource the pod requests or limits itself.
     requested: frozenset[str]
+    #: A KubeVirt hotplug attachment pod (judged by /guard, by its release).
+    hotplug: bool = False
 
     @property
     def profile(self) -> Profile:
@@ -224,15 +226,20 @@ def read_launcher(
     )
 
 
-def read_pod(pod: dict[str, Any]) -> Launcher:
-    """Any pod, for /guard: every container of role "unknown", judged by baseline alone."""
+def read_pod(pod: dict[str, Any], policy: LauncherPolicy) -> Launcher:
+    """Any other pod, for /guard: every container of role "unknown", judged by baseline alone —
+    but for KubeVirt's hotplug attachment pods, which their release renders (the launcher's
+    image, its SELinux type, the host's network in v0.36 - v0.46)."""
     spec = pod.get("spec") or {}
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    hotplug = labels.get(policy.label_key) == catalogue.HOTPLUG_LABEL_VALUE
     return Launcher(
         pod=pod,
         spec=spec,
-        release=NOT_A_LAUNCHER,
+        release=choose_release(pod, None, policy) if hotplug else NOT_A_LAUNCHER,
         slots=tuple(Slot(f, i, c, "unknown") for f, i, c in _all(spec)),
         compute=None,
         emulated=False,
         requested=frozenset(),
+        hotplug=hotplug,
     )

@@ -54,6 +54,9 @@ class Profile:
     requests_devices: bool = True
     #: Whether compute needs NET_ADMIN to configure the VM's network (until v0.40).
     needs_net_admin: bool = False
+    #: Whether the hotplug attachment pods (`kubevirt.io=hotplug-disk`, v0.36+) share the
+    #: host's network (v0.36 - v0.46): /guard judges them in guarded namespaces.
+    hotplug_host_network: bool = False
     #: `path@tag:lines` of the template code the row was read from.
     source: str = ""
     #: Set only for the profile of pods that are not launchers (`BASELINE`).
@@ -234,7 +237,7 @@ PROFILES: tuple[Profile, ...] = (
         source=f"{T}@v0.34.0:1116-1135",
     ),
     # v0.36: NET_RAW dropped (T@v0.36.0:905-912,1306-1321); /sys/devices for VFIO
-    # (T@v0.36.0:376-392).
+    # (T@v0.36.0:376-392); hotplug attachment pods on the host's network (T@v0.36.0:1211-1305).
     Profile(
         since=(0, 36),
         capabilities={"compute": _caps("NET_ADMIN", "SYS_NICE", "SYS_ADMIN")},
@@ -242,6 +245,7 @@ PROFILES: tuple[Profile, ...] = (
         host_paths=frozenset({SYS_DEVICES}),
         selinux_type="virt_launcher.process",
         needs_net_admin=True,
+        hotplug_host_network=True,
         source=f"{T}@v0.36.0:376-392,901-918,1141-1178,1306-1321",
     ),
     # v0.37: no hostPath left (T@v0.37.0).
@@ -251,6 +255,7 @@ PROFILES: tuple[Profile, ...] = (
         privileged=frozenset({"compute"}),
         selinux_type="virt_launcher.process",
         needs_net_admin=True,
+        hotplug_host_network=True,
         source=f"{T}@v0.37.0",
     ),
     # v0.39: SYS_RESOURCE with SRIOVLiveMigration (T@v0.39.0:1348-1371); v0.40 adds
@@ -263,6 +268,7 @@ PROFILES: tuple[Profile, ...] = (
         privileged=frozenset({"compute"}),
         selinux_type="virt_launcher.process",
         needs_net_admin=True,
+        hotplug_host_network=True,
         source=f"{T}@v0.39.0:965-969,1348-1371, {T}@v0.40.0:986-990,1375-1412",
     ),
     # v0.41: NET_ADMIN gone (commit 455a083cce, PR #5147); SYS_NICE, virtiofs in compute,
@@ -276,6 +282,7 @@ PROFILES: tuple[Profile, ...] = (
         },
         privileged=frozenset({"compute"}),
         selinux_type="virt_launcher.process",
+        hotplug_host_network=True,
         source=f"{T}@v0.41.0:407-408,1013-1025,1247-1249,1429-1448",
     ),
     # v0.42: SYS_RESOURCE gone (T@v0.42.0:1453-1466).
@@ -284,6 +291,7 @@ PROFILES: tuple[Profile, ...] = (
         capabilities={"compute": _caps("SYS_NICE", "SYS_ADMIN") | VIRTIOFSD},
         privileged=frozenset({"compute"}),
         selinux_type="virt_launcher.process",
+        hotplug_host_network=True,
         source=f"{T}@v0.42.0:1453-1466",
     ),
     # v0.44: NET_BIND_SERVICE for DHCP/slirp (T@v0.44.0:1707-1724); on ppc64le hook sidecars
@@ -293,7 +301,17 @@ PROFILES: tuple[Profile, ...] = (
         capabilities={"compute": _caps("NET_BIND_SERVICE", "SYS_NICE", "SYS_ADMIN") | VIRTIOFSD},
         privileged=frozenset({"compute", "hook-sidecar", "container-disk"}),
         selinux_type="virt_launcher.process",
+        hotplug_host_network=True,
         source=f"{T}@v0.44.0:1707-1724, {T}@v0.50.0:512-515,1133-1168,1318-1400,1788-1822",
+    ),
+    # v0.47: hotplug attachment pods leave the host's network (T@v0.46.0:1553,1698 had it,
+    # T@v0.50.0:1533-1657 has not); launchers as in v0.44.
+    Profile(
+        since=(0, 47),
+        capabilities={"compute": _caps("NET_BIND_SERVICE", "SYS_NICE", "SYS_ADMIN") | VIRTIOFSD},
+        privileged=frozenset({"compute", "hook-sidecar", "container-disk"}),
+        selinux_type="virt_launcher.process",
+        source=f"{T}@v0.46.0:1553,1698, {T}@v0.50.0:1533-1657",
     ),
     # v0.53: SYS_PTRACE for libvirt and swtpm, root or not (T@v0.53.0:1143-1162,1798-1816).
     Profile(

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import copy
+from pathlib import Path
 from typing import Any
 
 import jsonpatch
 import orjson
 import pytest
+import yaml
 
 from virtdev.config import add_launcher_policy_flags
 from webhook import profiles, review
@@ -576,7 +578,7 @@ def test_device_warning_for_compute_without_a_hypervisor_device() -> None:
     [
         ("quay.io/kubevirt/virt-launcher:v0.59.2", "v0.59-v1.2", "image tag v0.59"),
         ("docker.io/kubevirt/virt-launcher:v0.20.0-rc.1", "v0.20", "image tag v0.20"),
-        ("registry:5000/kubevirt/virt-launcher:v0.50.0@sha256:" + "a" * 64, "v0.44-v0.52", "v0.50"),
+        ("registry:5000/kubevirt/virt-launcher:v0.50.0@sha256:" + "a" * 64, "v0.47-v0.52", "v0.50"),
         ("quay.io/kubevirt/virt-launcher:v3.0.0", "v1.7+", "newer than the newest known"),
         ("quay.io/kubevirt/virt-launcher@sha256:" + "b" * 64, "v1.7+", "pinned by digest"),
         ("registry:5000/kubevirt/virt-launcher", "v1.7+", "pinned by digest or untagged"),
@@ -607,7 +609,8 @@ def test_profiles_are_ordered_and_every_row_cites_its_source() -> None:
         assert set(profile.capabilities) <= set(profiles.ROLES)
         assert profile.privileged <= set(profiles.ROLES)
     assert profiles.profile_for((0, 3)).name == "<=v0.6"
-    assert profiles.profile_for((0, 47)).name == "v0.44-v0.52"
+    assert profiles.profile_for((0, 45)).name == "v0.44-v0.46"
+    assert profiles.profile_for((0, 50)).name == "v0.47-v0.52"
 
 
 def test_policy_from_flags() -> None:
@@ -709,3 +712,21 @@ def test_guard_judges_a_launcher_exactly_as_validate_does() -> None:
     assert not answer.allowed
     assert answer.message.startswith("launcher pod ")
     assert validate_review(created(pod), DEFAULT) == answer
+
+
+def test_guard_judges_kubevirts_hotplug_pods_by_their_release() -> None:
+    render = Path(__file__).parent.parent / "fixtures" / "kubevirt" / "hotplug-v1.9.0.yaml"
+    pod = yaml.safe_load(render.read_text(encoding="utf-8"))
+    assert guard(pod).allowed, guard(pod).message
+    # v0.36 - v0.46 rendered the attachment pod on the host's network: theirs to keep.
+    on_host = copy.deepcopy(pod)
+    on_host["spec"]["hostNetwork"] = True
+    assert not guard(on_host).allowed
+    assert guard(on_host).audit_annotations["violations"] == "spec.hostNetwork"
+    for container in on_host["spec"]["containers"]:
+        container["image"] = IMAGE.format("v0.41.0")
+    assert guard(on_host).allowed
+    assert guard(on_host).audit_annotations["profile"].startswith("KubeVirt v0.41 profile")
+    # The same on any other pod is refused, whatever image it runs.
+    on_host["metadata"]["labels"]["kubevirt.io"] = "something-else"
+    assert not guard(on_host).allowed
