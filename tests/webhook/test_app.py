@@ -462,3 +462,17 @@ def test_a_malformed_user_info_is_a_400_naming_it(
     reply = post(client, "/validate", review)
     assert reply.status_code == 400
     assert reply.json()["details"]["causes"][0]["field"] == field
+
+
+def test_guard_answers_in_the_same_shape_and_honours_warn(
+    client: TestClient, warn_client: TestClient, metrics: WebhookMetrics
+) -> None:
+    review = fixture("v1-non-launcher-pod.json")  # a privileged node debugger with hostPID
+    denied = post(client, "/guard", review).json()["response"]
+    assert denied["allowed"] is False and denied["status"]["code"] == 403
+    assert denied["auditAnnotations"]["violations"].startswith("spec.hostPID")
+    warned = post(warn_client, "/guard", review).json()["response"]
+    assert warned["allowed"] is True
+    assert any(w.startswith("virtdev would deny: spec.hostPID") for w in warned["warnings"])
+    sample = metrics.registry.get_sample_value
+    assert sample("virtdev_webhook_requests_total", {"endpoint": "guard", "verdict": "warned"}) == 1
