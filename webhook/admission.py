@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from webhook import schema
+from webhook.answer import Answer
 from webhook.feasibility import (
     DEFAULT_NO_KVM_POLICY,
     KVM,
@@ -20,7 +21,7 @@ from webhook.feasibility import (
 from webhook.launcher import Launcher, read_launcher, read_pod
 from webhook.mutation import mutate
 from webhook.policy import LauncherPolicy
-from webhook.review import Answer, Request
+from webhook.review import Request
 from webhook.validation import Violation, device_warnings, new_violations
 
 POD_KINDS = ("Pod", "EphemeralContainers")

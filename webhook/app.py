@@ -21,6 +21,7 @@ from fastapi.openapi.utils import get_openapi
 from virtdev import catalogue
 from webhook import review
 from webhook.admission import guard_review, mutate_review_decided, validate_review
+from webhook.answer import Answer
 from webhook.endpoint import (
     DEFAULT_MAX_BUFFERED_BYTES,
     AdmissionEndpoint,
@@ -112,7 +113,7 @@ def create_app(
     # once per pod (under load that would be thousands of identical lines).
     unsynced_spell = False
 
-    def mutate_with_nodes(parsed: review.Request) -> review.Answer:
+    def mutate_with_nodes(parsed: review.Request) -> Answer:
         nonlocal unsynced_spell
         snapshot = nodes() if nodes is not None else None
         result, decision = mutate_review_decided(
@@ -145,13 +146,13 @@ def create_app(
 
     enforcement = settings.enforcement
 
-    def validate(parsed: review.Request) -> review.Answer:
+    def validate(parsed: review.Request) -> Answer:
         return enforce(validate_review(parsed, policy), enforcement)
 
-    def guard(parsed: review.Request) -> review.Answer:
+    def guard(parsed: review.Request) -> Answer:
         return enforce(guard_review(parsed, policy), enforcement)
 
-    def endpoint(name: str, decide: Callable[[review.Request], review.Answer]) -> AdmissionEndpoint:
+    def endpoint(name: str, decide: Callable[[review.Request], Answer]) -> AdmissionEndpoint:
         return AdmissionEndpoint(
             name,
             decide,

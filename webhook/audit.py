@@ -22,6 +22,7 @@ import orjson
 from virtdev import catalogue
 from webhook import review
 from webhook.admission import guard_review, validate_review
+from webhook.answer import Answer
 from webhook.offline import ALLOWED, BAD_INPUT, DENIED, create_review, verdict_line
 from webhook.policy import LauncherPolicy
 from webhook.schema import BadInput
@@ -44,7 +45,7 @@ class Judged:
         name = f"{self.namespace}/{self.name}"
         if self.verdict == "error":
             return f"{name}: not judged: {self.message}"
-        answer = review.Answer(
+        answer = Answer(
             allowed=self.verdict != "denied",
             verdict=self.verdict,
             message=self.message,
@@ -53,7 +54,7 @@ class Judged:
         return verdict_line(name, answer)
 
 
-Decide = Callable[[review.Request, LauncherPolicy], review.Answer]
+Decide = Callable[[review.Request, LauncherPolicy], Answer]
 #: The namespaces /guard judges: the label the second validating webhook selects.
 GUARDED = f"{catalogue.GUARD_LABEL_KEY}={catalogue.GUARD_LABEL_VALUE}"
 

@@ -34,6 +34,7 @@ import orjson
 
 from virtdev import logs
 from webhook import review
+from webhook.answer import Answer
 from webhook.metrics import WebhookMetrics
 from webhook.schema import BadInput
 
@@ -43,7 +44,7 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-Decide = Callable[[review.Request], review.Answer]
+Decide = Callable[[review.Request], Answer]
 
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 #: A denial's log line names at most this many violations, each at most this long: a hostile
@@ -228,7 +229,7 @@ class AdmissionEndpoint:
             seconds = time.perf_counter() - started
             self._admissions.observe(self.name, verdict, seconds, patch_operations)
 
-    def _decide_body(self, body: bytes) -> tuple[review.Request, review.Answer, bytes]:
+    def _decide_body(self, body: bytes) -> tuple[review.Request, Answer, bytes]:
         """Parse, decide, render: all the CPU work of one request, for either thread."""
         parsed = review.parse(body)
         result = self._decide(parsed)
@@ -236,7 +237,7 @@ class AdmissionEndpoint:
 
     async def _decide_on_worker(
         self, body: bytes, reservation: Reservation
-    ) -> tuple[review.Request, review.Answer, bytes]:
+    ) -> tuple[review.Request, Answer, bytes]:
         assert self._worker is not None
         future = asyncio.get_running_loop().run_in_executor(self._worker, self._decide_body, body)
         size = reservation.size

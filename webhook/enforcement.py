@@ -13,7 +13,7 @@ denial without violations) passes through unchanged.
 
 from __future__ import annotations
 
-from webhook.review import Answer, fit_warning
+from webhook.answer import Answer, fit_warning
 
 DENY, WARN = "deny", "warn"
 ENFORCEMENTS = (DENY, WARN)

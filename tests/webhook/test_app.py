@@ -18,10 +18,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 import webhook.app
+from webhook.answer import Answer
 from webhook.app import WebhookSettings, create_app
 from webhook.endpoint import logged_violations
 from webhook.metrics import WebhookMetrics
-from webhook.review import Answer, Request
+from webhook.review import Request
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 
