@@ -9,7 +9,11 @@ pyproject.toml holds them to it).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
+
+#: What the rules made of a request: skipped (not ours), allowed, patched, warned, denied.
+Verdict = Literal["skipped", "allowed", "patched", "warned", "denied"]
+VERDICTS: tuple[Verdict, ...] = get_args(Verdict)
 
 #: The API server's limit for one admission warning.
 MAX_WARNING = 120
@@ -18,8 +22,8 @@ MAX_WARNING = 120
 @dataclass(slots=True)
 class Answer:
     allowed: bool
-    #: For metrics and logs: skipped (not ours), allowed, patched, warned, denied.
-    verdict: str
+    #: For metrics and logs.
+    verdict: Verdict
     patch: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     status_code: int | None = None

@@ -32,10 +32,18 @@ from webhook.endpoint import (
     respond,
     status_body,
 )
-from webhook.enforcement import DEFAULT_ENFORCEMENT, ENFORCEMENTS, enforce
-from webhook.feasibility import DEFAULT_NO_KVM_POLICY, NO_KVM_POLICIES, NodeSnapshot
+from webhook.enforcement import enforce
+from webhook.feasibility import NodeSnapshot
 from webhook.metrics import WebhookMetrics
 from webhook.openapi import admission_paths
+from webhook.options import (
+    DEFAULT_ENFORCEMENT,
+    DEFAULT_NO_KVM_POLICY,
+    ENFORCEMENTS,
+    NO_KVM_POLICIES,
+    Enforcement,
+    NoKvmPolicy,
+)
 from webhook.policy import LauncherPolicy
 
 log = logging.getLogger("virtdev.webhook")
@@ -51,11 +59,11 @@ class WebhookSettings:
     policy: LauncherPolicy = field(default_factory=LauncherPolicy)
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     #: What /mutate does when no feasible node has kvm: warn, emulate or deny.
-    no_kvm_policy: str = DEFAULT_NO_KVM_POLICY
+    no_kvm_policy: NoKvmPolicy = DEFAULT_NO_KVM_POLICY
     #: Bytes of large bodies (over 64 KiB) held at once across all requests (webhook.endpoint).
     max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES
     #: What /validate does with a launcher pod the rules refuse: deny it, or warn and admit it.
-    enforcement: str = DEFAULT_ENFORCEMENT
+    enforcement: Enforcement = DEFAULT_ENFORCEMENT
 
     def __post_init__(self) -> None:
         if self.no_kvm_policy not in NO_KVM_POLICIES:  # fail at start, not on every request

@@ -15,7 +15,7 @@ import argparse
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 import orjson
 
@@ -31,12 +31,16 @@ CONNECT_TIMEOUT_SECONDS = 5
 LIST_TIMEOUT_SECONDS = 60
 
 
+#: A verdict of the rules, or error: the pod could not be judged. skipped: the label matched but
+#: /validate would not look.
+Judgement = Literal["allowed", "denied", "skipped", "error"]
+
+
 @dataclass(frozen=True)
 class Judged:
     namespace: str
     name: str
-    #: allowed, denied, skipped (the label matched but /validate would not look), error.
-    verdict: str
+    verdict: Judgement
     violations: list[str] = field(default_factory=list)
     message: str = ""
 
@@ -68,11 +72,13 @@ def judge(pod: dict[str, Any], policy: LauncherPolicy, decide: Decide = validate
         answer = decide(review.parse(orjson.dumps(create_review(pod))), policy)
     except BadInput as error:
         return Judged(namespace, name, "error", message=str(error))
-    verdict = "denied" if not answer.allowed else "skipped" if answer.verdict == "skipped" else ""
+    verdict: Judgement = (
+        "denied" if not answer.allowed else "skipped" if answer.verdict == "skipped" else "allowed"
+    )
     return Judged(
         namespace,
         name,
-        verdict or "allowed",
+        verdict,
         violations=list(answer.violations),
         message=answer.message,
     )

@@ -14,11 +14,16 @@ import argparse
 from virtdev import catalogue
 from virtdev.config import (
     add_config_flag,
-    add_enforcement_flag,
     add_launcher_policy_flags,
     add_log_format_flag,
     port,
     port_or_zero,
+)
+from webhook.options import (
+    DEFAULT_ENFORCEMENT,
+    DEFAULT_NO_KVM_POLICY,
+    ENFORCEMENTS,
+    NO_KVM_POLICIES,
 )
 
 DEFAULT_MAX_BODY_BYTES = 6 * 1024 * 1024
@@ -26,8 +31,6 @@ DEFAULT_MAX_BODY_BYTES = 6 * 1024 * 1024
 DEFAULT_MAX_CONNECTIONS = 1000
 DEFAULT_TIMEOUT_SECONDS = 10.0
 DEFAULT_MAX_BUFFERED_BYTES = 64 * 1024 * 1024
-#: As in webhook.feasibility, repeated here so that `--help` does not import the webhook.
-NO_KVM_POLICIES = ("warn", "emulate", "deny")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -114,7 +117,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     scheduling.add_argument(
         "--no-kvm-policy",
         choices=NO_KVM_POLICIES,
-        default="warn",
+        default=DEFAULT_NO_KVM_POLICY,
         help="when no schedulable node advertises devices.kubevirt.io/kvm: warn and inject it "
         "anyway, emulate (inject tun only, the VM runs without KVM) or deny the pod; migration "
         "targets are never changed (default: warn)",
@@ -128,6 +131,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "be used stops the webhook at start",
     )
     parser.set_defaults(run=run)
+
+
+def add_enforcement_flag(parser: argparse._ActionsContainer) -> None:
+    """`--enforcement`, of `virtdev webhook` and `virtdev validate`."""
+    parser.add_argument(
+        "--enforcement",
+        choices=ENFORCEMENTS,
+        default=DEFAULT_ENFORCEMENT,
+        help="what /validate does with a launcher pod its rules refuse: deny it, or warn (admit "
+        "it with a warning and an audit annotation per violation, counted as verdict warned) "
+        "while rolling out; see docs/install.md (default: deny)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

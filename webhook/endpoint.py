@@ -28,13 +28,13 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import Executor
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
 from virtdev import logs
 from webhook import review
-from webhook.answer import Answer
+from webhook.answer import Answer, Verdict
 from webhook.metrics import WebhookMetrics
 from webhook.schema import BadInput
 
@@ -188,8 +188,12 @@ async def respond(
     await send({"type": "http.response.body", "body": body})
 
 
+#: The verdict label of virtdev_webhook_requests: the rules' verdict, or what kept them from one.
+RequestVerdict = (
+    Verdict | Literal["bad_request", "too_large", "busy", "late", "error", "client_gone"]
+)
 #: Status, body, verdict, patch operations of an answer, and whether to close the connection.
-Outcome = tuple[int, bytes, str, int, bool]
+Outcome = tuple[int, bytes, RequestVerdict, int, bool]
 
 
 class AdmissionEndpoint:
@@ -214,7 +218,7 @@ class AdmissionEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        verdict = "error"
+        verdict: RequestVerdict = "error"
         patch_operations = 0
         reservation = Reservation(self._budget)
         try:
