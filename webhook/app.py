@@ -23,7 +23,6 @@ from webhook import review
 from webhook.admission import guard_review, mutate_review_decided, validate_review
 from webhook.answer import Answer
 from webhook.endpoint import (
-    DEFAULT_MAX_BUFFERED_BYTES,
     AdmissionEndpoint,
     BodyBudget,
     Receive,
@@ -38,6 +37,8 @@ from webhook.metrics import WebhookMetrics
 from webhook.openapi import admission_paths
 from webhook.options import (
     DEFAULT_ENFORCEMENT,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_BUFFERED_BYTES,
     DEFAULT_NO_KVM_POLICY,
     ENFORCEMENTS,
     NO_KVM_POLICIES,
@@ -47,8 +48,6 @@ from webhook.options import (
 from webhook.policy import LauncherPolicy
 
 log = logging.getLogger("virtdev.webhook")
-
-DEFAULT_MAX_BODY_BYTES = 6 * 1024 * 1024
 
 #: A background job the app's lifespan runs and cancels (certificate reload, node watch).
 BackgroundTask = Callable[[], Coroutine[Any, Any, None]]

@@ -20,17 +20,16 @@ from virtdev.config import (
     port_or_zero,
 )
 from webhook.options import (
+    DEFAULT_BODY_SECONDS,
     DEFAULT_ENFORCEMENT,
+    DEFAULT_HEAD_SECONDS,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_BUFFERED_BYTES,
+    DEFAULT_MAX_CONNECTIONS,
     DEFAULT_NO_KVM_POLICY,
     ENFORCEMENTS,
     NO_KVM_POLICIES,
 )
-
-DEFAULT_MAX_BODY_BYTES = 6 * 1024 * 1024
-#: As in webhook.connections and webhook.endpoint, repeated so that `--help` imports nothing.
-DEFAULT_MAX_CONNECTIONS = 1000
-DEFAULT_TIMEOUT_SECONDS = 10.0
-DEFAULT_MAX_BUFFERED_BYTES = 64 * 1024 * 1024
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -73,18 +72,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     limits.add_argument(
         "--head-timeout",
         type=float,
-        default=DEFAULT_TIMEOUT_SECONDS,
+        default=DEFAULT_HEAD_SECONDS,
         metavar="SECONDS",
         help="seconds for the TLS handshake and then each request head; a late one is answered "
-        f"408 and closed (default: {DEFAULT_TIMEOUT_SECONDS:g})",
+        f"408 and closed (default: {DEFAULT_HEAD_SECONDS:g})",
     )
     limits.add_argument(
         "--body-timeout",
         type=float,
-        default=DEFAULT_TIMEOUT_SECONDS,
+        default=DEFAULT_BODY_SECONDS,
         metavar="SECONDS",
         help="seconds for a request body once its head is in; a late one is answered 408 and "
-        f"closed (default: {DEFAULT_TIMEOUT_SECONDS:g})",
+        f"closed (default: {DEFAULT_BODY_SECONDS:g})",
     )
     limits.add_argument(
         "--max-buffered-bytes",

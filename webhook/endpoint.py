@@ -36,6 +36,7 @@ from virtdev import logs
 from webhook import review
 from webhook.answer import Answer, Verdict
 from webhook.metrics import WebhookMetrics
+from webhook.options import DEFAULT_MAX_BUFFERED_BYTES
 from webhook.schema import BadInput
 
 log = logging.getLogger("virtdev.webhook")
@@ -55,7 +56,6 @@ LOGGED_VIOLATION_CHARS = 200
 #: Bodies up to this size are decided on the event loop without a reservation: real launcher
 #: pods are 5-20 KiB, and uvicorn reads ahead this much per connection anyway.
 INLINE_BODY_BYTES = 64 * 1024
-DEFAULT_MAX_BUFFERED_BYTES = 64 * 1024 * 1024
 #: Longer than any decision the rules take at the body limit, shorter than the API server waits.
 DECISION_SECONDS = 2.0
 

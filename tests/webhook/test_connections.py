@@ -414,11 +414,24 @@ def test_a_client_that_stops_reading_its_answer_is_dropped_after_the_keep_alive_
         stop(server)
 
 
-def test_the_flags_defaults_are_the_modules_defaults() -> None:
-    """webhook.cli repeats them so that `--help` imports nothing; they must not drift."""
-    from webhook import cli, connections, endpoint
+def test_the_flags_defaults_are_the_settings_defaults() -> None:
+    """`virtdev webhook` without flags runs with the limits and modes the settings default to."""
+    from virtdev.cli import parse
+    from webhook.app import WebhookSettings
+    from webhook.connections import ConnectionLimits
 
-    assert cli.DEFAULT_MAX_CONNECTIONS == connections.DEFAULT_MAX_CONNECTIONS
-    assert cli.DEFAULT_TIMEOUT_SECONDS == connections.DEFAULT_HEAD_SECONDS
-    assert cli.DEFAULT_TIMEOUT_SECONDS == connections.DEFAULT_BODY_SECONDS
-    assert cli.DEFAULT_MAX_BUFFERED_BYTES == endpoint.DEFAULT_MAX_BUFFERED_BYTES
+    args = parse(["webhook"])
+    limits, settings = ConnectionLimits(), WebhookSettings()
+    assert (args.max_connections, args.head_timeout, args.body_timeout) == (
+        limits.max_connections,
+        limits.head_seconds,
+        limits.body_seconds,
+    )
+    assert (args.max_body_bytes, args.max_buffered_bytes) == (
+        settings.max_body_bytes,
+        settings.max_buffered_bytes,
+    )
+    assert (args.no_kvm_policy, args.enforcement) == (
+        settings.no_kvm_policy,
+        settings.enforcement,
+    )

@@ -56,9 +56,10 @@ from tests.webhook.test_properties import (
 )
 from webhook import review, schema
 from webhook.admission import mutate_review, validate_review
-from webhook.app import DEFAULT_MAX_BODY_BYTES, WebhookSettings, create_app
+from webhook.app import WebhookSettings, create_app
 from webhook.feasibility import NodeSnapshot
 from webhook.nodes import NodeView, core_api, trim
+from webhook.options import DEFAULT_MAX_BODY_BYTES
 from webhook.policy import LauncherPolicy
 from webhook.review import API_VERSIONS
 
