@@ -66,12 +66,12 @@ from bench.agent_bench import (  # noqa: E402
     healthy,
     median,
     p99,
-    rss_kib,
     subjects,
     unhealthy,
 )
-from tests.agent.conftest import make_node  # noqa: E402
+from tests.agent.helpers import make_node  # noqa: E402
 from tests.agent.kubelet import CHECKPOINT, TestKubelet  # noqa: E402
+from tests.support import status_kib  # noqa: E402
 
 DEADLINE = 600.0
 WAIT = 30.0
@@ -445,7 +445,7 @@ async def run_subject(name: str, argv: list[str], work: Path, args: argparse.Nam
         for resource in RESOURCES:
             await kubelet.wait_registered(resource)
             await kubelet.wait_for_devices(resource, healthy)
-        figures.rss_before = rss_kib(plugin.process.pid)
+        figures.rss_before = status_kib(plugin.process.pid, "VmRSS")
         await allocations(kubelet, figures, args.concurrent, args.allocate_rounds)
         await flaps(kubelet, host / "dev/kvm", host, figures, args.flaps)
         await restarts(kubelet, figures, args.restarts)
@@ -457,7 +457,7 @@ async def run_subject(name: str, argv: list[str], work: Path, args: argparse.Nam
         # The last kubelet was killed too: let a final one take the registration, then look.
         process, _ = await spawn_kubelet(plugin_dir)
         try:
-            figures.rss_after = rss_kib(plugin.process.pid)
+            figures.rss_after = status_kib(plugin.process.pid, "VmRSS")
             port = plugin.metrics_port()
             if port is not None:
                 figures.metrics = await asyncio.to_thread(scrape, port)

@@ -63,6 +63,7 @@ from certs import pki
 from certs.generate import Material
 from tests.certs.helpers import SecretVolume
 from tests.kube_standin import StandIn, node_object, write_kubeconfig
+from tests.support import eventually, refuses_connections
 
 IN_FLIGHT = 32
 GRACE_SECONDS = 5  # webhook/server.py GRACEFUL_SHUTDOWN_SECONDS
@@ -73,10 +74,10 @@ FAILED_RELOADS = 'virtdev_webhook_certificate_reloads_total{result="failed"}'
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = 20) -> float:
     """Seconds until `condition` held, checking every 50 ms; BenchError after `timeout`."""
     started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > timeout:
-            raise BenchError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
+    try:
+        eventually(condition, what, timeout=timeout, interval=0.05)
+    except AssertionError:
+        raise BenchError(f"timed out after {timeout}s waiting for {what}") from None
     return time.monotonic() - started
 
 
@@ -240,14 +241,6 @@ def start_in_flight(port: int, context: ssl.SSLContext, body: bytes) -> ssl.SSLS
         raise BenchError(f"expected 100 Continue, got {interim!r}")
     sock.sendall(body[: len(body) // 2])
     return sock
-
-
-def refuses_connections(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=5).close()
-    except ConnectionRefusedError:
-        return True
-    return False
 
 
 def sigterm(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:

@@ -43,7 +43,7 @@ from hypothesis import strategies as st
 
 from tests.kube_standin import StandIn, node_object, write_kubeconfig
 from tests.webhook.conftest import load_fixture
-from tests.webhook.test_e2e import start_webhook, stop
+from tests.webhook.test_e2e import start_webhook
 from tests.webhook.test_properties import (
     CONTAINER_LISTS,
     ENDPOINT,
@@ -644,7 +644,7 @@ def test_the_real_process_answers_6_mib_and_refuses_one_byte_more(tmp_path: Path
         assert over.status == 413, over.body[:300]
         server.assert_still_serving()
     finally:
-        stop(server)
+        server.stop()
 
 
 # --- with the node view on: scheduling fields of every shape, well-typed or not ---------------

@@ -30,7 +30,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from tests.webhook.test_e2e import Webhook, start_webhook, stop
+from tests.webhook.test_e2e import Webhook, start_webhook
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +54,7 @@ def webhook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webhook]:
     try:
         yield server
     finally:
-        stop(server)
+        server.stop()
 
 
 @pytest.fixture(scope="module")
