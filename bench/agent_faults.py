@@ -311,11 +311,14 @@ async def flaps(kubelet: TimedKubelet, node: Path, host: Path, figures: Figures,
     paced = n // 2
     endpoint = kubelet.endpoints[KVM]
     start = len(endpoint.lists)
+
+    def grew_past(count: int) -> Callable[[], bool]:
+        return lambda: len(endpoint.lists) > count
+
     for _ in range(paced):
-        for change, check in (
-            (node.unlink, unhealthy),
-            (lambda: make_node(host, "dev/kvm"), healthy),
-        ):
+        steps: tuple[tuple[Callable[[], object], Callable[[list[tuple[str, str]]], bool]], ...]
+        steps = ((node.unlink, unhealthy), (lambda: make_node(host, "dev/kvm"), healthy))
+        for change, check in steps:
             started = loop.time()
             change()
             await kubelet.wait_for_devices(KVM, check)
@@ -340,11 +343,8 @@ async def flaps(kubelet: TimedKubelet, node: Path, host: Path, figures: Figures,
         real = "Healthy" if node.exists() else "Unhealthy"
         # Every list that arrives within the bound is seen; the last one must be the truth.
         while (window := ended + TARGET_CONVERGE - loop.time()) > 0:
-            seen = len(endpoint.lists)
             with contextlib.suppress(TimeoutError):
-                await kubelet.wait_until(
-                    lambda seen=seen: len(endpoint.lists) > seen, timeout=window
-                )
+                await kubelet.wait_until(grew_past(len(endpoint.lists)), timeout=window)
         advertised = {h for _, h in endpoint.lists[-1]}
         if advertised != {real}:
             figures.problems.append(f"flaps: burst {burst} ended {real}, advertised {advertised}")

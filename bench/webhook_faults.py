@@ -155,15 +155,17 @@ def rotation(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             what="rotation fresh connections",
         )  # fmt: skip
         bad_refused = False
+
+        def serves(serial: int) -> Callable[[], bool]:
+            return lambda: presented_serial(hook.port, context) == serial
+
         try:
             time.sleep(2)
             for index, ca in enumerate(steps):
                 leaf = new_leaf(ca)
                 volume.publish(pair(leaf))
                 serial = leaf.cert.serial_number
-                swap_seconds.append(
-                    wait_for(lambda s=serial: presented_serial(hook.port, context) == s, "a pair")
-                )
+                swap_seconds.append(wait_for(serves(serial), "a pair"))
                 served.append(serial)
                 if index == len(steps) // 2:  # a bad pair in the middle: refused, old one kept
                     stray = new_leaf(ca)

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import os
 import stat
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from agent.app import Agent
@@ -30,7 +30,7 @@ def make_node(root: Path, relative: str) -> None:
     os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(*NODES[relative]))
 
 
-def all_have(health: str) -> object:
+def all_have(health: str) -> Callable[[list[tuple[str, str]]], bool]:
     def check(devices: list[tuple[str, str]]) -> bool:
         return bool(devices) and all(h == health for _, h in devices)
 
