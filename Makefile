@@ -2,7 +2,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test check lint typecheck pytest setup setup-serve setup-test
+.PHONY: serve test check lint typecheck imports pytest setup setup-serve setup-test
 
 # Runs the main job: the webhook on https://127.0.0.1:8443 with fresh local certificates.
 # Installs only what serving needs (no test or lint tools).
@@ -21,7 +21,7 @@ setup-serve:
 setup-test:
 	@scripts/setup.sh --test-tools
 
-check: lint typecheck
+check: lint typecheck imports
 
 lint:
 	$(BIN)/ruff check .
@@ -29,6 +29,10 @@ lint:
 
 typecheck:
 	$(BIN)/mypy
+
+# The layers (pyproject.toml's [tool.importlinter]): each package and module imports only downward.
+imports:
+	$(BIN)/lint-imports
 
 pytest:
 	$(BIN)/pytest

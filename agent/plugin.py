@@ -35,7 +35,7 @@ from virtdev.catalogue import Device
 
 log = logging.getLogger(__name__)
 
-BACKOFF = (1.0, 2.0, 5.0, 10.0)
+BACKOFF = catalogue.RESTART_BACKOFF_SECONDS
 KUBEVIRT_STARTED = "KubeVirt's device plugin started serving the resource"
 #: The kubelet dials back inside Register with a 10 s deadline; leave it room.
 REGISTER_TIMEOUT = 15.0

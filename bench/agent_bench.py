@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import math
 import os
-import re
 import signal
 import statistics
 import subprocess
@@ -39,8 +38,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # no GOAWAY chatter when plugins stop
 
-from tests.agent.conftest import make_node  # noqa: E402
+from tests.agent.helpers import make_node  # noqa: E402
 from tests.agent.kubelet import TestKubelet  # noqa: E402
+from tests.support import status_kib  # noqa: E402
 from virtdev import catalogue  # noqa: E402
 
 #: What the agent serves with its defaults (kvm, tun, vhost-net), and the floor too.
@@ -86,13 +86,6 @@ class Result:
     allocate: list[float]
     stop: float
     exit_code: int
-
-
-def rss_kib(pid: int) -> int:
-    status = Path(f"/proc/{pid}/status").read_text()
-    match = re.search(r"VmRSS:\s+(\d+) kB", status)
-    assert match, status
-    return int(match.group(1))
 
 
 def healthy(devices: list[tuple[str, str]]) -> bool:
@@ -166,7 +159,7 @@ async def measure(name: str, command: list[str], work: Path, args: argparse.Name
             for resource in RESOURCES:
                 await kubelet.wait_for_devices(resource, healthy)
 
-        rss = rss_kib(process.pid)
+        rss = status_kib(process.pid, "VmRSS")
         started = time.perf_counter()
         process.send_signal(signal.SIGTERM)
         exit_code = await asyncio.to_thread(process.wait, 10)

@@ -66,12 +66,12 @@ from bench.agent_bench import (  # noqa: E402
     healthy,
     median,
     p99,
-    rss_kib,
     subjects,
     unhealthy,
 )
-from tests.agent.conftest import make_node  # noqa: E402
+from tests.agent.helpers import make_node  # noqa: E402
 from tests.agent.kubelet import CHECKPOINT, TestKubelet  # noqa: E402
+from tests.support import status_kib  # noqa: E402
 
 DEADLINE = 600.0
 WAIT = 30.0
@@ -311,11 +311,14 @@ async def flaps(kubelet: TimedKubelet, node: Path, host: Path, figures: Figures,
     paced = n // 2
     endpoint = kubelet.endpoints[KVM]
     start = len(endpoint.lists)
+
+    def grew_past(count: int) -> Callable[[], bool]:
+        return lambda: len(endpoint.lists) > count
+
     for _ in range(paced):
-        for change, check in (
-            (node.unlink, unhealthy),
-            (lambda: make_node(host, "dev/kvm"), healthy),
-        ):
+        steps: tuple[tuple[Callable[[], object], Callable[[list[tuple[str, str]]], bool]], ...]
+        steps = ((node.unlink, unhealthy), (lambda: make_node(host, "dev/kvm"), healthy))
+        for change, check in steps:
             started = loop.time()
             change()
             await kubelet.wait_for_devices(KVM, check)
@@ -340,11 +343,8 @@ async def flaps(kubelet: TimedKubelet, node: Path, host: Path, figures: Figures,
         real = "Healthy" if node.exists() else "Unhealthy"
         # Every list that arrives within the bound is seen; the last one must be the truth.
         while (window := ended + TARGET_CONVERGE - loop.time()) > 0:
-            seen = len(endpoint.lists)
             with contextlib.suppress(TimeoutError):
-                await kubelet.wait_until(
-                    lambda seen=seen: len(endpoint.lists) > seen, timeout=window
-                )
+                await kubelet.wait_until(grew_past(len(endpoint.lists)), timeout=window)
         advertised = {h for _, h in endpoint.lists[-1]}
         if advertised != {real}:
             figures.problems.append(f"flaps: burst {burst} ended {real}, advertised {advertised}")
@@ -445,7 +445,7 @@ async def run_subject(name: str, argv: list[str], work: Path, args: argparse.Nam
         for resource in RESOURCES:
             await kubelet.wait_registered(resource)
             await kubelet.wait_for_devices(resource, healthy)
-        figures.rss_before = rss_kib(plugin.process.pid)
+        figures.rss_before = status_kib(plugin.process.pid, "VmRSS")
         await allocations(kubelet, figures, args.concurrent, args.allocate_rounds)
         await flaps(kubelet, host / "dev/kvm", host, figures, args.flaps)
         await restarts(kubelet, figures, args.restarts)
@@ -457,7 +457,7 @@ async def run_subject(name: str, argv: list[str], work: Path, args: argparse.Nam
         # The last kubelet was killed too: let a final one take the registration, then look.
         process, _ = await spawn_kubelet(plugin_dir)
         try:
-            figures.rss_after = rss_kib(plugin.process.pid)
+            figures.rss_after = status_kib(plugin.process.pid, "VmRSS")
             port = plugin.metrics_port()
             if port is not None:
                 figures.metrics = await asyncio.to_thread(scrape, port)

@@ -36,7 +36,6 @@ import sys
 import tempfile
 import time
 import timeit
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,7 +47,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # the packages, bench.floor_app and tests.support
 
 from bench.webhook_load import wait_until  # noqa: E402  (needs the path above)
-from tests.support import free_ports  # noqa: E402
+from tests.support import free_ports, running_webhook, stop  # noqa: E402
 
 FIXTURE = REPO / "tests" / "fixtures" / "v1-launcher-2018-privileged.json"
 LUA = Path(__file__).resolve().parent / "post_review.lua"
@@ -77,14 +76,6 @@ class Load:
         return self.requests / self.seconds
 
 
-def answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
-
-
 @contextlib.contextmanager
 def running(
     command: list[str], *, log: Path, ready: Callable[[subprocess.Popen[bytes]], bool], what: str
@@ -97,13 +88,7 @@ def running(
         wait_until(lambda: ready(process), what, process)
         yield process
     finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop(process, timeout=15)
         if process.stdout is not None:
             process.stdout.close()
 
@@ -400,25 +385,11 @@ def measure(args: argparse.Namespace, work: Path) -> int:
     from certs.generate import ensure_material
 
     material = ensure_material(work / "certs", dns_names=["localhost"], ip_addresses=["127.0.0.1"])
-    port, metrics_port, floor_port, floor_log_port = free_ports(4)
+    floor_port, floor_log_port = free_ports(2)
     webhook_log = Path(args.webhook_log) if args.webhook_log else work / "webhook.log"
-    pinned = ["taskset", "-c", args.server_cpu, sys.executable]
+    on_server_cpu = ["taskset", "-c", args.server_cpu]
+    pinned = [*on_server_cpu, sys.executable]
     tls = ["--tls-cert", str(material.tls_cert), "--tls-key", str(material.tls_key)]
-    webhook_command = [
-        *pinned,
-        "-m",
-        "virtdev.cli",
-        "webhook",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--metrics-port",
-        str(metrics_port),
-        "--log-format",
-        "json",
-        *tls,
-    ]
     floor_command = [*pinned, str(REPO / "bench" / "floor_app.py"), "--port", str(floor_port), *tls]
     # The floor plus the webhook's admission log line: what that one line costs on its own.
     floor_log_command = [
@@ -435,11 +406,11 @@ def measure(args: argparse.Namespace, work: Path) -> int:
         return process.stdout.readline().startswith(b"floor ready")
 
     with (
-        running(
-            webhook_command,
+        running_webhook(
+            work,
+            tls=(material.tls_cert, material.tls_key),
+            prefix=on_server_cpu,
             log=webhook_log,
-            ready=lambda _: answers(f"http://127.0.0.1:{metrics_port}/readyz"),
-            what="virtdev webhook",
         ) as webhook_process,
         running(
             floor_command, log=work / "floor.log", ready=floor_ready, what="floor app"
@@ -453,7 +424,7 @@ def measure(args: argparse.Namespace, work: Path) -> int:
     ):
         body = FIXTURE.read_bytes()
         uid = json.loads(body)["request"]["uid"]
-        mutated = post(port, "/mutate", body, material.ca_cert)["response"]
+        mutated = post(webhook_process.port, "/mutate", body, material.ca_cert)["response"]
         floor = post(floor_port, "/", body, material.ca_cert)["response"]
         if not (mutated["uid"] == uid and mutated.get("patchType") == "JSONPatch"):
             raise RuntimeError(f"/mutate did not patch the fixture: {mutated}")
@@ -464,7 +435,7 @@ def measure(args: argparse.Namespace, work: Path) -> int:
             raise RuntimeError(f"the floor with the log line answered {floor_log}")
 
         urls = {
-            "mutate": f"https://127.0.0.1:{port}/mutate",
+            "mutate": f"https://127.0.0.1:{webhook_process.port}/mutate",
             "floor": f"https://127.0.0.1:{floor_port}/",
             "floor_log": f"https://127.0.0.1:{floor_log_port}/",
         }

@@ -63,6 +63,7 @@ from certs import pki
 from certs.generate import Material
 from tests.certs.helpers import SecretVolume
 from tests.kube_standin import StandIn, node_object, write_kubeconfig
+from tests.support import eventually, refuses_connections
 
 IN_FLIGHT = 32
 GRACE_SECONDS = 5  # webhook/server.py GRACEFUL_SHUTDOWN_SECONDS
@@ -73,10 +74,10 @@ FAILED_RELOADS = 'virtdev_webhook_certificate_reloads_total{result="failed"}'
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = 20) -> float:
     """Seconds until `condition` held, checking every 50 ms; BenchError after `timeout`."""
     started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > timeout:
-            raise BenchError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
+    try:
+        eventually(condition, what, timeout=timeout, interval=0.05)
+    except AssertionError:
+        raise BenchError(f"timed out after {timeout}s waiting for {what}") from None
     return time.monotonic() - started
 
 
@@ -154,15 +155,17 @@ def rotation(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             what="rotation fresh connections",
         )  # fmt: skip
         bad_refused = False
+
+        def serves(serial: int) -> Callable[[], bool]:
+            return lambda: presented_serial(hook.port, context) == serial
+
         try:
             time.sleep(2)
             for index, ca in enumerate(steps):
                 leaf = new_leaf(ca)
                 volume.publish(pair(leaf))
                 serial = leaf.cert.serial_number
-                swap_seconds.append(
-                    wait_for(lambda s=serial: presented_serial(hook.port, context) == s, "a pair")
-                )
+                swap_seconds.append(wait_for(serves(serial), "a pair"))
                 served.append(serial)
                 if index == len(steps) // 2:  # a bad pair in the middle: refused, old one kept
                     stray = new_leaf(ca)
@@ -240,14 +243,6 @@ def start_in_flight(port: int, context: ssl.SSLContext, body: bytes) -> ssl.SSLS
         raise BenchError(f"expected 100 Continue, got {interim!r}")
     sock.sendall(body[: len(body) // 2])
     return sock
-
-
-def refuses_connections(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=5).close()
-    except ConnectionRefusedError:
-        return True
-    return False
 
 
 def sigterm(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:

@@ -51,18 +51,15 @@ import orjson
 
 from bench.webhook_load import (
     PATCHED,
-    REPO,
     BenchError,
     Server,
-    _ready,
     machine,
     make_material,
     sample,
-    stop,
-    wait_until,
 )
+from bench.webhook_load import webhook as load_webhook
 from certs import pki
-from tests.support import free_ports
+from tests.support import status_kib
 
 MiB = 1024 * 1024
 MAX_BODY_BYTES = 6 * MiB  # the default of --max-body-bytes
@@ -75,33 +72,13 @@ FILE_LIMIT = 256
 # --- the process --------------------------------------------------------------------------
 
 
-def status_kib(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise BenchError(f"no {field} for pid {pid}")
-
-
 @contextlib.contextmanager
 def webhook(
     workdir: Path, material: Any, *, prefix: Sequence[str] = (), extra: Sequence[str] = ()
 ) -> Iterator[Server]:
-    port, metrics_port = free_ports(2)
-    log = workdir / f"webhook-{port}.log"
-    command = [
-        *prefix, sys.executable, "-m", "virtdev.cli", "webhook", "--host", "127.0.0.1",
-        "--port", str(port), "--metrics-port", str(metrics_port),
-        "--tls-cert", str(material.tls_cert), "--tls-key", str(material.tls_key),
-        "--log-format", "json", *extra,
-    ]  # fmt: skip
-    with log.open("wb") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, cwd=REPO)
-    server = Server("webhook", process, port, metrics_port, log)
-    try:
-        wait_until(lambda: _ready(metrics_port), "virtdev webhook", process)
+    cert, key = material.tls_cert, material.tls_key
+    with load_webhook(workdir, cert=cert, key=key, cpu=None, extra=extra, prefix=prefix) as server:
         yield server
-    finally:
-        stop(server)
 
 
 # --- clients ------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +44,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # the packages and tests.support
 
 from certs.generate import ensure_material  # noqa: E402  (needs the path above)
-from tests.support import free_ports  # noqa: E402
+from tests.support import free_ports, webhook_command  # noqa: E402
 
 FIXTURE = REPO / "tests" / "fixtures" / "v1-launcher-2018-privileged.json"
 #: /mutate within 1.25x the floor's instructions is the proxy of >= 0.8x its requests/s.
@@ -61,7 +62,8 @@ class BenchError(RuntimeError):
 class Server:
     name: str
     path: str
-    command: list[str]  # with {port} and {metrics_port} to fill in
+    #: Its command line, given its port and probe port.
+    command: Callable[[int, int], list[str]]
 
 
 def connect(
@@ -102,7 +104,7 @@ def instructions(server: Server, requests: int, work: Path, ca_cert: Path) -> in
     """Total instructions of one server process that answered `requests` reviews, then exited."""
     port, metrics_port = free_ports(2)
     out = work / f"callgrind.{server.name}.{requests}"
-    command = [part.format(port=port, metrics_port=metrics_port) for part in server.command]
+    command = server.command(port, metrics_port)
     process = subprocess.Popen(
         callgrind(out, command),
         cwd=REPO,
@@ -200,18 +202,14 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="virtdev-instructions-"))
     material = ensure_material(work / "certs", dns_names=["localhost"], ip_addresses=["127.0.0.1"])
     tls = ["--tls-cert", str(material.tls_cert), "--tls-key", str(material.tls_key)]
-    servers = (
-        Server("floor", "/", [sys.executable, "bench/floor_app.py", "--port", "{port}", *tls]),
-        Server(
-            "mutate",
-            "/mutate",
-            [
-                sys.executable, "-m", "virtdev.cli", "webhook", "--host", "127.0.0.1",
-                "--port", "{port}", "--metrics-port", "{metrics_port}", "--log-format", "json",
-                *tls,
-            ],
-        ),
-    )  # fmt: skip
+
+    def floor(port: int, metrics_port: int) -> list[str]:
+        return [sys.executable, "bench/floor_app.py", "--port", str(port), *tls]
+
+    def mutate(port: int, metrics_port: int) -> list[str]:
+        return webhook_command(port, metrics_port, tls=(material.tls_cert, material.tls_key))
+
+    servers = (Server("floor", "/", floor), Server("mutate", "/mutate", mutate))
     small, large = args.requests, 3 * args.requests
     per_request: dict[str, float] = {}
     try:

@@ -36,8 +36,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
-import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,7 +45,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # the packages, bench.* and tests.* (the stand-in)
 
 from certs.generate import Material, ensure_material  # noqa: E402
-from tests.support import free_ports  # noqa: E402  (needs the path above)
+from tests import support  # noqa: E402  (needs the path above)
+from tests.support import free_ports, status_kib  # noqa: E402
 
 LUA = Path(__file__).resolve().parent / "webhook_reviews.lua"
 FIXTURES = REPO / "tests" / "fixtures"
@@ -103,11 +102,8 @@ def machine() -> dict[str, Any]:
 
 
 def rss_kib(pid: int) -> int:
-    """Resident set size of a process, from /proc/<pid>/status (VmRSS, in KiB)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise BenchError(f"no VmRSS for pid {pid}")
+    """Resident set size of a process (VmRSS, in KiB)."""
+    return status_kib(pid, "VmRSS")
 
 
 @dataclass
@@ -132,7 +128,7 @@ class RssSampler:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            with contextlib.suppress(OSError, BenchError):
+            with contextlib.suppress(OSError, ValueError):  # gone, or exiting
                 self.samples.append(rss_kib(self.pid))
 
 
@@ -153,9 +149,7 @@ class Server:
 
     def metrics(self) -> str:
         assert self.metrics_port is not None
-        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return str(response.read().decode())
+        return support.metrics_text(self.metrics_port)
 
     def log_tail(self, lines: int = 20) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
@@ -163,8 +157,8 @@ class Server:
 
 def sample(metrics: str, name: str) -> float:
     """One sample of Prometheus text (name with its labels, as exposed); 0 when absent."""
-    match = re.search(rf"^{re.escape(name)} (\S+)$", metrics, re.MULTILINE)
-    return float(match.group(1)) if match else 0.0
+    value = support.sample(metrics, name)
+    return 0.0 if value is None else value
 
 
 def make_material(directory: Path) -> Material:
@@ -173,58 +167,35 @@ def make_material(directory: Path) -> Material:
 
 
 def wait_until(check: Callable[[], bool], what: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while not check():
-        if process.poll() is not None:
-            raise BenchError(f"{what} exited with {process.returncode} before it was ready")
-        if time.monotonic() > deadline:
-            raise BenchError(f"{what} not ready within {STARTUP_TIMEOUT}s")
-        time.sleep(0.05)  # polling interval of the readiness check
-
-
-def _ready(metrics_port: int) -> bool:
+    """support.until_ready, failing as a bench does."""
     try:
-        url = f"http://127.0.0.1:{metrics_port}/readyz"
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
-
-
-def stop(server: Server, *, timeout: float = 15) -> int:
-    process = server.process
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    return int(process.returncode)
+        support.until_ready(process, check, what, STARTUP_TIMEOUT)
+    except support.NotStarted as error:
+        raise BenchError(str(error)) from None
 
 
 @contextlib.contextmanager
 def webhook(
-    workdir: Path, *, cert: Path, key: Path, cpu: str | None, extra: Sequence[str] = ()
+    workdir: Path,
+    *,
+    cert: Path,
+    key: Path,
+    cpu: str | None,
+    extra: Sequence[str] = (),
+    prefix: Sequence[str] = (),
 ) -> Iterator[Server]:
-    """`virtdev webhook` as deployed (JSON logs at info), ready once /readyz answers 200."""
-    port, metrics_port = free_ports(2)
-    log = workdir / f"webhook-{port}.log"
-    command = [
-        sys.executable, "-m", "virtdev.cli", "webhook", "--host", "127.0.0.1",
-        "--port", str(port), "--metrics-port", str(metrics_port),
-        "--tls-cert", str(cert), "--tls-key", str(key), "--log-format", "json", *extra,
-    ]  # fmt: skip
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            pinned(cpu, command), stdout=sink, stderr=subprocess.STDOUT, cwd=REPO
-        )
-    server = Server("webhook", process, port, metrics_port, log)
+    """`virtdev webhook` as deployed (JSON logs at info), ready once /readyz answers 200
+    (tests/support.py starts and stops it); `prefix` runs it, after the pinning to `cpu`."""
     try:
-        wait_until(lambda: _ready(metrics_port), "virtdev webhook", process)
-        yield server
+        started = support.start_webhook(
+            workdir, *extra, tls=(cert, key), prefix=[*pinned(cpu, ()), *prefix]
+        )
+    except support.NotStarted as error:
+        raise BenchError(str(error)) from None
+    try:
+        yield Server("webhook", started.process, started.port, started.metrics_port, started.log)
     finally:
-        stop(server)
+        started.stop()
 
 
 @contextlib.contextmanager
@@ -245,7 +216,7 @@ def floor(workdir: Path, *, cert: Path, key: Path, cpu: str | None) -> Iterator[
         wait_until(lambda: "floor ready" in log.read_text(errors="replace"), "floor", process)
         yield server
     finally:
-        stop(server)
+        support.stop(process, timeout=15)
 
 
 def post(port: int, path: str, body: bytes, ca_cert: Path) -> tuple[int, dict[str, Any]]:

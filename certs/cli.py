@@ -239,18 +239,12 @@ def _fill(args: argparse.Namespace, value: str) -> int:
 
 
 def run_ensure(args: argparse.Namespace) -> int:
-    import logging
-    import time
     from datetime import timedelta
-
-    from kubernetes.client.exceptions import ApiException
-    from urllib3.exceptions import HTTPError
 
     from certs import incluster
     from virtdev import logs
 
     logs.setup(args.log_format, args.log_level)
-    log = logging.getLogger("certs.ensure")
     try:
         target = incluster.Target(
             namespace=args.namespace,
@@ -266,29 +260,9 @@ def run_ensure(args: argparse.Namespace) -> int:
         )
         api_client = _api_client(args.kubeconfig, args.context)
     except (ValueError, incluster.ClusterError) as error:
-        log.error("cannot start: %s", error)
+        incluster.ensure_log.error("cannot start: %s", error)
         return 2
-    while True:
-        try:
-            outcome = incluster.ensure(api_client, target)
-            if not outcome.changed:
-                log.info("nothing to do: the Secret and the caBundles are up to date")
-            status = 0
-        except incluster.ClusterError as error:
-            log.error("%s", error)
-            status = 1
-        except ApiException as error:
-            log.error("the API server refused: %s %s", error.status, error.reason)
-            status = 1
-        except (HTTPError, OSError) as error:
-            log.error("cannot reach the API server: %s", error)
-            status = 1
-        except ValueError as error:
-            log.error("%s", error)
-            return 2
-        if args.interval <= 0:
-            return status
-        time.sleep(args.interval)
+    return incluster.keep(api_client, target, interval=args.interval)
 
 
 def _api_client(kubeconfig: str | None, context: str | None) -> object:

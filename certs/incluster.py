@@ -89,6 +89,40 @@ def ensure(api_client: Any, target: Target, *, now: datetime | None = None) -> O
     raise AssertionError("unreachable")
 
 
+#: `virtdev certs ensure`'s own lines: what each run came to.
+ensure_log = logging.getLogger("certs.ensure")
+
+
+def keep(api_client: Any, target: Target, *, interval: float) -> int:
+    """`virtdev certs ensure`: one `ensure`, or with `interval` > 0 one every `interval` seconds
+    for ever. Returns the exit status of the last run: 0 done, 1 the cluster refused or could not
+    be reached (the next run tries again), 2 a target that can never be met."""
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    while True:
+        try:
+            outcome = ensure(api_client, target)
+            if not outcome.changed:
+                ensure_log.info("nothing to do: the Secret and the caBundles are up to date")
+            status = 0
+        except ClusterError as error:
+            ensure_log.error("%s", error)
+            status = 1
+        except ApiException as error:
+            ensure_log.error("the API server refused: %s %s", error.status, error.reason)
+            status = 1
+        except (HTTPError, OSError) as error:
+            ensure_log.error("cannot reach the API server: %s", error)
+            status = 1
+        except ValueError as error:
+            ensure_log.error("%s", error)
+            return 2
+        if interval <= 0:
+            return status
+        time.sleep(interval)
+
+
 def _ensure_once(api_client: Any, target: Target, now: datetime) -> tuple[str, ...]:
     from kubernetes.client import CoreV1Api
 

@@ -7,14 +7,13 @@ commands are run against the API stand-in through the real `kubernetes` client.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.kube_standin import StandIn, node_object, write_kubeconfig
+from tests.support import run_webhook
 from virtdev import kube
 from virtdev.cli import main
 
@@ -180,13 +179,7 @@ def test_capacity_context_picks_the_cluster(
 def test_the_webhook_refuses_to_start_with_an_unusable_kubeconfig(tmp_path: Path) -> None:
     path = tmp_path / "kubeconfig"
     path.write_text("clusters: [\n", encoding="utf-8")
-    result = subprocess.run(
-        [sys.executable, "-m", "virtdev.cli", "webhook", "--kubeconfig", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_webhook("--kubeconfig", path)
     assert result.returncode == 2
     assert result.stderr.startswith(f"virtdev webhook: --kubeconfig: {path}: not valid YAML")
     assert result.stderr.count("\n") == 1

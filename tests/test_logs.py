@@ -50,7 +50,7 @@ def test_a_hot_line_reads_exactly_like_the_same_line_logged_normally(
     stream: Stream, log_format: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     logs.setup(log_format, stream=stream)
-    monkeypatch.setattr(logs.time, "time", lambda: 1_790_000_000.25)  # same instant for both
+    monkeypatch.setattr(logs.time, "time", lambda: 1_790_000_000.25)  # type: ignore[attr-defined]  # same instant for both
     log = logging.getLogger("virtdev.webhook")
     logs.hot(log, "admission patched", dict(FIELDS))
     record = log.makeRecord(log.name, logging.INFO, "", 0, "admission patched", (), None)

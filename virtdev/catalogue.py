@@ -136,3 +136,9 @@ def resolve_devices(names: list[str] | tuple[str, ...]) -> tuple[Device, ...]:
         known = ", ".join(DEVICES)
         raise ValueError(f"unknown device(s) {', '.join(unknown)}: known devices are {known}")
     return tuple(DEVICES[name] for name in dict.fromkeys(names))
+
+
+#: Pauses after each failed try, the last one repeated: KubeVirt's device plugins restart so
+#: (pkg/virt-handler/device-manager/device_controller.go@v1.9.0:45), and so do the agent's
+#: plugins and the webhook's watch of nodes.
+RESTART_BACKOFF_SECONDS: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0)

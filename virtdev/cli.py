@@ -26,6 +26,12 @@ class Command:
     summary: str
 
 
+#: Each command's module is named, not imported: `virtdev` is the bottom layer, which agent,
+#: certs and webhook build on, so importing their CLIs here would point an import upward (the
+#: layers contract of pyproject.toml, run by `lint-imports`). The alternatives cost more: a
+#: package of its own above all four only to hold this table, or entry points, whose lookup reads
+#: every installed distribution's metadata on each start. What keeps `--help` light is not the
+#: strings but what the named modules import: argparse and virtdev only, the rest in `run`.
 COMMANDS: tuple[Command, ...] = (
     Command("webhook", "webhook.cli", "serve /mutate and /validate over HTTPS (the Deployment)"),
     Command("agent", "agent.cli", "serve /dev/kvm and /dev/net/tun to the kubelet (the DaemonSet)"),

@@ -137,20 +137,6 @@ def add_launcher_policy_flags(parser: argparse.ArgumentParser) -> None:
 #: A config file is a few lines; a larger one is a mistake, refused before it is parsed.
 MAX_CONFIG_BYTES = 1024 * 1024
 
-#: As in webhook.enforcement, repeated here so that building the parser does not import the rules.
-ENFORCEMENTS = ("deny", "warn")
-
-
-def add_enforcement_flag(parser: argparse._ActionsContainer) -> None:
-    parser.add_argument(
-        "--enforcement",
-        choices=ENFORCEMENTS,
-        default=ENFORCEMENTS[0],
-        help="what /validate does with a launcher pod its rules refuse: deny it, or warn (admit "
-        "it with a warning and an audit annotation per violation, counted as verdict warned) "
-        "while rolling out; see docs/install.md (default: deny)",
-    )
-
 
 def port(text: str) -> int:
     """A TCP port to listen on, 1-65535 (a type for argparse and the config file)."""

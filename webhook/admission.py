@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from webhook import schema
+from webhook.answer import Answer
 from webhook.feasibility import (
-    DEFAULT_NO_KVM_POLICY,
     KVM,
     Decision,
     NodeSnapshot,
@@ -19,8 +19,9 @@ from webhook.feasibility import (
 )
 from webhook.launcher import Launcher, read_launcher, read_pod
 from webhook.mutation import mutate
+from webhook.options import DEFAULT_NO_KVM_POLICY, NoKvmPolicy
 from webhook.policy import LauncherPolicy
-from webhook.review import Answer, Request
+from webhook.review import Request
 from webhook.validation import Violation, device_warnings, new_violations
 
 POD_KINDS = ("Pod", "EphemeralContainers")
@@ -49,7 +50,7 @@ def mutate_review(
     *,
     emulate: bool = False,
     nodes: NodeSnapshot | None = None,
-    no_kvm_policy: str = DEFAULT_NO_KVM_POLICY,
+    no_kvm_policy: NoKvmPolicy = DEFAULT_NO_KVM_POLICY,
 ) -> Answer:
     """/mutate: patch launcher pods on CREATE; anything else is allowed untouched."""
     answer, _ = mutate_review_decided(
@@ -64,7 +65,7 @@ def mutate_review_decided(
     *,
     emulate: bool = False,
     nodes: NodeSnapshot | None = None,
-    no_kvm_policy: str = DEFAULT_NO_KVM_POLICY,
+    no_kvm_policy: NoKvmPolicy = DEFAULT_NO_KVM_POLICY,
 ) -> tuple[Answer, Decision | None]:
     """`mutate_review`, and the scheduling decision taken (None when no nodes were consulted).
 
@@ -125,7 +126,7 @@ def _schedule(
     *,
     emulate: bool,
     nodes: NodeSnapshot,
-    no_kvm_policy: str,
+    no_kvm_policy: NoKvmPolicy,
 ) -> Decision:
     """The feasibility decision for the devices the pod will request once patched as usual."""
     if not nodes.synced:

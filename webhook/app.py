@@ -21,8 +21,8 @@ from fastapi.openapi.utils import get_openapi
 from virtdev import catalogue
 from webhook import review
 from webhook.admission import guard_review, mutate_review_decided, validate_review
+from webhook.answer import Answer
 from webhook.endpoint import (
-    DEFAULT_MAX_BUFFERED_BYTES,
     AdmissionEndpoint,
     BodyBudget,
     Receive,
@@ -31,15 +31,23 @@ from webhook.endpoint import (
     respond,
     status_body,
 )
-from webhook.enforcement import DEFAULT_ENFORCEMENT, ENFORCEMENTS, enforce
-from webhook.feasibility import DEFAULT_NO_KVM_POLICY, NO_KVM_POLICIES, NodeSnapshot
+from webhook.enforcement import enforce
+from webhook.feasibility import NodeSnapshot
 from webhook.metrics import WebhookMetrics
 from webhook.openapi import admission_paths
+from webhook.options import (
+    DEFAULT_ENFORCEMENT,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_BUFFERED_BYTES,
+    DEFAULT_NO_KVM_POLICY,
+    ENFORCEMENTS,
+    NO_KVM_POLICIES,
+    Enforcement,
+    NoKvmPolicy,
+)
 from webhook.policy import LauncherPolicy
 
 log = logging.getLogger("virtdev.webhook")
-
-DEFAULT_MAX_BODY_BYTES = 6 * 1024 * 1024
 
 #: A background job the app's lifespan runs and cancels (certificate reload, node watch).
 BackgroundTask = Callable[[], Coroutine[Any, Any, None]]
@@ -50,11 +58,11 @@ class WebhookSettings:
     policy: LauncherPolicy = field(default_factory=LauncherPolicy)
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     #: What /mutate does when no feasible node has kvm: warn, emulate or deny.
-    no_kvm_policy: str = DEFAULT_NO_KVM_POLICY
+    no_kvm_policy: NoKvmPolicy = DEFAULT_NO_KVM_POLICY
     #: Bytes of large bodies (over 64 KiB) held at once across all requests (webhook.endpoint).
     max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES
     #: What /validate does with a launcher pod the rules refuse: deny it, or warn and admit it.
-    enforcement: str = DEFAULT_ENFORCEMENT
+    enforcement: Enforcement = DEFAULT_ENFORCEMENT
 
     def __post_init__(self) -> None:
         if self.no_kvm_policy not in NO_KVM_POLICIES:  # fail at start, not on every request
@@ -112,7 +120,7 @@ def create_app(
     # once per pod (under load that would be thousands of identical lines).
     unsynced_spell = False
 
-    def mutate_with_nodes(parsed: review.Request) -> review.Answer:
+    def mutate_with_nodes(parsed: review.Request) -> Answer:
         nonlocal unsynced_spell
         snapshot = nodes() if nodes is not None else None
         result, decision = mutate_review_decided(
@@ -145,13 +153,13 @@ def create_app(
 
     enforcement = settings.enforcement
 
-    def validate(parsed: review.Request) -> review.Answer:
+    def validate(parsed: review.Request) -> Answer:
         return enforce(validate_review(parsed, policy), enforcement)
 
-    def guard(parsed: review.Request) -> review.Answer:
+    def guard(parsed: review.Request) -> Answer:
         return enforce(guard_review(parsed, policy), enforcement)
 
-    def endpoint(name: str, decide: Callable[[review.Request], review.Answer]) -> AdmissionEndpoint:
+    def endpoint(name: str, decide: Callable[[review.Request], Answer]) -> AdmissionEndpoint:
         return AdmissionEndpoint(
             name,
             decide,

@@ -15,13 +15,14 @@ import argparse
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 import orjson
 
 from virtdev import catalogue
 from webhook import review
 from webhook.admission import guard_review, validate_review
+from webhook.answer import Answer
 from webhook.offline import ALLOWED, BAD_INPUT, DENIED, create_review, verdict_line
 from webhook.policy import LauncherPolicy
 from webhook.schema import BadInput
@@ -30,12 +31,16 @@ CONNECT_TIMEOUT_SECONDS = 5
 LIST_TIMEOUT_SECONDS = 60
 
 
+#: A verdict of the rules, or error: the pod could not be judged. skipped: the label matched but
+#: /validate would not look.
+Judgement = Literal["allowed", "denied", "skipped", "error"]
+
+
 @dataclass(frozen=True)
 class Judged:
     namespace: str
     name: str
-    #: allowed, denied, skipped (the label matched but /validate would not look), error.
-    verdict: str
+    verdict: Judgement
     violations: list[str] = field(default_factory=list)
     message: str = ""
 
@@ -44,7 +49,7 @@ class Judged:
         name = f"{self.namespace}/{self.name}"
         if self.verdict == "error":
             return f"{name}: not judged: {self.message}"
-        answer = review.Answer(
+        answer = Answer(
             allowed=self.verdict != "denied",
             verdict=self.verdict,
             message=self.message,
@@ -53,7 +58,7 @@ class Judged:
         return verdict_line(name, answer)
 
 
-Decide = Callable[[review.Request, LauncherPolicy], review.Answer]
+Decide = Callable[[review.Request, LauncherPolicy], Answer]
 #: The namespaces /guard judges: the label the second validating webhook selects.
 GUARDED = f"{catalogue.GUARD_LABEL_KEY}={catalogue.GUARD_LABEL_VALUE}"
 
@@ -67,11 +72,13 @@ def judge(pod: dict[str, Any], policy: LauncherPolicy, decide: Decide = validate
         answer = decide(review.parse(orjson.dumps(create_review(pod))), policy)
     except BadInput as error:
         return Judged(namespace, name, "error", message=str(error))
-    verdict = "denied" if not answer.allowed else "skipped" if answer.verdict == "skipped" else ""
+    verdict: Judgement = (
+        "denied" if not answer.allowed else "skipped" if answer.verdict == "skipped" else "allowed"
+    )
     return Judged(
         namespace,
         name,
-        verdict or "allowed",
+        verdict,
         violations=list(answer.violations),
         message=answer.message,
     )

@@ -14,20 +14,22 @@ import argparse
 from virtdev import catalogue
 from virtdev.config import (
     add_config_flag,
-    add_enforcement_flag,
     add_launcher_policy_flags,
     add_log_format_flag,
     port,
     port_or_zero,
 )
-
-DEFAULT_MAX_BODY_BYTES = 6 * 1024 * 1024
-#: As in webhook.connections and webhook.endpoint, repeated so that `--help` imports nothing.
-DEFAULT_MAX_CONNECTIONS = 1000
-DEFAULT_TIMEOUT_SECONDS = 10.0
-DEFAULT_MAX_BUFFERED_BYTES = 64 * 1024 * 1024
-#: As in webhook.feasibility, repeated here so that `--help` does not import the webhook.
-NO_KVM_POLICIES = ("warn", "emulate", "deny")
+from webhook.options import (
+    DEFAULT_BODY_SECONDS,
+    DEFAULT_ENFORCEMENT,
+    DEFAULT_HEAD_SECONDS,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_BUFFERED_BYTES,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_NO_KVM_POLICY,
+    ENFORCEMENTS,
+    NO_KVM_POLICIES,
+)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -70,18 +72,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     limits.add_argument(
         "--head-timeout",
         type=float,
-        default=DEFAULT_TIMEOUT_SECONDS,
+        default=DEFAULT_HEAD_SECONDS,
         metavar="SECONDS",
         help="seconds for the TLS handshake and then each request head; a late one is answered "
-        f"408 and closed (default: {DEFAULT_TIMEOUT_SECONDS:g})",
+        f"408 and closed (default: {DEFAULT_HEAD_SECONDS:g})",
     )
     limits.add_argument(
         "--body-timeout",
         type=float,
-        default=DEFAULT_TIMEOUT_SECONDS,
+        default=DEFAULT_BODY_SECONDS,
         metavar="SECONDS",
         help="seconds for a request body once its head is in; a late one is answered 408 and "
-        f"closed (default: {DEFAULT_TIMEOUT_SECONDS:g})",
+        f"closed (default: {DEFAULT_BODY_SECONDS:g})",
     )
     limits.add_argument(
         "--max-buffered-bytes",
@@ -114,7 +116,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     scheduling.add_argument(
         "--no-kvm-policy",
         choices=NO_KVM_POLICIES,
-        default="warn",
+        default=DEFAULT_NO_KVM_POLICY,
         help="when no schedulable node advertises devices.kubevirt.io/kvm: warn and inject it "
         "anyway, emulate (inject tun only, the VM runs without KVM) or deny the pod; migration "
         "targets are never changed (default: warn)",
@@ -128,6 +130,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "be used stops the webhook at start",
     )
     parser.set_defaults(run=run)
+
+
+def add_enforcement_flag(parser: argparse._ActionsContainer) -> None:
+    """`--enforcement`, of `virtdev webhook` and `virtdev validate`."""
+    parser.add_argument(
+        "--enforcement",
+        choices=ENFORCEMENTS,
+        default=DEFAULT_ENFORCEMENT,
+        help="what /validate does with a launcher pod its rules refuse: deny it, or warn (admit "
+        "it with a warning and an audit annotation per violation, counted as verdict warned) "
+        "while rolling out; see docs/install.md (default: deny)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

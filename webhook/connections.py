@@ -44,16 +44,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from webhook.endpoint import status_body
+from webhook.options import DEFAULT_BODY_SECONDS, DEFAULT_HEAD_SECONDS, DEFAULT_MAX_CONNECTIONS
 
 log = logging.getLogger("virtdev.webhook")
 
-#: Well under the API server's 30 s limit for a webhook call, far over what it needs: it sends a
-#: whole review (≤ 6 MiB) at once, in milliseconds on a cluster network.
-DEFAULT_HEAD_SECONDS = 10.0
-DEFAULT_BODY_SECONDS = 10.0
 #: uvicorn's default; Go's HTTP client (the API server's) opens a new connection when one closed.
 KEEP_ALIVE_SECONDS = 5
-DEFAULT_MAX_CONNECTIONS = 1000
 #: The API server's heads are well under 4 KiB; Go's own server allows 1 MiB, nginx 8 KiB lines.
 MAX_HEAD_BYTES = 64 * 1024
 #: Files kept free of connections: certificate reload (3 files, then OpenSSL reading them again),

@@ -28,13 +28,15 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import Executor
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
 from virtdev import logs
 from webhook import review
+from webhook.answer import Answer, Verdict
 from webhook.metrics import WebhookMetrics
+from webhook.options import DEFAULT_MAX_BUFFERED_BYTES
 from webhook.schema import BadInput
 
 log = logging.getLogger("virtdev.webhook")
@@ -43,7 +45,7 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-Decide = Callable[[review.Request], review.Answer]
+Decide = Callable[[review.Request], Answer]
 
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 #: A denial's log line names at most this many violations, each at most this long: a hostile
@@ -54,7 +56,6 @@ LOGGED_VIOLATION_CHARS = 200
 #: Bodies up to this size are decided on the event loop without a reservation: real launcher
 #: pods are 5-20 KiB, and uvicorn reads ahead this much per connection anyway.
 INLINE_BODY_BYTES = 64 * 1024
-DEFAULT_MAX_BUFFERED_BYTES = 64 * 1024 * 1024
 #: Longer than any decision the rules take at the body limit, shorter than the API server waits.
 DECISION_SECONDS = 2.0
 
@@ -187,8 +188,12 @@ async def respond(
     await send({"type": "http.response.body", "body": body})
 
 
+#: The verdict label of virtdev_webhook_requests: the rules' verdict, or what kept them from one.
+RequestVerdict = (
+    Verdict | Literal["bad_request", "too_large", "busy", "late", "error", "client_gone"]
+)
 #: Status, body, verdict, patch operations of an answer, and whether to close the connection.
-Outcome = tuple[int, bytes, str, int, bool]
+Outcome = tuple[int, bytes, RequestVerdict, int, bool]
 
 
 class AdmissionEndpoint:
@@ -213,7 +218,7 @@ class AdmissionEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        verdict = "error"
+        verdict: RequestVerdict = "error"
         patch_operations = 0
         reservation = Reservation(self._budget)
         try:
@@ -228,7 +233,7 @@ class AdmissionEndpoint:
             seconds = time.perf_counter() - started
             self._admissions.observe(self.name, verdict, seconds, patch_operations)
 
-    def _decide_body(self, body: bytes) -> tuple[review.Request, review.Answer, bytes]:
+    def _decide_body(self, body: bytes) -> tuple[review.Request, Answer, bytes]:
         """Parse, decide, render: all the CPU work of one request, for either thread."""
         parsed = review.parse(body)
         result = self._decide(parsed)
@@ -236,7 +241,7 @@ class AdmissionEndpoint:
 
     async def _decide_on_worker(
         self, body: bytes, reservation: Reservation
-    ) -> tuple[review.Request, review.Answer, bytes]:
+    ) -> tuple[review.Request, Answer, bytes]:
         assert self._worker is not None
         future = asyncio.get_running_loop().run_in_executor(self._worker, self._decide_body, body)
         size = reservation.size

@@ -13,18 +13,18 @@ denial without violations) passes through unchanged.
 
 from __future__ import annotations
 
-from webhook.review import Answer, fit_warning
+from webhook.answer import Answer, fit_warning
+from webhook.options import ENFORCEMENTS, Enforcement
 
-DENY, WARN = "deny", "warn"
-ENFORCEMENTS = (DENY, WARN)
-DEFAULT_ENFORCEMENT = DENY
+DENY: Enforcement = "deny"
+WARN: Enforcement = "warn"
 #: Warnings sent for one admission: the API server relays each to the client; a few say enough.
 MAX_WARNINGS = 10
 #: The API server keeps audit annotation values short; so does the denial's own annotation.
 MAX_ANNOTATION = 1024
 
 
-def enforce(answer: Answer, enforcement: str) -> Answer:
+def enforce(answer: Answer, enforcement: Enforcement) -> Answer:
     """The answer /validate sends: `answer` itself, or under warn its denial made an allowance."""
     if enforcement == DENY or answer.allowed or not answer.violations:
         return answer

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from virtdev import catalogue
+from webhook.answer import fit_warning
 from webhook.launcher import Launcher, Slot, allowed_capabilities
 from webhook.policy import LauncherPolicy, normalise_capability
-from webhook.review import fit_warning
 
 Operation = dict[str, Any]
 

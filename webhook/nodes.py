@@ -34,8 +34,7 @@ from webhook.metrics import WebhookMetrics
 
 log = logging.getLogger("virtdev.webhook.nodes")
 
-#: KubeVirt's restart backoff, also used by the agent.
-BACKOFF_SECONDS: tuple[float, ...] = (1, 2, 5, 10)
+BACKOFF_SECONDS = catalogue.RESTART_BACKOFF_SECONDS
 #: client-go's reflector watches for 5-10 minutes before starting a new watch.
 WATCH_SECONDS = 300
 CONNECT_TIMEOUT_SECONDS = 5

@@ -22,6 +22,7 @@ import yaml
 from virtdev.documents import DocumentError, load_documents, read_bounded
 from webhook import review
 from webhook.admission import mutate_review, validate_review
+from webhook.answer import Answer
 from webhook.enforcement import enforce
 from webhook.policy import LauncherPolicy
 from webhook.schema import BadInput
@@ -103,7 +104,7 @@ def name_of(request: review.Request, entry: Entry) -> str:
     return request.display_name or entry.where
 
 
-def verdict_line(name: str, answer: review.Answer) -> str:
+def verdict_line(name: str, answer: Answer) -> str:
     """What /validate decided, in one line: `NAME: allowed` or `NAME: denied: <violations>`."""
     if answer.verdict == "skipped":
         return f"{name}: allowed (not a launcher pod)"

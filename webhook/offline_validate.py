@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from virtdev.config import add_enforcement_flag
+from webhook.cli import add_enforcement_flag
 from webhook.offline_args import configure_common
 
 

@@ -1,83 +1,59 @@
-"""The OpenAPI description of /mutate and /validate, declared by hand.
+"""The OpenAPI description of /mutate, /validate and /guard.
 
 The endpoints are plain ASGI (see `webhook.endpoint`) and read the raw body, so FastAPI can
 neither route nor infer them; without this the published spec would say nothing and API tools
-(schemathesis, client generators) would have nothing to work from. The schemas mirror
-`schema.py` and `review.py`: the fields virtdev reads, with their types; the rest is free-form.
+(schemathesis, client generators) would have nothing to work from. The object under admission
+is described from `schema.py`'s shapes, so the two cannot drift; the envelope mirrors
+`review.py`'s reading of it. Fields virtdev does not read are free-form.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from virtdev import catalogue
+from webhook import schema
 from webhook.review import API_VERSIONS, OPERATIONS
 
-_STRING_LIST = {"type": "array", "items": {"type": "string"}, "nullable": True}
-_QUANTITIES = {
-    "type": "object",
-    "nullable": True,
-    "additionalProperties": {"oneOf": [{"type": "string"}, {"type": "number"}]},
-}
-_CONTAINER = {
-    "type": "object",
-    "properties": {
-        "name": {"type": "string"},
-        "command": _STRING_LIST,
-        "args": _STRING_LIST,
-        "resources": {
-            "type": "object",
-            "nullable": True,
-            "properties": {"limits": _QUANTITIES, "requests": _QUANTITIES},
-        },
-        "securityContext": {
-            "type": "object",
-            "nullable": True,
-            "properties": {
-                "privileged": {"type": "boolean", "nullable": True},
-                "capabilities": {
-                    "type": "object",
-                    "nullable": True,
-                    "properties": {"add": _STRING_LIST, "drop": _STRING_LIST},
-                },
-            },
-        },
-    },
-}
-_CONTAINERS = {"type": "array", "nullable": True, "items": _CONTAINER}
+#: How JSON calls the Python types of `schema`'s shapes.
+_JSON_TYPES = {str: "string", bool: "boolean", int: "integer", float: "number"}
+
+
+def from_shape(shape: schema.Shape) -> dict[str, Any]:
+    """The OpenAPI schema of the non-null values `schema.check` accepts for `shape`.
+
+    An object's fields may be null (null counts as absent) and others than those named may be
+    present (virtdev does not read them); a list's items and a map's values may not be null.
+    """
+    if isinstance(shape, schema.ListOf):
+        return {"type": "array", "items": from_shape(shape.item)}
+    if isinstance(shape, schema.MapOf):
+        return {"type": "object", "additionalProperties": from_shape(shape.value)}
+    if isinstance(shape, Mapping):
+        fields = {key: {**from_shape(field), "nullable": True} for key, field in shape.items()}
+        return {"type": "object", "properties": fields}
+    names = dict.fromkeys(
+        _JSON_TYPES[kind] for kind in (shape if isinstance(shape, tuple) else (shape,))
+    )
+    if "number" in names:  # a number may be an integer: say it once, so oneOf stays exclusive
+        names.pop("integer", None)
+    if len(names) == 1:
+        return {"type": next(iter(names))}
+    return {"oneOf": [{"type": name} for name in names]}
+
+
+#: The object under admission, as `webhook.admission` checks it before any rule runs.
 _OBJECT = {
-    "type": "object",
+    **from_shape(
+        {
+            "metadata": schema.METADATA,
+            "spec": schema.POD_SPEC,
+            "ephemeralContainers": schema.CONTAINERS,
+        }
+    ),
     "nullable": True,
     "description": "The Pod (or, before Kubernetes 1.22, EphemeralContainers) under admission.",
-    "properties": {
-        "metadata": {
-            "type": "object",
-            "nullable": True,
-            "properties": {
-                "name": {"type": "string", "nullable": True},
-                "namespace": {"type": "string", "nullable": True},
-                "generateName": {"type": "string", "nullable": True},
-                "labels": {
-                    "type": "object",
-                    "nullable": True,
-                    "additionalProperties": {"type": "string"},
-                },
-            },
-        },
-        "spec": {
-            "type": "object",
-            "nullable": True,
-            "properties": {
-                "containers": _CONTAINERS,
-                "initContainers": _CONTAINERS,
-                "ephemeralContainers": _CONTAINERS,
-                "hostPID": {"type": "boolean", "nullable": True},
-                "hostIPC": {"type": "boolean", "nullable": True},
-                "hostNetwork": {"type": "boolean", "nullable": True},
-            },
-        },
-        "ephemeralContainers": _CONTAINERS,
-    },
 }
 _GROUP_VERSION_KIND = {
     "type": "object",

@@ -13,16 +13,19 @@ Only a patch grows with the pod, as it must to be applied.
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+# MAX_WARNING and fit_warning are re-exported for webhook.feasibility only, until it imports them
+# from webhook.answer (the import-linter contract in pyproject.toml names that one exception).
+from webhook.answer import MAX_WARNING as MAX_WARNING
+from webhook.answer import Answer
+from webhook.answer import fit_warning as fit_warning
 from webhook.schema import BadInput, type_name
 
 API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
-#: The API server's limit for one admission warning.
-MAX_WARNING = 120
 #: Warnings in one answer at most, the last of them saying how many more there were.
 MAX_WARNINGS = 16
 #: A denial's message (what kubectl prints), and a 400's message and path.
@@ -65,26 +68,6 @@ class Request:
                         name = metadata[key]
                         break
         return f"{self.namespace}/{name}" if self.namespace else name
-
-
-@dataclass(slots=True)
-class Answer:
-    allowed: bool
-    #: For metrics and logs: skipped (not ours), allowed, patched, warned, denied.
-    verdict: str
-    patch: list[dict[str, Any]] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    status_code: int | None = None
-    message: str = ""
-    audit_annotations: dict[str, str] = field(default_factory=dict)
-    #: On a denial by the rules: each violation as `"<field path>: <message>"`, for the log line,
-    #: `virtdev audit` and the warn enforcement (webhook.enforcement).
-    violations: list[str] = field(default_factory=list)
-
-
-def fit_warning(text: str) -> str:
-    """A warning within the API server's limit: longer ones are cut, ending in `…`."""
-    return text if len(text) <= MAX_WARNING else text[: MAX_WARNING - 1] + "…"
 
 
 def fit_text(text: str, limit: int) -> str:

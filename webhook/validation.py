@@ -19,9 +19,9 @@ from typing import Any
 
 from virtdev import catalogue
 from webhook import baseline
+from webhook.answer import MAX_WARNING
 from webhook.launcher import Launcher, Slot, allowed_capabilities
 from webhook.policy import LauncherPolicy, normalise_capability, normalise_host_path
-from webhook.review import MAX_WARNING
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,23 +3,13 @@ real character devices made by mknod (CI runs as root)."""
 
 from __future__ import annotations
 
-import os
-import stat
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.agent.helpers import NODES, make_node
 from tests.agent.kubelet import TestKubelet
-
-#: Major/minor numbers of the real nodes: misc devices 10:232 (kvm), 10:200 (tun), 10:238.
-NODES = {"dev/kvm": (10, 232), "dev/net/tun": (10, 200), "dev/vhost-net": (10, 238)}
-
-
-def make_node(root: Path, relative: str) -> None:
-    path = root / relative
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(*NODES[relative]))
 
 
 @pytest.fixture

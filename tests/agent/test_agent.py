@@ -16,8 +16,7 @@ import virtdev
 from agent import cgroups
 from agent.app import Agent
 from agent.v1beta1 import api_pb2 as api
-from tests.agent.conftest import make_node
-from tests.agent.helpers import KVM, SERVED, TUN, VHOST_NET, all_have, running_agent
+from tests.agent.helpers import KVM, SERVED, TUN, VHOST_NET, all_have, make_node, running_agent
 from tests.agent.kubelet import WAIT, TestKubelet
 from virtdev import catalogue
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from agent import devices
-from tests.agent.conftest import make_node
+from tests.agent.helpers import make_node
 from virtdev import catalogue
 
 KVM = catalogue.DEVICES["kvm"]

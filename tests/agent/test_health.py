@@ -7,7 +7,7 @@ from pathlib import Path
 
 from agent.devices import HEALTHY, UNHEALTHY, Health
 from agent.health import HealthState, nearest_directory, watch_health
-from tests.agent.conftest import make_node
+from tests.agent.helpers import make_node
 from tests.agent.kubelet import WAIT
 
 

@@ -36,8 +36,7 @@ from agent.app import Agent
 from agent.servicer import OPTIONS
 from agent.v1beta1 import api_pb2 as api
 from agent.v1beta1.api_pb2_grpc import DevicePluginStub
-from tests.agent.conftest import make_node
-from tests.agent.helpers import KVM, SERVED, all_have, running_agent
+from tests.agent.helpers import KVM, SERVED, all_have, make_node, running_agent
 from tests.agent.kubelet import WAIT, Endpoint, TestKubelet
 from virtdev import catalogue
 

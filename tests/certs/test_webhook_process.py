@@ -5,12 +5,10 @@ load (the files swapped several times, once to a bad pair, while reviews keep co
 from __future__ import annotations
 
 import contextlib
-import re
 import ssl
 import subprocess
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,17 +19,24 @@ from cryptography import x509
 
 from certs import pki
 from certs.generate import Material
+from tests import support
 from tests.certs.conftest import (
     DNS_NAMES,
     REPO,
-    VIRTDEV,
     make_material,
     needs_curl,
     needs_openssl,
 )
 from tests.certs.helpers import SecretVolume, client_context, https_post
 from tests.certs.test_handshake import client_certificate, permissive_server, refused, s_client
-from tests.support import free_ports, stop
+from tests.support import (
+    WebhookProcess,
+    eventually,
+    free_port,
+    readyz,
+    run_webhook,
+    running_webhook,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -54,58 +59,19 @@ def new_leaf(ca: pki.KeyPair) -> pki.KeyPair:
     return pki.issue_leaf(ca, dns_names=DNS_NAMES, now=datetime.now(UTC), days=30)
 
 
-@dataclass
-class Webhook:
-    port: int
-    metrics_port: int
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def metrics(self) -> str:
-        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return str(response.read().decode())
-
-    def sample(self, name: str) -> float:
-        return sample(self.metrics(), name)
-
-
 def sample(metrics: str, name: str) -> float:
     """The value of one sample (name with labels, as exposed) in Prometheus text."""
-    match = re.search(rf"^{re.escape(name)} (\S+)$", metrics, re.MULTILINE)
-    assert match, name
-    return float(match.group(1))
-
-
-def _ready(metrics_port: int) -> bool:
-    try:
-        url = f"http://127.0.0.1:{metrics_port}/readyz"
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
+    value = support.sample(metrics, name)
+    assert value is not None, name
+    return value
 
 
 @contextlib.contextmanager
-def webhook(volume: SecretVolume, *extra: str | Path) -> Iterator[Webhook]:
-    port, metrics_port = free_ports(2)
-    log = volume.root.parent / "webhook.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [*VIRTDEV, "webhook", "--host", "127.0.0.1", "--port", str(port),
-             "--metrics-port", str(metrics_port), "--tls-cert", str(volume.path("tls.crt")),
-             "--tls-key", str(volume.path("tls.key")), *map(str, extra)],
-            stdout=sink, stderr=subprocess.STDOUT, cwd=REPO,
-        )  # fmt: skip
-    try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while not _ready(metrics_port):  # the process's own readiness answer is the condition
-            assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, f"not ready in time:\n{log.read_text()}"
-            time.sleep(0.05)
-        yield Webhook(port, metrics_port, process, log)
-    finally:
-        stop(process)
+def webhook(volume: SecretVolume, *extra: str | Path) -> Iterator[WebhookProcess]:
+    """`virtdev webhook` serving the volume's pair, as the Deployment mounts the Secret."""
+    tls = (volume.path("tls.crt"), volume.path("tls.key"))
+    with running_webhook(volume.root.parent, *extra, tls=tls) as server:
+        yield server
 
 
 @pytest.fixture
@@ -125,7 +91,7 @@ def test_the_webhook_answers_reviews_by_each_service_name(
             )
             assert answer.status == 200 and b'"allowed":true' in answer.body
             assert answer.peer == leaf
-        assert hook.sample("virtdev_webhook_certificate_expiry_timestamp_seconds") == (
+        assert sample(hook.metrics(), "virtdev_webhook_certificate_expiry_timestamp_seconds") == (
             leaf.not_valid_after_utc.timestamp()
         )
 
@@ -183,14 +149,6 @@ def presented(port: int, context: ssl.SSLContext) -> int:
     return https_post(port, context, server_hostname=SERVICE_NAME, body=REVIEW).peer.serial_number
 
 
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    """Wait for a condition the system under test makes true, checking it every 50 ms."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 FAILED_RELOADS = 'virtdev_webhook_certificate_reloads_total{result="failed"}'
 OK_RELOADS = 'virtdev_webhook_certificate_reloads_total{result="ok"}'
 
@@ -216,21 +174,23 @@ def test_rotation_under_load_fails_no_request_and_serves_the_new_pairs(
             return lambda: load.ok >= count
 
         try:
-            wait_until(answered(20), "the load to be running")
+            eventually(answered(20), "the load to be running")
             # 1. the leaf renewed by the same CA
             volume.publish(pair_files(renewed.cert, renewed.key))
-            wait_until(serves(renewed.cert.serial_number), "the renewed pair")
-            wait_until(answered(load.ok + 20), "requests on the renewed pair")
+            eventually(serves(renewed.cert.serial_number), "the renewed pair")
+            eventually(answered(load.ok + 20), "requests on the renewed pair")
             # 2. a bad pair: a certificate with the key of another one
             volume.publish(pair_files(stray.cert, renewed.key))
-            wait_until(lambda: hook.sample(FAILED_RELOADS) == 1, "the bad pair to be refused")
+            eventually(
+                lambda: sample(hook.metrics(), FAILED_RELOADS) == 1, "the bad pair to be refused"
+            )
             assert presented(hook.port, context) == renewed.cert.serial_number
-            wait_until(answered(load.ok + 20), "requests after the bad pair")
+            eventually(answered(load.ok + 20), "requests after the bad pair")
             # 3. a leaf from the next CA (which the client already trusts), then its renewal
             for step in (next_ca, last):
                 volume.publish(pair_files(step.cert, step.key))
-                wait_until(serves(step.cert.serial_number), "the next pair")
-                wait_until(answered(load.ok + 20), "requests on the next pair")
+                eventually(serves(step.cert.serial_number), "the next pair")
+                eventually(answered(load.ok + 20), "requests on the next pair")
         finally:
             load.stop.set()
             worker.join(timeout=60)
@@ -264,7 +224,7 @@ def test_client_ca_on_the_https_port_while_probes_stay_plain(
         answer = https_post(hook.port, with_cert, server_hostname=SERVICE_NAME, body=REVIEW)
         assert answer.status == 200
         assert refused(hook.port, client_context(material.ca_cert))
-        assert _ready(hook.metrics_port)
+        assert readyz(hook.metrics_port)
 
 
 @needs_openssl
@@ -285,11 +245,9 @@ def test_the_webhook_refuses_tls_1_1_that_a_permissive_server_accepts(
 def test_the_webhook_refuses_to_start_on_a_bad_pair_with_a_clear_error(
     material: Material, other: Material
 ) -> None:
-    result = subprocess.run(
-        [*VIRTDEV, "webhook", "--host", "127.0.0.1", "--port", str(free_ports(1)[0]),
-         "--metrics-port", "0",
-         "--tls-cert", str(material.tls_cert), "--tls-key", str(other.tls_key)],
-        capture_output=True, text=True, timeout=60, cwd=REPO, check=False,
+    result = run_webhook(
+        "--host", "127.0.0.1", "--port", str(free_port()), "--metrics-port", "0",
+        "--tls-cert", material.tls_cert, "--tls-key", other.tls_key,
     )  # fmt: skip
     assert result.returncode != 0
     assert f"{other.tls_key} is not the key of the certificate in {material.tls_cert}" in (

@@ -15,10 +15,8 @@ import re
 import select
 import socket
 import ssl
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,8 +25,9 @@ import pytest
 from cryptography import x509
 
 from certs import pki
+from tests.support import eventually, run_webhook
 from tests.webhook.conftest import fixture_bytes
-from tests.webhook.test_e2e import Webhook, start_webhook, stop
+from tests.webhook.test_e2e import Webhook, start_webhook
 from webhook.connections import (
     CLOSE_SECONDS,
     FILES_KEPT,
@@ -57,7 +56,7 @@ def webhook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webhook]:
     try:
         yield server
     finally:
-        stop(server)
+        server.stop()
 
 
 def context(server: Webhook) -> ssl.SSLContext:
@@ -211,13 +210,6 @@ def metric(server: Webhook, name: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
-def eventually(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)  # polling interval of the condition
-
-
 def test_connections_over_the_limit_are_reset_at_once_and_served_again_once_freed(
     webhook: Webhook,
 ) -> None:
@@ -302,7 +294,7 @@ def test_300_slow_clients_at_a_256_file_limit_are_shed_and_a_due_reload_takes_ef
     """The clients hold their sockets for the default head deadline (10 s), so the limit is
     still reached when the reload is seen, and all are gone once it has passed."""
     server = start_webhook(
-        tmp_path, wrapper=["sh", "-c", f'ulimit -n {FILE_LIMIT} && exec "$@"', "sh"]
+        tmp_path, prefix=["sh", "-c", f'ulimit -n {FILE_LIMIT} && exec "$@"', "sh"]
     )
     shed = "virtdev_webhook_connections_shed_total{reason=%s}"
     connections = "virtdev_webhook_connections"
@@ -318,7 +310,7 @@ def test_300_slow_clients_at_a_256_file_limit_are_shed_and_a_due_reload_takes_ef
                 lambda: metric(server, shed % '"limit"') == SLOW_CLIENTS - limit, "all accepted"
             )
             assert metric(server, connections) == limit
-            renewed = renew_leaf(server.certs)  # the reload falls due while at the limit
+            renewed = renew_leaf(server.ca_cert.parent)  # the reload falls due while at the limit
             reloads = 'virtdev_webhook_certificate_reloads_total{result="ok"}'
             eventually(lambda: metric(server, reloads) == 1, "the reload")
             assert metric(server, connections) == limit, "the reload was done at the limit"
@@ -329,7 +321,7 @@ def test_300_slow_clients_at_a_256_file_limit_are_shed_and_a_due_reload_takes_ef
         assert "Too many open files" not in server.log.read_text()
         assert metric(server, shed % '"handshake"') >= limit
     finally:
-        stop(server)
+        server.stop()
 
 
 # --- settings -------------------------------------------------------------------------------
@@ -366,10 +358,7 @@ def test_a_file_limit_too_low_for_connections_is_a_clear_error() -> None:
 def test_bad_limits_are_refused_at_start_with_exit_2(
     tmp_path: Path, flags: list[str], message: str
 ) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "virtdev.cli", "webhook", "--dev-certs-dir", str(tmp_path), *flags],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    result = run_webhook("--dev-certs-dir", tmp_path, *flags)
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines()[-1] == f"virtdev webhook: {message}"
 
@@ -377,11 +366,7 @@ def test_bad_limits_are_refused_at_start_with_exit_2(
 def test_limits_come_from_the_config_file_too(tmp_path: Path) -> None:
     config = tmp_path / "virtdev.yaml"
     config.write_text("head-timeout: 0\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "virtdev.cli", "webhook", "--config", str(config),
-         "--dev-certs-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    result = run_webhook("--config", config, "--dev-certs-dir", tmp_path)
     assert result.returncode == 2, result.stderr
     assert "head-timeout must be a positive number of seconds" in result.stderr
 
@@ -411,14 +396,27 @@ def test_a_client_that_stops_reading_its_answer_is_dropped_after_the_keep_alive_
             assert time.monotonic() - sent < KEEP_ALIVE_SECONDS + CLOSE_SECONDS + 3
         review_in_time(server)
     finally:
-        stop(server)
+        server.stop()
 
 
-def test_the_flags_defaults_are_the_modules_defaults() -> None:
-    """webhook.cli repeats them so that `--help` imports nothing; they must not drift."""
-    from webhook import cli, connections, endpoint
+def test_the_flags_defaults_are_the_settings_defaults() -> None:
+    """`virtdev webhook` without flags runs with the limits and modes the settings default to."""
+    from virtdev.cli import parse
+    from webhook.app import WebhookSettings
+    from webhook.connections import ConnectionLimits
 
-    assert cli.DEFAULT_MAX_CONNECTIONS == connections.DEFAULT_MAX_CONNECTIONS
-    assert cli.DEFAULT_TIMEOUT_SECONDS == connections.DEFAULT_HEAD_SECONDS
-    assert cli.DEFAULT_TIMEOUT_SECONDS == connections.DEFAULT_BODY_SECONDS
-    assert cli.DEFAULT_MAX_BUFFERED_BYTES == endpoint.DEFAULT_MAX_BUFFERED_BYTES
+    args = parse(["webhook"])
+    limits, settings = ConnectionLimits(), WebhookSettings()
+    assert (args.max_connections, args.head_timeout, args.body_timeout) == (
+        limits.max_connections,
+        limits.head_seconds,
+        limits.body_seconds,
+    )
+    assert (args.max_body_bytes, args.max_buffered_bytes) == (
+        settings.max_body_bytes,
+        settings.max_buffered_bytes,
+    )
+    assert (args.no_kvm_policy, args.enforcement) == (
+        settings.no_kvm_policy,
+        settings.enforcement,
+    )

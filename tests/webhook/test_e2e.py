@@ -15,29 +15,27 @@ import base64
 import collections
 import contextlib
 import copy
-import queue
 import re
 import shlex
 import signal
 import socket
 import ssl
 import subprocess
-import sys
-import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import jsonpatch
 import orjson
 import pytest
 import yaml
 
-from tests.support import free_ports
+from tests import support
+from tests.support import refuses_connections
 from tests.webhook.conftest import FIXTURE_NAMES, fixture_bytes, load_fixture
 
 pytestmark = pytest.mark.slow
@@ -45,7 +43,6 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 KVM, TUN = "devices.kubevirt.io/kvm", "devices.kubevirt.io/tun"
 MAX_BODY_BYTES = 32 * 1024
-STARTUP_TIMEOUT = 60.0
 STATUS_MARK = "\n@@status="
 
 #: What /mutate does with each fixture: "patched", "untouched" (a render KubeVirt already runs
@@ -112,20 +109,11 @@ class Reply:
 
 
 @dataclass
-class Webhook:
-    process: subprocess.Popen[str]
-    port: int
-    metrics_port: int
-    certs: Path
-    log: Path
-    ready_line: str
-    reader: threading.Thread
+class Webhook(support.WebhookProcess):
+    """The process, and the client the tests call it with."""
+
     #: Requests that reached /mutate or /validate (got an HTTP status), by endpoint.
     sent: collections.Counter[str] = field(default_factory=collections.Counter)
-
-    @property
-    def ca_cert(self) -> Path:
-        return self.certs / "ca.crt"
 
     def curl(self, path: str, body: bytes, *extra: str, scheme: str = "https") -> Reply | None:
         """POST with curl; None when no HTTP answer came back at all."""
@@ -185,96 +173,15 @@ class Webhook:
             with error:
                 return int(error.code), error.read().decode()
 
-    def log_tail(self, lines: int = 30) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
     def assert_still_serving(self) -> None:
         response = self.review("/mutate", load_fixture("v1-launcher-2018-privileged.json"))
         assert response["patchType"] == "JSONPatch"
 
 
-def _pump(stream: IO[str], lines: queue.Queue[str | None]) -> None:
-    for line in stream:
-        lines.put(line)
-    lines.put(None)
-
-
-def start_webhook(
-    directory: Path, *flags: str, attempts: int = 3, wrapper: Sequence[str] = ()
-) -> Webhook:
-    """Start `virtdev webhook` on free ports and return once it printed its ready line;
-    `wrapper` runs it (e.g. a shell setting `ulimit -n` first)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    for attempt in range(attempts):
-        port, metrics_port = free_ports(2)
-        log = directory / f"webhook-{attempt}.log"
-        certs = directory / "dev-certs"
-        with log.open("w") as log_file:
-            process = subprocess.Popen(
-                [
-                    *wrapper,
-                    sys.executable,
-                    "-m",
-                    "virtdev.cli",
-                    "webhook",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--metrics-port",
-                    str(metrics_port),
-                    "--dev-certs-dir",
-                    str(certs),
-                    "--log-format",
-                    "json",
-                    *flags,
-                ],
-                cwd=directory,
-                stdout=subprocess.PIPE,
-                stderr=log_file,
-                text=True,
-            )
-        assert process.stdout is not None
-        lines: queue.Queue[str | None] = queue.Queue()
-        reader = threading.Thread(target=_pump, args=(process.stdout, lines), daemon=True)
-        reader.start()
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        ready = ""
-        while not ready:
-            try:
-                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                process.kill()
-                process.wait()
-                reader.join(timeout=30)
-                process.stdout.close()
-                pytest.fail(f"no ready line within {STARTUP_TIMEOUT}s:\n{log.read_text()}")
-            if line is None:
-                break
-            if line.startswith("virtdev webhook ready"):
-                ready = line + (lines.get(timeout=STARTUP_TIMEOUT) or "")
-        if ready:
-            return Webhook(process, port, metrics_port, certs, log, ready, reader)
-        process.wait(timeout=30)
-        reader.join(timeout=30)
-        process.stdout.close()
-        if "address already in use" not in log.read_text():  # lost a port race: try again
-            pytest.fail(f"webhook exited {process.returncode} before ready:\n{log.read_text()}")
-    pytest.fail(f"webhook could not bind free ports in {attempts} attempts")
-
-
-def stop(server: Webhook) -> None:
-    process = server.process
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    server.reader.join(timeout=30)
-    if process.stdout is not None:
-        process.stdout.close()
+def start_webhook(directory: Path, *flags: str, prefix: Sequence[str] = ()) -> Webhook:
+    """`virtdev webhook` with throwaway certificates (tests/support.py), ready to be called."""
+    started = support.start_webhook(directory, *flags, prefix=prefix)
+    return Webhook(**{f.name: getattr(started, f.name) for f in fields(support.WebhookProcess)})
 
 
 @pytest.fixture(scope="module")
@@ -285,7 +192,7 @@ def webhook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webhook]:
     try:
         yield server
     finally:
-        stop(server)
+        server.stop()
 
 
 # --- the pods, before and after -----------------------------------------------------------
@@ -784,14 +691,6 @@ def read_response(sock: ssl.SSLSocket) -> tuple[bytes, bytes]:
     return head, body
 
 
-def refuses_connections(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=5).close()
-    except ConnectionRefusedError:
-        return True
-    return False
-
-
 def test_sigterm_lets_the_request_in_flight_finish_and_exits_0(tmp_path: Path) -> None:
     server = start_webhook(tmp_path)
     try:
@@ -832,4 +731,4 @@ def test_sigterm_lets_the_request_in_flight_finish_and_exits_0(tmp_path: Path) -
         # Buffered admission lines are written out on the way out, not lost with the process.
         assert [e["verdict"] for e in admission_lines(server.log, response["uid"])] == ["patched"]
     finally:
-        stop(server)
+        server.stop()

@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from tests.webhook.conftest import load_fixture
 from webhook import review
 from webhook.admission import validate_review
+from webhook.answer import Answer
 from webhook.endpoint import (
     DECISION_SECONDS,
     INLINE_BODY_BYTES,
@@ -87,7 +88,7 @@ def test_a_large_body_is_decided_on_the_worker_thread_and_its_share_returned(
 ) -> None:
     threads: list[str] = []
 
-    def decide(request: review.Request) -> review.Answer:
+    def decide(request: review.Request) -> Answer:
         threads.append(threading.current_thread().name)
         return validate_review(request, LauncherPolicy())
 
@@ -110,9 +111,9 @@ def test_a_decision_over_its_deadline_is_a_503_and_keeps_its_share_until_the_thr
 ) -> None:
     proceed = threading.Event()
 
-    def stuck(request: review.Request) -> review.Answer:
+    def stuck(request: review.Request) -> Answer:
         proceed.wait(timeout=60)
-        return review.Answer(allowed=True, verdict="allowed")
+        return Answer(allowed=True, verdict="allowed")
 
     budget = BodyBudget(1024 * 1024)
     endpoint = AdmissionEndpoint(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from webhook.answer import MAX_WARNING, Answer
 from webhook.enforcement import enforce
-from webhook.review import MAX_WARNING, Answer
 
 
 def denial(*violations: str) -> Answer:

@@ -43,7 +43,7 @@ from hypothesis import strategies as st
 
 from tests.kube_standin import StandIn, node_object, write_kubeconfig
 from tests.webhook.conftest import load_fixture
-from tests.webhook.test_e2e import start_webhook, stop
+from tests.webhook.test_e2e import start_webhook
 from tests.webhook.test_properties import (
     CONTAINER_LISTS,
     ENDPOINT,
@@ -56,9 +56,10 @@ from tests.webhook.test_properties import (
 )
 from webhook import review, schema
 from webhook.admission import mutate_review, validate_review
-from webhook.app import DEFAULT_MAX_BODY_BYTES, WebhookSettings, create_app
+from webhook.app import WebhookSettings, create_app
 from webhook.feasibility import NodeSnapshot
 from webhook.nodes import NodeView, core_api, trim
+from webhook.options import DEFAULT_MAX_BODY_BYTES
 from webhook.policy import LauncherPolicy
 from webhook.review import API_VERSIONS
 
@@ -643,7 +644,7 @@ def test_the_real_process_answers_6_mib_and_refuses_one_byte_more(tmp_path: Path
         assert over.status == 413, over.body[:300]
         server.assert_still_serving()
     finally:
-        stop(server)
+        server.stop()
 
 
 # --- with the node view on: scheduling fields of every shape, well-typed or not ---------------

@@ -296,7 +296,7 @@ def launcher_pods(draw: st.DrawFn) -> tuple[dict[str, Any], profiles.Profile]:
         allowed = sorted(profile.capabilities.get(role, frozenset()) | baseline.CAPABILITIES)
         adds = draw(st.lists(st.sampled_from(allowed + BEYOND), max_size=5))
         security: dict[str, Any] = {}
-        if adds or draw(st.booleans()):
+        if len(adds) > 0 or draw(st.booleans()):
             security["capabilities"] = {"add": adds, "drop": draw(st.sampled_from([[], ["ALL"]]))}
         privileged = draw(st.sampled_from([None, False, True]))
         if privileged is not None:
@@ -305,7 +305,7 @@ def launcher_pods(draw: st.DrawFn) -> tuple[dict[str, Any], profiles.Profile]:
             "name": ROLE_NAMES[role],
             "image": f"quay.io/kubevirt/virt-launcher:{release}",
         }
-        if security or draw(st.booleans()):
+        if len(security) > 0 or draw(st.booleans()):
             container["securityContext"] = security
         if role == "compute":
             if draw(st.booleans()):
@@ -326,7 +326,7 @@ def launcher_pods(draw: st.DrawFn) -> tuple[dict[str, Any], profiles.Profile]:
     if profile.selinux_type and draw(st.booleans()):
         spec["securityContext"] = {"seLinuxOptions": {"type": profile.selinux_type}}
     mounts = sorted(p for p in profile.host_paths if not p.endswith("/"))
-    if mounts and draw(st.booleans()):
+    if len(mounts) > 0 and draw(st.booleans()):
         spec["volumes"] = [{"name": "host", "hostPath": {"path": draw(st.sampled_from(mounts))}}]
     pod = {
         "metadata": {

@@ -7,16 +7,19 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from webhook.answer import VERDICTS
 from webhook.metrics import LATENCY_BUCKETS, AdmissionStats, WebhookMetrics
 
 ENDPOINTS = st.sampled_from(["mutate", "validate"])
-VERDICTS = st.sampled_from(["skipped", "patched", "denied", "bad_request", "error"])
+VERDICT_LABELS = st.sampled_from([*VERDICTS, "bad_request", "error"])
 # Bounds themselves, just above them, zero and far beyond the last one.
 SECONDS = st.one_of(
     st.sampled_from([0.0, *LATENCY_BUCKETS, 3.0000001, 60.0]),
     st.floats(min_value=0, max_value=10, allow_nan=False),
 )
-OBSERVATIONS = st.lists(st.tuples(ENDPOINTS, VERDICTS, SECONDS, st.integers(0, 20)), max_size=60)
+OBSERVATIONS = st.lists(
+    st.tuples(ENDPOINTS, VERDICT_LABELS, SECONDS, st.integers(0, 20)), max_size=60
+)
 
 
 def samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -9,14 +9,13 @@ from fastapi.testclient import TestClient
 
 from tests.webhook.conftest import load_fixture
 from webhook import review
+from webhook.answer import MAX_WARNING, Answer
 from webhook.app import WebhookSettings, create_app
 from webhook.review import (
     MAX_AUDIT_ANNOTATIONS,
     MAX_AUDIT_VALUE_BYTES,
     MAX_MESSAGE_BYTES,
-    MAX_WARNING,
     MAX_WARNINGS,
-    Answer,
     fit_text,
     fit_warnings,
 )

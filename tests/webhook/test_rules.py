@@ -19,6 +19,7 @@ import yaml
 from virtdev.config import add_launcher_policy_flags
 from webhook import profiles, review
 from webhook.admission import guard_review, validate_review
+from webhook.answer import Answer
 from webhook.launcher import read_launcher
 from webhook.mutation import Mutation, mutate, pointer
 from webhook.policy import LauncherPolicy
@@ -665,7 +666,7 @@ def created(pod: dict[str, Any]) -> review.Request:
     return review.parse(orjson.dumps(body))
 
 
-def guard(pod: dict[str, Any], policy: LauncherPolicy = DEFAULT) -> review.Answer:
+def guard(pod: dict[str, Any], policy: LauncherPolicy = DEFAULT) -> Answer:
     return guard_review(created(pod), policy)
 
 

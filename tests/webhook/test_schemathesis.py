@@ -2,8 +2,9 @@
 
 The real `virtdev webhook` process is started on free ports with throwaway certificates; its own
 `/openapi.json` (fetched over HTTPS, verified against the dev CA) is what schemathesis generates
-from. `webhook/openapi.py` declares the AdmissionReview request bodies by hand because the
-endpoints read the raw body, so the tool has something real to work from.
+from. `webhook/openapi.py` declares the AdmissionReview request bodies (the pod made from
+`webhook/schema.py`'s shapes) because the endpoints read the raw body, so the tool has something
+real to work from.
 
 Positive cases (bodies that match the declared schema) and negative ones (bodies that break it)
 are sent to /mutate and /validate. Checks: no 5xx (a 500 is declared, as "a bug in virtdev",
@@ -30,7 +31,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from tests.webhook.test_e2e import Webhook, start_webhook, stop
+from tests.webhook.test_e2e import Webhook, start_webhook
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +55,7 @@ def webhook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webhook]:
     try:
         yield server
     finally:
-        stop(server)
+        server.stop()
 
 
 @pytest.fixture(scope="module")

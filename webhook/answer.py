@@ -1,0 +1,39 @@
+"""What the rules conclude about one admission request, before it is put on the wire.
+
+The rules (`mutation`, `validation`, `enforcement`, `feasibility`) build `Answer`s and fit their
+warnings to the API server's limit; `review` renders an `Answer` as an AdmissionReview reply.
+Kept apart from `review` so the rules never import the wire format (an import-linter contract in
+pyproject.toml holds them to it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+#: What the rules made of a request: skipped (not ours), allowed, patched, warned, denied.
+Verdict = Literal["skipped", "allowed", "patched", "warned", "denied"]
+VERDICTS: tuple[Verdict, ...] = get_args(Verdict)
+
+#: The API server's limit for one admission warning.
+MAX_WARNING = 120
+
+
+@dataclass(slots=True)
+class Answer:
+    allowed: bool
+    #: For metrics and logs.
+    verdict: Verdict
+    patch: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    status_code: int | None = None
+    message: str = ""
+    audit_annotations: dict[str, str] = field(default_factory=dict)
+    #: On a denial by the rules: each violation as `"<field path>: <message>"`, for the log line,
+    #: `virtdev audit` and the warn enforcement (webhook.enforcement).
+    violations: list[str] = field(default_factory=list)
+
+
+def fit_warning(text: str) -> str:
+    """A warning within the API server's limit: longer ones are cut, ending in `…`."""
+    return text if len(text) <= MAX_WARNING else text[: MAX_WARNING - 1] + "…"
