@@ -166,6 +166,8 @@ async def test_a_node_that_vanishes_and_comes_back_changes_the_health(
 ) -> None:
     async with running_agent(plugin_dir, host_root) as agent:
         await kubelet.wait_for_devices(KVM.resource, all_have("Healthy"))
+        # Each resource registers and lists on its own: wait for tun's first list too.
+        await kubelet.wait_for_devices(TUN.resource, all_have("Healthy"))
         (host_root / "dev/kvm").unlink()
         await kubelet.wait_for_devices(KVM.resource, all_have("Unhealthy"))
         assert metric(agent, "virtdev_agent_device_healthy", KVM.resource) == 0

@@ -223,9 +223,11 @@ def test_connections_over_the_limit_are_reset_at_once_and_served_again_once_free
             lambda: metric(webhook, "virtdev_webhook_connections") == MAX_CONNECTIONS, "all held"
         )
         started = time.monotonic()
-        with pytest.raises((ConnectionResetError, ssl.SSLError, BrokenPipeError)):
-            with connected(webhook) as extra:
-                extra.sendall(head("/mutate", len(REVIEW)) + REVIEW)
+        # Plain TCP: the reset comes before any TLS. (Python 3.11's wrap_socket leaks its
+        # SSLSocket when the peer resets before the handshake: a ResourceWarning at some GC.)
+        with pytest.raises((ConnectionResetError, BrokenPipeError)):
+            with connected(webhook, tls=False) as extra:
+                extra.sendall(b"\x16\x03\x01\x00\x05hello")  # the start of a ClientHello
                 assert extra.recv(65536) == b"", "no answer over the limit"
                 raise ConnectionResetError("closed without an answer")
         assert time.monotonic() - started < 0.5, "refused at once"
