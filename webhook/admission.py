@@ -14,7 +14,6 @@ from webhook.feasibility import (
     KVM,
     Decision,
     NodeSnapshot,
-    decide,
     pod_requests,
     requested_device_resources,
 )
@@ -135,9 +134,8 @@ def _schedule(
     wanted = pod_requests(pod, injected | already)
     for resource in injected:
         wanted[resource] = max(wanted[resource], 1)
-    return decide(
+    return nodes.decide(
         pod,
-        nodes.nodes,
         requests=wanted,
         no_kvm_policy=no_kvm_policy,
         kvm_injected=KVM in injected and KVM not in already,

@@ -17,10 +17,10 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Protocol
 
 from virtdev import catalogue
 from webhook.review import MAX_WARNING, fit_warning
@@ -371,15 +371,6 @@ def _nodes(count: int) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class NodeSnapshot:
-    """What the webhook knows of the nodes: trimmed Node dicts, replaced whole on every change."""
-
-    nodes: tuple[Node, ...] = ()
-    synced: bool = False
-    resource_version: str = ""
-
-
-@dataclass(frozen=True, slots=True)
 class Decision:
     #: feasible, warned, emulated, denied, migration, unsynced
     outcome: str
@@ -388,6 +379,78 @@ class Decision:
     warning: str | None = None
     feasible: int = 0
     ruled_out: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Fit:
+    """What the nodes say of one pod, however it was worked out: node by node (`decide`, the
+    reference) or from the index of the live view (`webhook.node_index`), which must agree."""
+
+    #: Nodes that pass every filter, devices included.
+    feasible: int
+    #: The first reason each ruled-out node failed, counted.
+    ruled_out: Counter[str]
+    #: Some node passes every filter but the devices' (only worked out when none is feasible).
+    placeable: bool = False
+    #: kvm is requested and no placeable node has enough of it.
+    kvm_short: bool = False
+    #: The first requested device no placeable node has enough of (None when none is placeable).
+    missing: str | None = None
+
+
+class NodeDecider(Protocol):
+    """What answers `decide` for a snapshot: `webhook.node_index.NodeIndex` in the live view."""
+
+    def decide(
+        self,
+        pod: Pod,
+        *,
+        requests: Mapping[str, int],
+        no_kvm_policy: str = DEFAULT_NO_KVM_POLICY,
+        kvm_injected: bool = True,
+    ) -> Decision: ...
+
+    def __len__(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSnapshot:
+    """What the webhook knows of the nodes, and the decision against them.
+
+    Built from `nodes` (tests, tools), it decides node by node; the live view
+    (`webhook.nodes`) leaves `nodes` empty and sets `index`, which answers the same at a cost
+    that does not grow with the number of nodes.
+    """
+
+    nodes: tuple[Node, ...] = ()
+    synced: bool = False
+    resource_version: str = ""
+    index: NodeDecider | None = None
+
+    def decide(
+        self,
+        pod: Pod,
+        *,
+        requests: Mapping[str, int],
+        no_kvm_policy: str = DEFAULT_NO_KVM_POLICY,
+        kvm_injected: bool = True,
+    ) -> Decision:
+        if self.index is not None:
+            return self.index.decide(
+                pod, requests=requests, no_kvm_policy=no_kvm_policy, kvm_injected=kvm_injected
+            )
+        return decide(
+            pod,
+            self.nodes,
+            requests=requests,
+            no_kvm_policy=no_kvm_policy,
+            kvm_injected=kvm_injected,
+        )
+
+
+def check_policy(no_kvm_policy: str) -> None:
+    if no_kvm_policy not in NO_KVM_POLICIES:
+        raise ValueError(f"no-kvm policy {no_kvm_policy!r} is not one of {NO_KVM_POLICIES}")
 
 
 def decide(
@@ -400,26 +463,50 @@ def decide(
 ) -> Decision:
     """What /mutate does given the nodes: inject as usual, warn, withhold kvm, or deny.
 
-    `requests` is what the pod will request of each device once patched as usual; `kvm_injected`
-    says whether kvm is among them because virtdev adds it (only then can `emulate` leave it
-    out). The policy applies only when kvm is what is missing: some node passes every other
-    filter but none has kvm. When no node passes the other filters either, the pod would wait
-    Pending whatever we do: warn, never deny. A migration target is never changed or denied.
+    Node by node: the reference the live view's index is checked against (see `verdict`).
     """
-    if no_kvm_policy not in NO_KVM_POLICIES:
-        raise ValueError(f"no-kvm policy {no_kvm_policy!r} is not one of {NO_KVM_POLICIES}")
+    check_policy(no_kvm_policy)
     result = feasible_nodes(pod, nodes, requests)
-    counts = result.counts()
-    if result.feasible:
-        return Decision("feasible", feasible=len(result.feasible), ruled_out=dict(counts))
-    placeable = [node for node in nodes if placement_reason(pod, node) is None]
+    fit = Fit(len(result.feasible), result.counts())
+    if not result.feasible:
+        placeable = [node for node in nodes if placement_reason(pod, node) is None]
+        kvm_short = (
+            requests.get(KVM, 0) > 0
+            and bool(placeable)
+            and not any(allocatable(node, KVM) >= requests[KVM] for node in placeable)
+        )
+        missing = KVM if kvm_short else _first_missing(placeable, requests)
+        fit = Fit(0, fit.ruled_out, bool(placeable), kvm_short, missing)
     without_kvm = {r: n for r, n in requests.items() if r != KVM}
-    kvm_missing = (
-        requests.get(KVM, 0) > 0
-        and bool(placeable)
-        and not any(allocatable(node, KVM) >= requests[KVM] for node in placeable)
+    return verdict(
+        fit,
+        pod,
+        no_kvm_policy=no_kvm_policy,
+        kvm_injected=kvm_injected,
+        emulated=lambda: len(feasible_nodes(pod, nodes, without_kvm).feasible),
     )
-    missing = KVM if kvm_missing else _first_missing(placeable, requests)
+
+
+def verdict(
+    fit: Fit,
+    pod: Pod,
+    *,
+    no_kvm_policy: str,
+    kvm_injected: bool,
+    emulated: Callable[[], int],
+) -> Decision:
+    """The decision from what the nodes say: inject as usual, warn, withhold kvm, or deny.
+
+    `kvm_injected` says whether kvm is among the requests because virtdev adds it (only then
+    can `emulate` leave it out). The policy applies only when kvm is what is missing: some node
+    passes every other filter but none has kvm. When no node passes the other filters either,
+    the pod would wait Pending whatever we do: warn, never deny. A migration target is never
+    changed or denied. `emulated` counts the nodes feasible without kvm (asked only then).
+    """
+    counts = fit.ruled_out
+    if fit.feasible:
+        return Decision("feasible", feasible=fit.feasible, ruled_out=dict(counts))
+    kvm_missing, missing = fit.kvm_short, fit.missing
     subject = f"no schedulable node has {missing}" if missing else "no node can take this pod"
     ruled_out = dict(counts)
     if not kvm_missing or no_kvm_policy == "warn" or is_migration_target(pod):
@@ -434,12 +521,11 @@ def decide(
     if not kvm_injected:  # emulate, but the pod asks for kvm itself: not ours to take away
         warning = _warning(f"{subject} (pod requests it)", counts)
         return Decision("warned", warning=warning, ruled_out=ruled_out)
-    emulated = feasible_nodes(pod, nodes, without_kvm)
     return Decision(
         "emulated",
         emulate=True,
         warning=_warning(f"{subject}; emulated", counts),
-        feasible=len(emulated.feasible),
+        feasible=emulated(),
         ruled_out=ruled_out,
     )
 
