@@ -252,7 +252,7 @@ class Store:
                     state = {"rv": int(since), "start": list(last)}
                     next_token = base64.urlsafe_b64encode(json.dumps(state).encode()).decode()
                     break
-                items.append(copy.deepcopy(self.objects[key]))
+                items.append(self.objects[key])  # replaced on write, never changed: no copy
             return items, since, next_token
 
     def create(self, key: Key, obj: Object) -> Object:

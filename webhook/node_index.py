@@ -20,6 +20,10 @@ becomes an int when a pod asks for it: memory stays linear in the nodes.
 Only what the filters read is kept of a node (`NodeFacts`); label strings are shared between
 the nodes that carry them. One lock: the view's thread updates, admissions read, each holding it
 for microseconds, so a decision never sees half an update.
+
+Decisions are remembered until a fact changes (`ANSWERS` of them, keyed by exactly what they
+read of the pod): the launcher pods of one VM pool ask the same question, and at 100 node
+updates a second most updates are heartbeats that change no fact.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
+
+import orjson
 
 from virtdev import catalogue
 from webhook.feasibility import (
@@ -43,6 +49,7 @@ from webhook.feasibility import (
     Pod,
     _integer,
     check_policy,
+    is_migration_target,
     is_ready,
     is_unschedulable,
     node_labels,
@@ -56,6 +63,8 @@ from webhook.feasibility import (
 
 #: A fact held by this many nodes keeps its int up to date; rarer ones build it when asked.
 DENSE = 32
+#: Decisions remembered between two fact changes (all forgotten when full: no LRU to keep).
+ANSWERS = 256
 _CORDON = {"key": UNSCHEDULABLE_TAINT, "effect": "NoSchedule"}
 _DEVICE_PREFIX = catalogue.RESOURCE_DOMAIN + "/"
 
@@ -179,6 +188,10 @@ class NodeIndex:
         self._taints: dict[Taint, tuple[dict[str, str], Members]] = {}
         self._advertised: dict[str, Members] = {}
         self._amounts: dict[str, dict[int, Members]] = {}
+        #: Bumped whenever a fact changes; the remembered answers are for `_answered_at`.
+        self._generation = 0
+        self._answered_at = 0
+        self._answers: dict[bytes, Decision] = {}
 
     def __len__(self) -> int:
         return len(self._slot_of)
@@ -198,6 +211,7 @@ class NodeIndex:
                 return
             old = self._facts[slot]
             assert old is not None
+            self._generation += 1
             self._move(slot, old, None)
             self._facts[slot] = None
             heapq.heappush(self._free, slot)
@@ -212,6 +226,7 @@ class NodeIndex:
         old = self._facts[slot]
         if old == facts:
             return  # nothing the filters read changed (a heartbeat, an image pulled)
+        self._generation += 1
         self._facts[slot] = self._move(slot, old, facts)
 
     def _move(self, slot: int, old: NodeFacts | None, new: NodeFacts | None) -> NodeFacts | None:
@@ -307,17 +322,29 @@ class NodeIndex:
         no_kvm_policy: str = DEFAULT_NO_KVM_POLICY,
         kvm_injected: bool = True,
     ) -> Decision:
-        """As `webhook.feasibility.decide` over the same nodes, from the index."""
+        """As `webhook.feasibility.decide` over the same nodes, from the index (or remembered:
+        the Decision may be shared, never change it)."""
         check_policy(no_kvm_policy)
+        question = _question(pod, requests, no_kvm_policy, kvm_injected)
         without_kvm = {r: n for r, n in requests.items() if r != KVM}
         with self._lock:
-            return verdict(
-                self._fit(pod, requests),
-                pod,
-                no_kvm_policy=no_kvm_policy,
-                kvm_injected=kvm_injected,
-                emulated=lambda: self._fit(pod, without_kvm).feasible,
-            )
+            if self._answered_at != self._generation:
+                self._answers.clear()
+                self._answered_at = self._generation
+            answer = self._answers.get(question) if question is not None else None
+            if answer is None:
+                answer = verdict(
+                    self._fit(pod, requests),
+                    pod,
+                    no_kvm_policy=no_kvm_policy,
+                    kvm_injected=kvm_injected,
+                    emulated=lambda: self._fit(pod, without_kvm).feasible,
+                )
+                if len(self._answers) >= ANSWERS:
+                    self._answers.clear()
+                if question is not None:
+                    self._answers[question] = answer
+            return answer
 
     def fit(self, pod: Pod, requests: Mapping[str, int]) -> Fit:
         with self._lock:
@@ -469,6 +496,35 @@ class NodeIndex:
                 if (have > bound if operator == "Gt" else have < bound)
             )
         return 0  # DoesNotExist (a name is always there), or an unknown operator
+
+
+def _question(
+    pod: Pod, requests: Mapping[str, int], no_kvm_policy: str, kvm_injected: bool
+) -> bytes | None:
+    """Everything a decision reads, as one key: two pods that agree on it get the same answer.
+    Requests keep their order (the first device missing is named); maps are sorted. None when
+    it cannot be written (an integer beyond 64 bits): that decision is not remembered."""
+    spec = pod.get("spec") or {}
+    affinity = (spec.get("affinity") or {}).get("nodeAffinity") or {}
+    try:
+        return _dumps(
+            [
+                spec.get("nodeName"),
+                spec.get("nodeSelector"),
+                affinity.get("requiredDuringSchedulingIgnoredDuringExecution"),
+                spec.get("tolerations"),
+                is_migration_target(pod),
+                list(requests.items()),
+                no_kvm_policy,
+                kvm_injected,
+            ],
+        )
+    except orjson.JSONEncodeError:
+        return None
+
+
+def _dumps(value: Any) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
 
 
 def _flip(members: Members, slot: int, had: bool, has: bool) -> None:

@@ -149,6 +149,7 @@ def test_the_index_stays_right_through_updates_and_deletions(
 ) -> None:
     index = indexed(cluster, dense)
     current = {node_["metadata"]["name"]: node_ for node_ in cluster}
+    assert_same_decisions(index, cluster, the_pod, wanted)  # remembered: must be forgotten
     for _ in range(data.draw(st.integers(1, 12))):
         name = data.draw(st.sampled_from(NAMES))
         if name in current and data.draw(st.booleans()):
@@ -179,6 +180,26 @@ def test_a_heartbeat_changes_nothing_the_filters_read() -> None:
     after["status"]["conditions"][0]["lastHeartbeatTime"] = "2026-11-28T00:00:10Z"
     after["status"]["images"] = [{"names": ["quay.io/kubevirt/virt-launcher:v1.4.0"]}]
     assert facts_of(before) == facts_of(after)
+
+
+def test_a_decision_is_remembered_until_a_fact_changes() -> None:
+    index = indexed([node("a"), node("b")], 32)
+    first = index.decide(pod(), requests=BOTH)
+    heartbeat = node("a")
+    heartbeat["status"]["conditions"][0]["lastHeartbeatTime"] = "2026-11-28T00:00:10Z"
+    index.put(heartbeat)
+    assert index.decide(pod(), requests=BOTH) is first
+    index.put(node("a", ready="False"))
+    second = index.decide(pod(), requests=BOTH)
+    assert (first.feasible, second.feasible) == (2, 1)
+    assert second.ruled_out == {"NotReady": 1}
+
+
+def test_a_pod_that_cannot_be_a_key_is_decided_all_the_same() -> None:
+    """orjson writes integers up to 64 bits: beyond, the decision is not remembered."""
+    huge = pod(tolerations=[{"operator": "Exists", "tolerationSeconds": 10**30}])
+    cluster = [node("a", taints=[{"key": "x", "effect": "NoSchedule"}])]
+    assert_same_decisions(indexed(cluster, 32), cluster, huge, BOTH)
 
 
 def test_freed_slots_are_reused_so_the_masks_stay_as_wide_as_the_cluster() -> None:
