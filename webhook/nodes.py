@@ -27,13 +27,14 @@ Which cluster: `--kubeconfig FILE` when given, else the in-cluster service accou
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
+
+import orjson
 
 from virtdev import catalogue
 from webhook.feasibility import Node, NodeSnapshot
@@ -245,7 +246,7 @@ class NodeView:
                 _request_timeout=(CONNECT_TIMEOUT_SECONDS, LIST_TIMEOUT_SECONDS),
             )
             try:
-                page = json.loads(response.data)
+                page = orjson.loads(response.data)
             finally:
                 response.release_conn()
             for item in page.get("items") or ():
@@ -301,7 +302,7 @@ class NodeView:
             for line in _lines(response):
                 if self._stopping.is_set():
                     break
-                since = self._apply(json.loads(line), since)
+                since = self._apply(orjson.loads(line), since)
                 events += 1
         finally:
             with self._lock:
