@@ -56,6 +56,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.webhook_bench import cpu_seconds  # noqa: E402
+from bench.webhook_instructions import CALLGRIND_ENV, callgrind, connect, total  # noqa: E402
 from bench.webhook_load import (  # noqa: E402
     PATCHED,
     BenchError,
@@ -83,6 +84,8 @@ TARGET_SYNC_S = 20
 TARGET_NO_FIT_MS = 2
 TARGET_SIZE = 5_000
 CONVERGE_TIMEOUT = 15.0
+#: Instructions per request of the webhook without a view, counted at the first size asked.
+PLAIN_COUNT: dict[str, float] = {}
 KVM, TUN, VHOST = (f"devices.kubevirt.io/{d}" for d in ("kvm", "tun", "vhost-net"))
 SCHEDULABLE = "kubevirt.io/schedulable"
 CPU_MODEL = "cpu-model.node.kubevirt.io/Skylake-Server-IBRS"
@@ -359,6 +362,71 @@ def in_process(cluster: Cluster, review: Path) -> dict[str, float]:
     }
 
 
+# --- instructions per request, counted by valgrind: what the noise cannot move ----------------
+
+
+def counted(
+    workdir: Path, material: Any, review: Path, requests: int, extra: list[str], what: str
+) -> int:
+    """Instructions of a `virtdev webhook` process that synced (with `extra`), then answered
+    `requests` reviews over one keep-alive connection, then exited."""
+    import signal
+    import ssl
+    import urllib.request
+
+    from tests.support import free_ports
+
+    port, metrics_port = free_ports(2)
+    out = workdir / f"callgrind.{what}.{requests}"
+    command = [
+        sys.executable, "-m", "virtdev.cli", "webhook", "--host", "127.0.0.1",
+        "--port", str(port), "--metrics-port", str(metrics_port), "--log-format", "json",
+        "--tls-cert", str(material.tls_cert), "--tls-key", str(material.tls_key), *extra,
+    ]  # fmt: skip
+    log = (workdir / f"callgrind.{what}.{requests}.log").open("wb")
+    process = subprocess.Popen(
+        callgrind(out, command), cwd=REPO, env=CALLGRIND_ENV, stdout=subprocess.DEVNULL,
+        stderr=log,
+    )  # fmt: skip
+    try:
+        context = ssl.create_default_context(cafile=str(material.ca_cert))
+        connection = connect(port, context, process)
+        if extra:
+
+            def synced() -> bool:
+                url = f"http://127.0.0.1:{metrics_port}/metrics"
+                with urllib.request.urlopen(url, timeout=60) as response:
+                    return sample(response.read().decode(), SYNCED_GAUGE) == 1
+
+            wait_for(synced, f"{what} to sync under valgrind", 600)
+        body = review.read_bytes()
+        for _ in range(requests):
+            connection.request("POST", "/mutate", body, {"Content-Type": "application/json"})
+            response = connection.getresponse()
+            answer = response.read()
+            if response.status != 200 or b'"patchType":"JSONPatch"' not in answer:
+                raise BenchError(f"{what} answered {response.status}: {answer[:200]!r}")
+        connection.close()
+        process.send_signal(signal.SIGTERM)
+        if process.wait(timeout=600) != 0:
+            raise BenchError(f"{what} exited with {process.returncode} under valgrind")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        log.close()
+    return total(out)
+
+
+def per_request(
+    workdir: Path, material: Any, review: Path, extra: list[str], what: str, n: int
+) -> float:
+    """Instructions per request: the difference of n and 3n requests, start-up cancelled out."""
+    few = counted(workdir, material, review, n, extra, what)
+    many = counted(workdir, material, review, 3 * n, extra, what)
+    return (many - few) / (2 * n)
+
+
 # --- the run ----------------------------------------------------------------------------------
 
 
@@ -481,6 +549,16 @@ def one_size(
     os.sched_setaffinity(0, {int(server_cpu or 0)})
     costs = in_process(cluster, review)
     os.sched_setaffinity(0, {int(load_cpu or 0)})
+    counts: dict[str, float] = {}
+    if size in args.instructions_at:
+        if "plain" not in PLAIN_COUNT:  # the same whatever the cluster: counted once
+            PLAIN_COUNT["plain"] = per_request(workdir, material, review, [], "plain", 200)
+        view_count = per_request(workdir, material, review, watching, "view", 200)
+        counts = {
+            "instructions_view": round(view_count),
+            "instructions_plain": round(PLAIN_COUNT["plain"]),
+            "instructions_ratio": round(view_count / PLAIN_COUNT["plain"], 3),
+        }
     return {
         "nodes": size,
         "node_json_bytes": len(json.dumps(realistic_node(1))),
@@ -493,6 +571,7 @@ def one_size(
         "rss_extra_mib": round((max(rss["view"], rss_after["view"]) - rss["plain"]) / 1024, 1),
         "converged_after_stream_s": round(converge_s, 2),
         "feasible_nodes": expected,
+        **counts,
         **{key: round(value, 4 if key.endswith("_s") else 1) for key, value in costs.items()},
         "loads": {
             "static": [{k: v.brief() for k, v in d.items()} for d in static],
@@ -536,6 +615,12 @@ def line(result: dict[str, Any]) -> str:
         f" {max(result['no_fit_selector_us'], result['no_fit_devices_us']):.0f} us | event"
         f" {result['event_heartbeat_us']:.0f}/{result['event_fact_change_us']:.0f} us"
         f" (+{result['event_json_parse_us']:.0f} us JSON)"
+        + (
+            f" | instructions/request {result['instructions_view']:.0f} vs"
+            f" {result['instructions_plain']:.0f} = {result['instructions_ratio']:.3f}x"
+            if "instructions_ratio" in result
+            else ""
+        )
     )
 
 
@@ -609,6 +694,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=4, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=CONNECTIONS)
     parser.add_argument("--updates", type=float, default=UPDATES_PER_SECOND)
+    parser.add_argument(
+        "--instructions-at",
+        default="1000,5000",
+        help="sizes at which instructions per request are also counted under valgrind ('' none)",
+    )
     parser.add_argument("--json", type=Path, help="write every figure here")
     parser.add_argument(
         "--plot", nargs=2, type=Path, metavar=("JSON", "PNG"), help="only plot a JSON result"
@@ -618,6 +708,10 @@ def main(argv: list[str] | None = None) -> int:
         plot(*args.plot)
         return 0
     args.sizes = [int(size) for size in args.sizes.split(",")]
+    args.instructions_at = {int(size) for size in args.instructions_at.split(",") if size}
+    if args.instructions_at and shutil.which("valgrind") is None:
+        print("node_view_bench: ERROR valgrind not found (or --instructions-at '')", flush=True)
+        return 2
     if shutil.which("wrk") is None:
         print("node_view_bench: ERROR wrk not found", flush=True)
         return 2

@@ -354,7 +354,6 @@ class NodeIndex:
         the Decision may be shared, never change it)."""
         check_policy(no_kvm_policy)
         question = _question(pod, requests, no_kvm_policy, kvm_injected)
-        without_kvm = {r: n for r, n in requests.items() if r != KVM}
         with self._lock:
             if self._answered_at != self._generation:
                 self._answers.clear()
@@ -366,7 +365,7 @@ class NodeIndex:
                     pod,
                     no_kvm_policy=no_kvm_policy,
                     kvm_injected=kvm_injected,
-                    emulated=lambda: self._fit(pod, without_kvm).feasible,
+                    emulated=lambda: self._fit(pod, _without(requests, KVM)).feasible,
                 )
                 if len(self._answers) >= ANSWERS:
                     self._answers.clear()
@@ -553,6 +552,10 @@ def _question(
 
 def _dumps(value: Any) -> bytes:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def _without(requests: Mapping[str, int], resource: str) -> dict[str, int]:
+    return {r: n for r, n in requests.items() if r != resource}
 
 
 def _flip(members: Members, slot: int, had: bool, has: bool) -> None:
