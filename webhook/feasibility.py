@@ -145,13 +145,24 @@ def is_migration_target(pod: Pod) -> bool:
     return catalogue.MIGRATION_JOB_LABEL in labels
 
 
-def _container_request(container: dict[str, Any], resource: str) -> int:
-    resources = container.get("resources") or {}
-    requests = resources.get("requests") or {}
-    if resource in requests:
-        return quantity(requests[resource])
-    # The API server copies extended-resource limits into requests when requests are absent.
-    return quantity((resources.get("limits") or {}).get(resource))
+_DEVICE_PREFIX = catalogue.RESOURCE_DOMAIN + "/"
+
+
+def _container_requests(container: dict[str, Any], resources: tuple[str, ...]) -> dict[str, int]:
+    """What one container requests of each resource (absent: not in the result)."""
+    section = container.get("resources")
+    if not section:
+        return {}
+    requests = section.get("requests") or {}
+    limits = section.get("limits") or {}
+    found: dict[str, int] = {}
+    for resource in resources:
+        if resource in requests:
+            found[resource] = quantity(requests[resource])
+        elif resource in limits:
+            # The API server copies extended-resource limits into requests when absent there.
+            found[resource] = quantity(limits[resource])
+    return found
 
 
 def pod_requests(pod: Pod, resources: Iterable[str]) -> dict[str, int]:
@@ -159,24 +170,34 @@ def pod_requests(pod: Pod, resources: Iterable[str]) -> dict[str, int]:
 
     Containers add up; an init container runs alone (after the sidecars started before it), so
     the pod needs the larger of the sum and the largest init step; native sidecars
-    (`restartPolicy: Always` init containers) keep running and add to both.
+    (`restartPolicy: Always` init containers) keep running and add to both. One pass over the
+    containers for all the resources: this runs on every launcher admission.
     """
+    wanted = tuple(resources)
     spec = _spec(pod)
-    totals: dict[str, int] = {}
-    for resource in resources:
-        regular = sum(_container_request(c, resource) for c in spec.get("containers") or () if c)
-        sidecars = init_peak = 0
-        for init in spec.get("initContainers") or ():
-            if not init:
-                continue
-            amount = _container_request(init, resource)
-            if init.get("restartPolicy") == "Always":
-                sidecars += amount
-                init_peak = max(init_peak, sidecars)
+    regular = dict.fromkeys(wanted, 0)
+    for container in spec.get("containers") or ():
+        if container:
+            for resource, amount in _container_requests(container, wanted).items():
+                regular[resource] += amount
+    inits = spec.get("initContainers")
+    if not inits:
+        return regular
+    sidecars = dict.fromkeys(wanted, 0)
+    init_peak = dict.fromkeys(wanted, 0)
+    for init in inits:
+        if not init:
+            continue
+        amounts = _container_requests(init, wanted)
+        always = init.get("restartPolicy") == "Always"
+        for resource in wanted:
+            amount = amounts.get(resource, 0)
+            if always:
+                sidecars[resource] += amount
+                init_peak[resource] = max(init_peak[resource], sidecars[resource])
             else:
-                init_peak = max(init_peak, sidecars + amount)
-        totals[resource] = max(regular + sidecars, init_peak)
-    return totals
+                init_peak[resource] = max(init_peak[resource], sidecars[resource] + amount)
+    return {r: max(regular[r] + sidecars[r], init_peak[r]) for r in wanted}
 
 
 def requested_device_resources(pod: Pod) -> set[str]:
@@ -185,13 +206,13 @@ def requested_device_resources(pod: Pod) -> set[str]:
     spec = _spec(pod)
     for list_field in ("containers", "initContainers"):
         for container in spec.get(list_field) or ():
-            resources = (container or {}).get("resources") or {}
-            for section in ("limits", "requests"):
-                names.update(
-                    name
-                    for name in resources.get(section) or {}
-                    if name.startswith(catalogue.RESOURCE_DOMAIN + "/")
-                )
+            section = container.get("resources") if container else None
+            if not section:
+                continue
+            for amounts in (section.get("limits"), section.get("requests")):
+                for name in amounts or ():
+                    if name.startswith(_DEVICE_PREFIX):
+                        names.add(name)
     return names
 
 

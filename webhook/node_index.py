@@ -215,9 +215,8 @@ class NodeIndex:
         self._taints: dict[Taint, tuple[dict[str, str], Members]] = {}
         self._advertised: dict[str, Members] = {}
         self._amounts: dict[str, dict[int, Members]] = {}
-        #: Bumped whenever a fact changes; the remembered answers are for `_answered_at`.
-        self._generation = 0
-        self._answered_at = 0
+        #: Answers since the last fact changed: replaced by a new dict (under the lock) when one
+        #: does, so that a reader without the lock gets answers of one state or of the next.
         self._answers: dict[bytes, Decision] = {}
 
     def __len__(self) -> int:
@@ -238,7 +237,7 @@ class NodeIndex:
                 return
             old = self._facts[slot]
             assert old is not None
-            self._generation += 1
+            self._answers = {}
             self._move(slot, old, None)
             self._facts[slot] = None
             heapq.heappush(self._free, slot)
@@ -253,7 +252,7 @@ class NodeIndex:
         old = self._facts[slot]
         if old == facts:
             return  # nothing the filters read changed (a heartbeat, an image pulled)
-        self._generation += 1
+        self._answers = {}
         self._facts[slot] = self._move(slot, old, facts)
 
     def _move(self, slot: int, old: NodeFacts | None, new: NodeFacts | None) -> NodeFacts | None:
@@ -354,10 +353,11 @@ class NodeIndex:
         the Decision may be shared, never change it)."""
         check_policy(no_kvm_policy)
         question = _question(pod, requests, no_kvm_policy, kvm_injected)
+        if question is not None:
+            answer = self._answers.get(question)  # one read of the current dict: no lock
+            if answer is not None:
+                return answer
         with self._lock:
-            if self._answered_at != self._generation:
-                self._answers.clear()
-                self._answered_at = self._generation
             answer = self._answers.get(question) if question is not None else None
             if answer is None:
                 answer = verdict(
@@ -368,7 +368,7 @@ class NodeIndex:
                     emulated=lambda: self._fit(pod, _without(requests, KVM)).feasible,
                 )
                 if len(self._answers) >= ANSWERS:
-                    self._answers.clear()
+                    self._answers = {}
                 if question is not None:
                     self._answers[question] = answer
             return answer
