@@ -32,22 +32,30 @@ List and watch, as the API server does them (for the node view and `virtdev capa
 - `drop_watches()` cuts every open watch connection without ending the chunked body, as a
   crashed API server or a broken network would; `open_watches` counts the streams being served;
 - `labelSelector` (`k=v`, `k!=v`, `k`) and `fieldSelector` (`a.b=v`, `a.b!=v` over the object's
-  dotted fields) filter lists and watches.
+  dotted fields) filter lists and watches; in a watch, an object that stops matching is a
+  DELETED event (with its previous content) and one that starts matching an ADDED, as the API
+  server's watch cache sends them;
+- `limit` and `continue` page a list: a page carries `metadata.continue` while objects remain,
+  every page the first page's resourceVersion, and a token older than the last `compact()` is
+  410 Expired, as kube-apiserver answers them.
 
-Lists page with `limit` and `continue` (with `remainingItemCount`, and 410 Expired for a token
-older than the last `compact()`); a later page is cut from the store as it is then, not from a
-snapshot at the first page's resourceVersion as etcd serves it.
+Lists page with `limit` and `continue` (410 Expired for a token older than the last
+`compact()`); a later page is cut from the store as it is then, not from a snapshot at the
+first page's resourceVersion as etcd serves it.
 
 What it does NOT cover: authentication and RBAC (tests assert the calls made instead, through
-`requests`), set-based label selectors, a watch's DELETED for objects that stop
-matching a selector, strategic merge and server-side apply, defaulting and schema validation
-beyond the above, admission, finalizers and `deletionTimestamp`, `generation`, subresources,
-`dryRun`, protobuf, and TLS.
+`requests`), pages served from one snapshot (later pages read the current store, so an object
+changed between pages shows its newer state: the watch from the list's resourceVersion then
+replays the change), set-based label selectors, strategic merge and server-side apply,
+defaulting and schema validation beyond the above, admission, finalizers and
+`deletionTimestamp`, `generation`, subresources, `dryRun`, protobuf, and TLS.
 """
 
 from __future__ import annotations
 
 import base64
+import bisect
+import builtins
 import copy
 import json
 import re
@@ -146,6 +154,8 @@ class Event:
     type: str  # ADDED, MODIFIED, DELETED
     key: Key
     object: Object
+    #: What a MODIFIED object was before: a selecting watch needs it (stopped matching?).
+    old: Object | None = None
 
 
 class Gone(Exception):
@@ -163,6 +173,8 @@ class Store:
     events: list[Event] = field(default_factory=list)
     #: History at or below this resourceVersion is gone (410 for watches older than it).
     compacted: int = 0
+    #: The keys in order, for paging; None when an object was created or deleted since.
+    _sorted: builtins.list[Key] | None = None
 
     def __post_init__(self) -> None:
         #: Notified on every write, so watches wake up at once.
@@ -172,8 +184,9 @@ class Store:
         self.resource_version += 1
         return str(self.resource_version)
 
-    def _record(self, kind: str, key: Key, obj: Object) -> None:
-        self.events.append(Event(self.resource_version, kind, key, copy.deepcopy(obj)))
+    def _record(self, kind: str, key: Key, obj: Object, old: Object | None = None) -> None:
+        # Stored objects are replaced on every write, never changed in place: no copy needed.
+        self.events.append(Event(self.resource_version, kind, key, obj, old))
         self.changed.notify_all()
 
     def compact(self) -> int:
@@ -188,11 +201,9 @@ class Store:
         with self.lock:
             if since < self.compacted:
                 raise Gone(f"too old resource version: {since} ({self.compacted})")
-            return [
-                e
-                for e in self.events
-                if e.resource_version > since and e.key[:2] == (group_version, resource)
-            ]
+            # Events are in resourceVersion order: start after `since` without a scan.
+            start = bisect.bisect_right(self.events, since, key=lambda e: e.resource_version)
+            return [e for e in self.events[start:] if e.key[:2] == (group_version, resource)]
 
     def get(self, key: Key) -> Object:
         with self.lock:
@@ -209,6 +220,46 @@ class Store:
             ]
             return items, str(self.resource_version)
 
+    def page(
+        self,
+        group_version: str,
+        resource: str,
+        namespace: str,
+        *,
+        limit: int,
+        token: str,
+        keep: Callable[[Object], bool],
+    ) -> tuple[builtins.list[Object], str, str]:
+        """One page of a list: (items, the list's resourceVersion, the next continue token)."""
+        with self.lock:
+            since, after = str(self.resource_version), None
+            if token:
+                try:
+                    decoded = json.loads(base64.urlsafe_b64decode(token.encode()))
+                    since, after = str(int(decoded["rv"])), tuple(decoded["start"])
+                except (ValueError, KeyError, TypeError):
+                    raise ApiError(400, "BadRequest", "invalid continue token") from None
+                if int(since) < self.compacted:
+                    raise ApiError(410, "Expired", _EXPIRED_CONTINUE)
+            if self._sorted is None:
+                self._sorted = sorted(self.objects)
+            start = bisect.bisect_right(self._sorted, after) if after is not None else 0
+            items: builtins.list[Object] = []
+            next_token = ""
+            for key in self._sorted[start:]:
+                gv, res, ns, _ = key
+                if gv != group_version or res != resource or (namespace and ns != namespace):
+                    continue
+                if not keep(self.objects[key]):
+                    continue
+                if limit and len(items) == limit:
+                    last = self._sorted[self._sorted.index(key) - 1]
+                    state = {"rv": int(since), "start": list(last)}
+                    next_token = base64.urlsafe_b64encode(json.dumps(state).encode()).decode()
+                    break
+                items.append(self.objects[key])  # replaced on write, never changed: no copy
+            return items, since, next_token
+
     def create(self, key: Key, obj: Object) -> Object:
         with self.lock:
             if key in self.objects:
@@ -219,6 +270,7 @@ class Store:
             meta["creationTimestamp"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             meta["resourceVersion"] = self._next()
             self.objects[key] = obj
+            self._sorted = None
             self._record("ADDED", key, obj)
             return copy.deepcopy(obj)
 
@@ -239,14 +291,16 @@ class Store:
             for kept in ("uid", "creationTimestamp"):
                 meta[kept] = old["metadata"][kept]
             meta["resourceVersion"] = self._next()
+            previous = self.objects[key]
             self.objects[key] = obj
-            self._record("MODIFIED", key, obj)
+            self._record("MODIFIED", key, obj, previous)
             return copy.deepcopy(obj)
 
     def delete(self, key: Key) -> Object:
         with self.lock:
             old = self.get(key)
             del self.objects[key]
+            self._sorted = None
             old["metadata"]["resourceVersion"] = self._next()
             self._record("DELETED", key, old)
             return old
@@ -443,6 +497,29 @@ def node_object(
     }
 
 
+_EXPIRED_CONTINUE = (
+    "The provided continue parameter is too old to display a consistent list result. You can "
+    "start a new list without the continue parameter."
+)
+
+
+def _as_selected(event: Event, labels: str, fields: str) -> Event | None:
+    """The event a selecting watch sends, as the API server's watch cache does: an object that
+    starts matching is ADDED, one that stops matching DELETED (its previous content at the
+    event's resourceVersion), one that never matched nothing."""
+    passes = selected(event.object, labels, fields)
+    if event.type != "MODIFIED" or event.old is None:
+        return event if passes else None
+    passed = selected(event.old, labels, fields)
+    if passes:
+        return event if passed else Event(event.resource_version, "ADDED", event.key, event.object)
+    if not passed:
+        return None
+    old = copy.deepcopy(event.old)
+    old["metadata"]["resourceVersion"] = str(event.resource_version)
+    return Event(event.resource_version, "DELETED", event.key, old)
+
+
 def _key_of(obj: Object) -> Key:
     spec = next(s for s in RESOURCES.values() if s.kind == obj["kind"])
     meta = obj["metadata"]
@@ -554,12 +631,21 @@ class _Handler(BaseHTTPRequestHandler):
         params = params or {}
         if not name:
             if method == "GET":
-                items, rv = store.list(gv, resource, namespace)
                 labels, fields = params.get("labelSelector", ""), params.get("fieldSelector", "")
-                items = [item for item in items if selected(item, labels, fields)]
+                try:
+                    limit = max(int(params.get("limit") or 0), 0)
+                except ValueError:
+                    raise ApiError(400, "BadRequest", "limit: not a number") from None
+                items, rv, token = store.page(
+                    gv,
+                    resource,
+                    namespace,
+                    limit=limit,
+                    token=params.get("continue", ""),
+                    keep=lambda obj: selected(obj, labels, fields),
+                )
                 kind = RESOURCES[(gv, resource)].kind + "List"
-                metadata: Object = {"resourceVersion": rv}
-                items = _page(items, params, metadata, store.compacted, key)
+                metadata = {"resourceVersion": rv, **({"continue": token} if token else {})}
                 return 200, {"apiVersion": gv, "kind": kind, "metadata": metadata, "items": items}
             if method == "POST":
                 obj = _json(body)
@@ -607,8 +693,8 @@ class _Handler(BaseHTTPRequestHandler):
         with store.lock:
             initial: list[Object] = []
             if since_text == "0":
-                items, current = store.list(gv, resource, namespace)
-                since = int(current)
+                items, listed_at = store.list(gv, resource, namespace)
+                since = int(listed_at)
                 initial = [{"type": "ADDED", "object": o} for o in items]
             else:
                 since = int(since_text)
@@ -652,11 +738,11 @@ class _Handler(BaseHTTPRequestHandler):
                         except Gone:
                             pending = []
                             since = store.resource_version  # compacted under a live watch: go on
+                        sent = (_as_selected(e, labels, fields) for e in pending)
                         pending = [
                             e
-                            for e in pending
-                            if (not namespace or e.key[2] == namespace)
-                            and selected(e.object, labels, fields)
+                            for e in sent
+                            if e is not None and (not namespace or e.key[2] == namespace)
                         ]
                         now = time.monotonic()
                         if pending or now >= deadline or (bookmarks and now >= next_bookmark):
@@ -670,9 +756,9 @@ class _Handler(BaseHTTPRequestHandler):
                 if owner._closing:
                     self._end()
                     return
-                for event in pending:
-                    self._chunk({"type": event.type, "object": event.object})
-                    since = event.resource_version
+                for change in pending:
+                    self._chunk({"type": change.type, "object": change.object})
+                    since = change.resource_version
                 now = time.monotonic()
                 if now >= deadline:
                     self._end()
@@ -696,42 +782,6 @@ class _Handler(BaseHTTPRequestHandler):
     def _end(self) -> None:
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
-
-
-def _page(
-    items: list[Object], params: dict[str, str], metadata: Object, compacted: int, key: Key
-) -> list[Object]:
-    """`limit` and `continue`: the page after the token's last (namespace, name), and a token
-    for the next when more remain, with `remainingItemCount`, as the API server pages."""
-    token = params.get("continue", "")
-    if token:
-        try:
-            state = json.loads(base64.urlsafe_b64decode(token.encode()))
-            since, after = int(state["rv"]), tuple(state["after"])
-        except (ValueError, KeyError, TypeError) as error:
-            raise ApiError(400, "BadRequest", f"invalid continue token: {error}") from None
-        if since < compacted:
-            raise ApiError(
-                410,
-                "Expired",
-                "The provided continue parameter is too old to display a consistent list "
-                "result. You can start a new list without the continue parameter.",
-            )
-        metadata["resourceVersion"] = str(since)
-        items = [i for i in items if _name_key(i) > after]
-    limit = int(params.get("limit") or 0)
-    if limit <= 0 or len(items) <= limit:
-        return items
-    page, rest = items[:limit], items[limit:]
-    state = {"rv": int(metadata["resourceVersion"]), "after": list(_name_key(page[-1]))}
-    metadata["continue"] = base64.urlsafe_b64encode(json.dumps(state).encode()).decode()
-    metadata["remainingItemCount"] = len(rest)
-    return page
-
-
-def _name_key(obj: Object) -> tuple[str, str]:
-    meta = obj.get("metadata") or {}
-    return (meta.get("namespace", ""), meta.get("name", ""))
 
 
 def _apply_patch(current: Object, content_type: str, body: bytes) -> Object:

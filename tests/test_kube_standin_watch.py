@@ -203,3 +203,72 @@ def _wait_for(condition: Any, timeout: float = 10.0) -> bool:
             return True
         time.sleep(0.01)
     return False
+
+
+def test_a_list_in_pages_gives_every_object_once_at_the_first_pages_resource_version(
+    stand_in: StandIn, core: client.CoreV1Api
+) -> None:
+    for index in range(5):
+        stand_in.put_object(a_node(f"n{index}"))
+    first = list_nodes(core, limit=2)
+    assert [item["metadata"]["name"] for item in first["items"]] == ["n0", "n1"]
+    since, token = first["metadata"]["resourceVersion"], first["metadata"]["continue"]
+    stand_in.put_object(a_node("n5"))  # written between pages: the list's version does not move
+    names = [item["metadata"]["name"] for item in first["items"]]
+    while token:
+        page = list_nodes(core, limit=2, _continue=token)
+        assert page["metadata"]["resourceVersion"] == since
+        names += [item["metadata"]["name"] for item in page["items"]]
+        token = page["metadata"].get("continue")
+    assert names == [f"n{index}" for index in range(6)]
+    assert "continue" not in list_nodes(core)["metadata"]
+
+
+def test_a_continue_token_older_than_a_compaction_is_410_expired(
+    stand_in: StandIn, core: client.CoreV1Api
+) -> None:
+    for index in range(3):
+        stand_in.put_object(a_node(f"n{index}"))
+    token = list_nodes(core, limit=1)["metadata"]["continue"]
+    stand_in.put_object(a_node("n3"))
+    stand_in.compact()
+    with pytest.raises(ApiException) as raised:
+        list_nodes(core, limit=1, _continue=token)
+    assert raised.value.status == 410
+    assert json.loads(raised.value.body)["reason"] == "Expired"
+    with pytest.raises(ApiException) as bad:
+        list_nodes(core, limit=1, _continue="not-a-token")
+    assert bad.value.status == 400
+
+
+def test_a_selecting_watch_sees_objects_enter_and_leave_the_selection(
+    stand_in: StandIn, core: client.CoreV1Api
+) -> None:
+    stand_in.put_object(a_node("n0", virt="yes"))
+    stand_in.put_object(a_node("n1"))
+    since = list_nodes(core)["metadata"]["resourceVersion"]
+    response = core.list_node(
+        watch=True,
+        resource_version=since,
+        label_selector="virt=yes",
+        timeout_seconds=5,
+        _preload_content=False,
+    )
+    leaving = stand_in.get_object("v1", "nodes", "", "n0")
+    leaving["metadata"]["labels"] = {}
+    stand_in.replace_object(leaving)
+    entering = stand_in.get_object("v1", "nodes", "", "n1")
+    entering["metadata"]["labels"] = {"virt": "yes"}
+    stand_in.replace_object(entering)
+    stand_in.replace_object(stand_in.get_object("v1", "nodes", "", "n1"))
+    stream = events(response)
+    seen = [next(stream) for _ in range(3)]
+    response.close()
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in seen] == [
+        ("DELETED", "n0"),
+        ("ADDED", "n1"),
+        ("MODIFIED", "n1"),
+    ]
+    deleted = seen[0]["object"]["metadata"]
+    assert deleted["labels"] == {"virt": "yes"}  # its content before it stopped matching
+    assert int(deleted["resourceVersion"]) > int(since)

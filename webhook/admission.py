@@ -14,7 +14,6 @@ from webhook.feasibility import (
     KVM,
     Decision,
     NodeSnapshot,
-    decide,
     pod_requests,
 )
 from webhook.launcher import Launcher, read_launcher, read_pod
@@ -136,9 +135,8 @@ def _schedule(
     wanted = pod_requests(launcher.pod, injected | already)
     for resource in injected:
         wanted[resource] = max(wanted[resource], 1)
-    return decide(
+    return nodes.decide(
         launcher.pod,
-        nodes.nodes,
         requests=wanted,
         no_kvm_policy=no_kvm_policy,
         kvm_injected=KVM in injected and KVM not in already,

@@ -17,10 +17,10 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Protocol
 
 from virtdev import catalogue
 from webhook.review import MAX_WARNING, fit_warning
@@ -145,13 +145,24 @@ def is_migration_target(pod: Pod) -> bool:
     return catalogue.MIGRATION_JOB_LABEL in labels
 
 
-def _container_request(container: dict[str, Any], resource: str) -> int:
-    resources = container.get("resources") or {}
-    requests = resources.get("requests") or {}
-    if resource in requests:
-        return quantity(requests[resource])
-    # The API server copies extended-resource limits into requests when requests are absent.
-    return quantity((resources.get("limits") or {}).get(resource))
+_DEVICE_PREFIX = catalogue.RESOURCE_DOMAIN + "/"
+
+
+def _container_requests(container: dict[str, Any], resources: tuple[str, ...]) -> dict[str, int]:
+    """What one container requests of each resource (absent: not in the result)."""
+    section = container.get("resources")
+    if not section:
+        return {}
+    requests = section.get("requests") or {}
+    limits = section.get("limits") or {}
+    found: dict[str, int] = {}
+    for resource in resources:
+        if resource in requests:
+            found[resource] = quantity(requests[resource])
+        elif resource in limits:
+            # The API server copies extended-resource limits into requests when absent there.
+            found[resource] = quantity(limits[resource])
+    return found
 
 
 def pod_requests(pod: Pod, resources: Iterable[str]) -> dict[str, int]:
@@ -159,24 +170,34 @@ def pod_requests(pod: Pod, resources: Iterable[str]) -> dict[str, int]:
 
     Containers add up; an init container runs alone (after the sidecars started before it), so
     the pod needs the larger of the sum and the largest init step; native sidecars
-    (`restartPolicy: Always` init containers) keep running and add to both.
+    (`restartPolicy: Always` init containers) keep running and add to both. One pass over the
+    containers for all the resources: this runs on every launcher admission.
     """
+    wanted = tuple(resources)
     spec = _spec(pod)
-    totals: dict[str, int] = {}
-    for resource in resources:
-        regular = sum(_container_request(c, resource) for c in spec.get("containers") or () if c)
-        sidecars = init_peak = 0
-        for init in spec.get("initContainers") or ():
-            if not init:
-                continue
-            amount = _container_request(init, resource)
-            if init.get("restartPolicy") == "Always":
-                sidecars += amount
-                init_peak = max(init_peak, sidecars)
+    regular = dict.fromkeys(wanted, 0)
+    for container in spec.get("containers") or ():
+        if container:
+            for resource, amount in _container_requests(container, wanted).items():
+                regular[resource] += amount
+    inits = spec.get("initContainers")
+    if not inits:
+        return regular
+    sidecars = dict.fromkeys(wanted, 0)
+    init_peak = dict.fromkeys(wanted, 0)
+    for init in inits:
+        if not init:
+            continue
+        amounts = _container_requests(init, wanted)
+        always = init.get("restartPolicy") == "Always"
+        for resource in wanted:
+            amount = amounts.get(resource, 0)
+            if always:
+                sidecars[resource] += amount
+                init_peak[resource] = max(init_peak[resource], sidecars[resource])
             else:
-                init_peak = max(init_peak, sidecars + amount)
-        totals[resource] = max(regular + sidecars, init_peak)
-    return totals
+                init_peak[resource] = max(init_peak[resource], sidecars[resource] + amount)
+    return {r: max(regular[r] + sidecars[r], init_peak[r]) for r in wanted}
 
 
 def requested_device_resources(pod: Pod) -> set[str]:
@@ -185,13 +206,13 @@ def requested_device_resources(pod: Pod) -> set[str]:
     spec = _spec(pod)
     for list_field in ("containers", "initContainers"):
         for container in spec.get(list_field) or ():
-            resources = (container or {}).get("resources") or {}
-            for section in ("limits", "requests"):
-                names.update(
-                    name
-                    for name in resources.get(section) or {}
-                    if name.startswith(catalogue.RESOURCE_DOMAIN + "/")
-                )
+            section = container.get("resources") if container else None
+            if not section:
+                continue
+            for amounts in (section.get("limits"), section.get("requests")):
+                for name in amounts or ():
+                    if name.startswith(_DEVICE_PREFIX):
+                        names.add(name)
     return names
 
 
@@ -371,15 +392,6 @@ def _nodes(count: int) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class NodeSnapshot:
-    """What the webhook knows of the nodes: trimmed Node dicts, replaced whole on every change."""
-
-    nodes: tuple[Node, ...] = ()
-    synced: bool = False
-    resource_version: str = ""
-
-
-@dataclass(frozen=True, slots=True)
 class Decision:
     #: feasible, warned, emulated, denied, migration, unsynced
     outcome: str
@@ -388,6 +400,78 @@ class Decision:
     warning: str | None = None
     feasible: int = 0
     ruled_out: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Fit:
+    """What the nodes say of one pod, however it was worked out: node by node (`decide`, the
+    reference) or from the index of the live view (`webhook.node_index`), which must agree."""
+
+    #: Nodes that pass every filter, devices included.
+    feasible: int
+    #: The first reason each ruled-out node failed, counted.
+    ruled_out: Counter[str]
+    #: Some node passes every filter but the devices' (only worked out when none is feasible).
+    placeable: bool = False
+    #: kvm is requested and no placeable node has enough of it.
+    kvm_short: bool = False
+    #: The first requested device no placeable node has enough of (None when none is placeable).
+    missing: str | None = None
+
+
+class NodeDecider(Protocol):
+    """What answers `decide` for a snapshot: `webhook.node_index.NodeIndex` in the live view."""
+
+    def decide(
+        self,
+        pod: Pod,
+        *,
+        requests: Mapping[str, int],
+        no_kvm_policy: str = DEFAULT_NO_KVM_POLICY,
+        kvm_injected: bool = True,
+    ) -> Decision: ...
+
+    def __len__(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSnapshot:
+    """What the webhook knows of the nodes, and the decision against them.
+
+    Built from `nodes` (tests, tools), it decides node by node; the live view
+    (`webhook.nodes`) leaves `nodes` empty and sets `index`, which answers the same at a cost
+    that does not grow with the number of nodes.
+    """
+
+    nodes: tuple[Node, ...] = ()
+    synced: bool = False
+    resource_version: str = ""
+    index: NodeDecider | None = None
+
+    def decide(
+        self,
+        pod: Pod,
+        *,
+        requests: Mapping[str, int],
+        no_kvm_policy: str = DEFAULT_NO_KVM_POLICY,
+        kvm_injected: bool = True,
+    ) -> Decision:
+        if self.index is not None:
+            return self.index.decide(
+                pod, requests=requests, no_kvm_policy=no_kvm_policy, kvm_injected=kvm_injected
+            )
+        return decide(
+            pod,
+            self.nodes,
+            requests=requests,
+            no_kvm_policy=no_kvm_policy,
+            kvm_injected=kvm_injected,
+        )
+
+
+def check_policy(no_kvm_policy: str) -> None:
+    if no_kvm_policy not in NO_KVM_POLICIES:
+        raise ValueError(f"no-kvm policy {no_kvm_policy!r} is not one of {NO_KVM_POLICIES}")
 
 
 def decide(
@@ -400,26 +484,50 @@ def decide(
 ) -> Decision:
     """What /mutate does given the nodes: inject as usual, warn, withhold kvm, or deny.
 
-    `requests` is what the pod will request of each device once patched as usual; `kvm_injected`
-    says whether kvm is among them because virtdev adds it (only then can `emulate` leave it
-    out). The policy applies only when kvm is what is missing: some node passes every other
-    filter but none has kvm. When no node passes the other filters either, the pod would wait
-    Pending whatever we do: warn, never deny. A migration target is never changed or denied.
+    Node by node: the reference the live view's index is checked against (see `verdict`).
     """
-    if no_kvm_policy not in NO_KVM_POLICIES:
-        raise ValueError(f"no-kvm policy {no_kvm_policy!r} is not one of {NO_KVM_POLICIES}")
+    check_policy(no_kvm_policy)
     result = feasible_nodes(pod, nodes, requests)
-    counts = result.counts()
-    if result.feasible:
-        return Decision("feasible", feasible=len(result.feasible), ruled_out=dict(counts))
-    placeable = [node for node in nodes if placement_reason(pod, node) is None]
+    fit = Fit(len(result.feasible), result.counts())
+    if not result.feasible:
+        placeable = [node for node in nodes if placement_reason(pod, node) is None]
+        kvm_short = (
+            requests.get(KVM, 0) > 0
+            and bool(placeable)
+            and not any(allocatable(node, KVM) >= requests[KVM] for node in placeable)
+        )
+        missing = KVM if kvm_short else _first_missing(placeable, requests)
+        fit = Fit(0, fit.ruled_out, bool(placeable), kvm_short, missing)
     without_kvm = {r: n for r, n in requests.items() if r != KVM}
-    kvm_missing = (
-        requests.get(KVM, 0) > 0
-        and bool(placeable)
-        and not any(allocatable(node, KVM) >= requests[KVM] for node in placeable)
+    return verdict(
+        fit,
+        pod,
+        no_kvm_policy=no_kvm_policy,
+        kvm_injected=kvm_injected,
+        emulated=lambda: len(feasible_nodes(pod, nodes, without_kvm).feasible),
     )
-    missing = KVM if kvm_missing else _first_missing(placeable, requests)
+
+
+def verdict(
+    fit: Fit,
+    pod: Pod,
+    *,
+    no_kvm_policy: str,
+    kvm_injected: bool,
+    emulated: Callable[[], int],
+) -> Decision:
+    """The decision from what the nodes say: inject as usual, warn, withhold kvm, or deny.
+
+    `kvm_injected` says whether kvm is among the requests because virtdev adds it (only then
+    can `emulate` leave it out). The policy applies only when kvm is what is missing: some node
+    passes every other filter but none has kvm. When no node passes the other filters either,
+    the pod would wait Pending whatever we do: warn, never deny. A migration target is never
+    changed or denied. `emulated` counts the nodes feasible without kvm (asked only then).
+    """
+    counts = fit.ruled_out
+    if fit.feasible:
+        return Decision("feasible", feasible=fit.feasible, ruled_out=dict(counts))
+    kvm_missing, missing = fit.kvm_short, fit.missing
     subject = f"no schedulable node has {missing}" if missing else "no node can take this pod"
     ruled_out = dict(counts)
     if not kvm_missing or no_kvm_policy == "warn" or is_migration_target(pod):
@@ -434,12 +542,11 @@ def decide(
     if not kvm_injected:  # emulate, but the pod asks for kvm itself: not ours to take away
         warning = _warning(f"{subject} (pod requests it)", counts)
         return Decision("warned", warning=warning, ruled_out=ruled_out)
-    emulated = feasible_nodes(pod, nodes, without_kvm)
     return Decision(
         "emulated",
         emulate=True,
         warning=_warning(f"{subject}; emulated", counts),
-        feasible=len(emulated.feasible),
+        feasible=emulated(),
         ruled_out=ruled_out,
     )
 

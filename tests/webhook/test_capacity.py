@@ -125,3 +125,15 @@ def test_no_nodes_at_all() -> None:
         "can take 1 more VM",
         1,
     )
+
+
+def test_pages_of_two_give_the_same_table_as_one_page(kubeconfig: str) -> None:
+    from webhook.capacity import collect
+    from webhook.nodes import core_api
+
+    core = core_api(kubeconfig)
+    paged = rows(*collect(core, page_size=2))
+    whole = rows(*collect(core, page_size=1000))
+    assert paged == whole
+    assert {row.node for row in paged} == set(VERDICTS)
+    assert [row.room for row in paged if row.node == "healthy"] == [109]

@@ -519,3 +519,56 @@ def test_warnings_drop_reasons_rather_than_get_cut() -> None:
         assert decision.warning is not None
         assert len(decision.warning) <= 120 and not decision.warning.endswith("…")
         assert "5 nodes ruled out (" in decision.warning
+
+
+def reference_pod_requests(pod_: Pod, resources: list[str]) -> dict[str, int]:
+    """The scheduler's rule written resource by resource, as plainly as it reads."""
+
+    def request(container: dict[str, Any], resource: str) -> int:
+        section = container.get("resources") or {}
+        if resource in (section.get("requests") or {}):
+            return quantity(section["requests"][resource])
+        return quantity((section.get("limits") or {}).get(resource))
+
+    spec = pod_["spec"]
+    totals = {}
+    for resource in resources:
+        regular = sum(request(c, resource) for c in spec.get("containers") or () if c)
+        sidecars = peak = 0
+        for init in spec.get("initContainers") or ():
+            amount = request(init, resource)
+            if init.get("restartPolicy") == "Always":
+                sidecars += amount
+                peak = max(peak, sidecars)
+            else:
+                peak = max(peak, sidecars + amount)
+        totals[resource] = max(regular + sidecars, peak)
+    return totals
+
+
+def _containers() -> Any:
+    from hypothesis import strategies as st
+
+    amounts = st.dictionaries(st.sampled_from([KVM, TUN, "cpu"]), st.sampled_from(["0", "1", "2"]))
+    container = st.builds(
+        lambda requests, limits, always: {
+            "resources": {"requests": requests, "limits": limits},
+            **({"restartPolicy": "Always"} if always else {}),
+        },
+        amounts,
+        amounts,
+        st.booleans(),
+    )
+    return st.lists(container, max_size=3)
+
+
+def test_pod_requests_in_one_pass_follow_the_rule_resource_by_resource() -> None:
+    from hypothesis import given, settings
+
+    @settings(max_examples=300, deadline=None)
+    @given(_containers(), _containers())
+    def check(containers: list[dict[str, Any]], inits: list[dict[str, Any]]) -> None:
+        the_pod = {"spec": {"containers": containers, "initContainers": inits}}
+        assert pod_requests(the_pod, [KVM, TUN]) == reference_pod_requests(the_pod, [KVM, TUN])
+
+    check()

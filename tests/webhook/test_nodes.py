@@ -277,3 +277,44 @@ def test_shutting_the_app_down_closes_the_watch_promptly(
 def test_an_unknown_policy_fails_at_start() -> None:
     with pytest.raises(ValueError, match="no-kvm policy"):
         WebhookSettings(no_kvm_policy="sometimes")
+
+
+def test_the_list_is_read_in_pages_and_the_view_counts_every_node(
+    stand_in: StandIn, tmp_path: Path, metrics: WebhookMetrics
+) -> None:
+    for index in range(5):
+        stand_in.put_object(node_object(f"more-{index}"))
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", stand_in.url)
+    view = NodeView(lambda: core_api(kubeconfig), metrics=metrics, watch_seconds=5, page_size=2)
+    app = create_app(WebhookSettings(), metrics=metrics, background=[view.run], nodes=view.current)
+    with TestClient(app):
+        eventually(lambda: view.snapshot.synced or None, "the view to sync")
+    nodes = [r.query for r in stand_in.requests if r.resource == "nodes"]
+    lists = [query for query in nodes if "watch=" not in query]
+    assert len(lists) == 4 and all("limit=2" in query for query in lists)
+    assert ["continue=" in query for query in lists] == [False, True, True, True]
+    assert metrics.registry.get_sample_value("virtdev_webhook_nodes_known") == 7
+
+
+def test_with_a_node_selector_only_matching_nodes_count_and_one_leaving_is_forgotten(
+    stand_in: StandIn, tmp_path: Path, metrics: WebhookMetrics
+) -> None:
+    set_node(stand_in, "kvm-1", lambda n: n["metadata"]["labels"].update({"virt": "yes"}))
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", stand_in.url)
+    view = NodeView(
+        lambda: core_api(kubeconfig), metrics=metrics, watch_seconds=5, label_selector="virt=yes"
+    )
+    settings = WebhookSettings(no_kvm_policy="deny")
+    app = create_app(settings, metrics=metrics, background=[view.run], nodes=view.current)
+    sample = metrics.registry.get_sample_value
+    with TestClient(app) as client:
+        eventually(lambda: view.snapshot.synced or None, "the view to sync")
+        assert allowed_with_kvm(client) is not None
+        assert sample("virtdev_webhook_nodes_known") == 1  # plain-1 is not selected
+        set_node(stand_in, "kvm-1", lambda n: n["metadata"]["labels"].pop("virt"))
+        eventually(lambda: sample("virtdev_webhook_nodes_known") == 0 or None, "kvm-1 to leave")
+        response = mutate(client)
+        assert response["allowed"] is True  # no node at all: warned, never denied
+        assert any("no nodes known" in w for w in response["warnings"])
+    watches = [r.query for r in stand_in.requests if r.resource == "nodes" and "watch=" in r.query]
+    assert watches and all("labelSelector=virt%3Dyes" in query for query in watches)

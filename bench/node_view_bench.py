@@ -1,0 +1,763 @@
+"""The node view at cluster scale: /mutate with the view against /mutate without, same run.
+
+For each cluster size (100, 1,000, 5,000 and 15,000 nodes by default) the API stand-in of the
+tests (tests/kube_standin.py, in this process, on the load core) serves Nodes shaped like real
+ones, ~10 KB each: 15 labels (KubeVirt's among them), 6 annotations, 4 conditions with
+messages, 40 images, nodeInfo, addresses, and devices.kubevirt.io/kvm, tun and vhost-net at
+1,000 each as virt-handler advertises them (cmd/virt-handler/virt-handler.go@v1.4.0:106,
+pkg/virt-handler/device-manager/device_controller.go@v1.4.0:105-117); a few are cordoned,
+NotReady, tainted or without kvm, as in a real cluster. Two `virtdev webhook` processes run on
+the same core: one watching the nodes (`--kubeconfig`, `--no-kvm-policy warn`), one without a
+cluster. wrk (16 connections, on the other core) POSTs a launcher review carrying KubeVirt's
+node selector (`kubevirt.io/schedulable: "true"`,
+pkg/virt-controller/services/nodeselectorrenderer.go@v1.4.0:32) and the default NoExecute
+tolerations, so every request is decided against the view.
+
+Rounds alternate between the two webhooks (which goes first alternates too) and the ratios are
+the medians of the per-round ratios: this machine is shared and noisy. Then the same while 100
+node updates a second stream in (during the view's rounds only, so the baseline is not slowed
+by the view's thread): every update a new heartbeat, one in ten also flipping Ready or kvm's
+allocatable. After the stream the view must show the cluster as it is (the feasible-node gauge
+equals what the per-node decision says for the final state), within a bound.
+
+Also per size: time from process start to the first sync, VmRSS of both processes, the
+server's CPU time per request (steadier than requests/s here), and in-process costs: a decision
+from the index and node by node (the reference), the paths where no node fits (ruled out by the
+selector; by devices), and applying one watch event. At the sizes of `--instructions-at` (1,000
+and 5,000) both webhooks also run under valgrind (callgrind) answering 200 and 600 reviews:
+the difference is instructions per request, which no other job on the machine can move.
+
+Targets at 5,000 nodes: throughput >= 0.9x without a view (static) and >= 0.8x during the
+stream; p99 <= 2x; RSS <= no-view + 64 MiB; first sync <= 20 s; no-fit summary <= 2 ms.
+Exit 0 when met, 1 when missed, 2 when the bench could not run.
+
+    .venv/bin/python bench/node_view_bench.py --json nodes.json
+    .venv/bin/python bench/node_view_bench.py --sizes 100,1000 --rounds 3 --duration 3
+    .venv/bin/python bench/node_view_bench.py --plot nodes.json docs/img/node-view.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import timeit
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.webhook_bench import cpu_seconds  # noqa: E402
+from bench.webhook_instructions import CALLGRIND_ENV, callgrind, connect, total  # noqa: E402
+from bench.webhook_load import (  # noqa: E402
+    PATCHED,
+    BenchError,
+    Load,
+    Server,
+    cores,
+    machine,
+    make_material,
+    post,
+    rss_kib,
+    sample,
+    webhook,
+    wrk,
+)
+from tests.kube_standin import StandIn, write_kubeconfig  # noqa: E402
+
+SIZES = (100, 1_000, 5_000, 15_000)
+CONNECTIONS = 16
+UPDATES_PER_SECOND = 100
+TARGET_STATIC = 0.9
+TARGET_STREAM = 0.8
+TARGET_P99 = 2.0
+TARGET_RSS_MIB = 64
+TARGET_SYNC_S = 20
+TARGET_NO_FIT_MS = 2
+TARGET_SIZE = 5_000
+CONVERGE_TIMEOUT = 15.0
+#: Instructions per request of the webhook without a view, counted at the first size asked.
+PLAIN_COUNT: dict[str, float] = {}
+KVM, TUN, VHOST = (f"devices.kubevirt.io/{d}" for d in ("kvm", "tun", "vhost-net"))
+SCHEDULABLE = "kubevirt.io/schedulable"
+CPU_MODEL = "cpu-model.node.kubevirt.io/Skylake-Server-IBRS"
+FEASIBLE_GAUGE = "virtdev_webhook_feasible_nodes"
+SYNCED_GAUGE = "virtdev_webhook_node_view_synced"
+
+# --- the cluster ---------------------------------------------------------------------------
+
+
+def _hex(seed: int, length: int) -> str:
+    return (f"{seed * 2654435761 % 2**64:016x}" * (length // 16 + 1))[:length]
+
+
+IMAGES = [
+    (
+        [
+            f"quay.io/kubevirt/component-{i:02d}@sha256:{_hex(i + 1, 64)}",
+            f"quay.io/kubevirt/component-{i:02d}:v1.4.{i % 7}",
+        ],
+        50_000_000 + i * 1_234_567,
+    )
+    for i in range(40)
+]
+
+
+def realistic_node(
+    index: int, *, ready: bool | None = None, kvm: str | None = None, beat: int = 0
+) -> dict[str, Any]:
+    """A Node as a kubelet and virt-handler leave it, ~10 KB of JSON. Every 50th is cordoned,
+    every 97th NotReady, every 25th tainted NoSchedule, every 20th without a usable kvm."""
+    name = f"worker-{index:05d}.virt.example.com"
+    zone = "eu-west-1" + "abc"[index % 3]
+    ready = (index % 97 != 13) if ready is None else ready
+    kvm = ("0" if index % 20 == 7 else "1000") if kvm is None else kvm
+    stamp = f"2026-11-28T00:{beat // 60 % 60:02d}:{beat % 60:02d}Z"
+    ip = f"10.{index // 65536 % 256}.{index // 256 % 256}.{index % 256}"
+    devices = {KVM: "1000", TUN: "1000", VHOST: "1000"}
+    resources = {
+        "cpu": "96",
+        "ephemeral-storage": "936104940Ki",
+        "hugepages-1Gi": "0",
+        "hugepages-2Mi": "0",
+        "memory": "394857268Ki",
+        "pods": "250",
+    }
+    condition_text = {
+        "MemoryPressure": ("KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+        "DiskPressure": ("KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+        "PIDPressure": ("KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+        "Ready": ("KubeletReady", "kubelet is posting ready status. AppArmor enabled"),
+    }
+    conditions = [
+        {
+            "type": kind,
+            "status": ("True" if ready else "Unknown")
+            if kind == "Ready"
+            else ("False" if ready else "Unknown"),
+            "lastHeartbeatTime": stamp,
+            "lastTransitionTime": "2026-11-01T08:00:00Z",
+            "reason": reason,
+            "message": message,
+        }
+        for kind, (reason, message) in condition_text.items()
+    ]
+    spec: dict[str, Any] = {
+        "podCIDR": f"10.244.{index % 256}.0/24",
+        "podCIDRs": [f"10.244.{index % 256}.0/24"],
+        "providerID": f"aws:///{zone}/i-{_hex(index + 7, 17)}",
+        "taints": [{"key": "node-role.kubernetes.io/infra", "effect": "NoSchedule"}]
+        if index % 25 == 3
+        else [],
+    }
+    if index % 50 == 11:
+        spec["unschedulable"] = True
+        spec["taints"].append({"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"})
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": {
+                "beta.kubernetes.io/arch": "amd64",
+                "beta.kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "node-role.kubernetes.io/worker": "",
+                "node.kubernetes.io/instance-type": "m5.metal",
+                "topology.kubernetes.io/region": "eu-west-1",
+                "topology.kubernetes.io/zone": zone,
+                SCHEDULABLE: "true",
+                CPU_MODEL: "true",
+                "cpu-vendor.node.kubevirt.io/Intel": "true",
+                "host-model-cpu.node.kubevirt.io/Skylake-Server-IBRS": "true",
+                "scheduling.node.kubevirt.io/tsc-frequency-2500000000": "true",
+                "kubevirt.io/ksm-enabled": "false",
+            },
+            "annotations": {
+                "kubevirt.io/heartbeat": stamp,
+                "node.alpha.kubernetes.io/ttl": "0",
+                "volumes.kubernetes.io/controller-managed-attach-detach": "true",
+                "csi.volume.kubernetes.io/nodeid": json.dumps(
+                    {"ebs.csi.aws.com": "i-" + _hex(index, 17)}
+                ),
+                "projectcalico.org/IPv4Address": f"{ip}/20",
+                "kubevirt.io/node-labeller-version": "v1.4.0",
+            },
+        },
+        "spec": spec,
+        "status": {
+            "capacity": {**resources, **devices},
+            "allocatable": {**resources, "cpu": "95500m", **devices, KVM: kvm},
+            "conditions": conditions,
+            "addresses": [
+                {"type": "InternalIP", "address": ip},
+                {"type": "Hostname", "address": name},
+                {
+                    "type": "InternalDNS",
+                    "address": f"ip-{ip.replace('.', '-')}.eu-west-1.compute.internal",
+                },
+            ],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+            "nodeInfo": {
+                "architecture": "amd64",
+                "bootID": _hex(index + 3, 32),
+                "containerRuntimeVersion": "containerd://1.7.22",
+                "kernelVersion": "6.1.112-124.190.amzn2023.x86_64",
+                "kubeProxyVersion": "v1.31.2",
+                "kubeletVersion": "v1.31.2",
+                "machineID": _hex(index + 5, 32),
+                "operatingSystem": "linux",
+                "osImage": "Amazon Linux 2023.6.20241031",
+                "systemUUID": _hex(index + 9, 32),
+            },
+            "images": [{"names": names, "sizeBytes": size} for names, size in IMAGES],
+        },
+    }
+
+
+def review_body(path: Path) -> Path:
+    """The launcher review with what KubeVirt puts on every launcher pod that the filters read."""
+    document = json.loads(PATCHED.read_bytes())
+    spec = document["request"]["object"]["spec"]
+    spec["nodeSelector"] = {SCHEDULABLE: "true", CPU_MODEL: "true"}
+    spec["tolerations"] = [
+        {"key": f"node.kubernetes.io/{taint}", "operator": "Exists", "effect": "NoExecute",
+         "tolerationSeconds": 300}
+        for taint in ("not-ready", "unreachable")
+    ]  # fmt: skip
+    path.write_text(json.dumps(document))
+    return path
+
+
+class Cluster:
+    """The nodes in the stand-in, and what the bench last wrote of each (to check the view)."""
+
+    def __init__(self, stand_in: StandIn) -> None:
+        self.stand_in = stand_in
+        self.state: dict[int, tuple[bool | None, str | None, int]] = {}
+
+    def grow(self, size: int) -> None:
+        for index in range(len(self.state), size):
+            self.stand_in.put_object(realistic_node(index))
+            self.state[index] = (None, None, 0)
+        self.stand_in.compact()  # no history of the set-up: watches start from now
+
+    def update(self, rng: random.Random) -> None:
+        """One node update: a new heartbeat, and one in ten times Ready or kvm flipped."""
+        index = rng.randrange(len(self.state))
+        ready, kvm, beat = self.state[index]
+        if rng.random() < 0.1:
+            if rng.random() < 0.5:
+                ready = not (ready if ready is not None else index % 97 != 13)
+            else:
+                kvm = "0" if (kvm or ("0" if index % 20 == 7 else "1000")) != "0" else "1000"
+        self.state[index] = (ready, kvm, beat + 1)
+        self.stand_in.replace_object(realistic_node(index, ready=ready, kvm=kvm, beat=beat + 1))
+
+    def nodes(self) -> Iterator[dict[str, Any]]:
+        for index, (ready, kvm, beat) in self.state.items():
+            yield realistic_node(index, ready=ready, kvm=kvm, beat=beat)
+
+
+@contextlib.contextmanager
+def streaming(cluster: Cluster, rate: float, counter: list[int]) -> Iterator[None]:
+    """Node updates at `rate` a second, paced by the clock, until the block ends."""
+    stop = threading.Event()
+    rng = random.Random(len(cluster.state))
+
+    def run() -> None:
+        started, sent = time.monotonic(), 0
+        while not stop.is_set():
+            due = started + sent / rate
+            if stop.wait(max(0.0, due - time.monotonic())):
+                break
+            cluster.update(rng)
+            sent += 1
+            counter[0] += 1
+
+    thread = threading.Thread(target=run, name="node-updates", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+
+
+# --- in-process costs -----------------------------------------------------------------------
+
+
+def per_call_us(function: Callable[[], object], *, repeats: int = 5) -> float:
+    timer = timeit.Timer(function)
+    number, _ = timer.autorange()
+    return min(timer.repeat(repeat=repeats, number=max(1, number // 4))) / max(1, number // 4) * 1e6
+
+
+def in_process(cluster: Cluster, review: Path) -> dict[str, float]:
+    import orjson
+
+    from webhook.feasibility import decide, verdict
+    from webhook.node_index import NodeIndex
+
+    nodes = list(cluster.nodes())
+    pod = json.loads(review.read_bytes())["request"]["object"]
+    wanted = {KVM: 1, TUN: 1}
+    started = time.perf_counter()
+    index = NodeIndex()
+    for node in nodes:
+        index.put(node)
+    build_s = time.perf_counter() - started
+    nowhere = {**pod, "spec": {**pod["spec"], "nodeSelector": {SCHEDULABLE: "false"}}}
+    for the_pod, requests in ((pod, wanted), (nowhere, wanted), (pod, {KVM: 5000, TUN: 1})):
+        expected = decide(the_pod, nodes, requests=requests, no_kvm_policy="deny")
+        if index.decide(the_pod, requests=requests, no_kvm_policy="deny") != expected:
+            raise BenchError("the index and the per-node decision disagree")
+    sample_index = len(nodes) // 2
+    beat = realistic_node(sample_index, beat=1)
+    flip = realistic_node(sample_index, kvm="0", beat=2)
+    line = json.dumps({"type": "MODIFIED", "object": beat}).encode()
+
+    def event(node: dict[str, Any]) -> Callable[[], None]:
+        def apply() -> None:
+            index.put(node)
+            index.put(nodes[sample_index])  # and back, so every call changes the same
+
+        return apply
+
+    def computed(the_pod: dict[str, Any], requests: dict[str, int]) -> Callable[[], object]:
+        """A decision worked out from the index, not remembered: what a new question costs."""
+
+        def decide_now() -> object:
+            fit = index.fit(the_pod, requests)
+            return verdict(fit, the_pod, no_kvm_policy="deny", kvm_injected=True, emulated=int)
+
+        return decide_now
+
+    reference_repeats = 1 if len(nodes) > 5000 else 3
+    return {
+        "index_build_s": build_s,
+        "decide_remembered_us": per_call_us(lambda: index.decide(pod, requests=wanted)),
+        "decide_index_us": per_call_us(computed(pod, wanted)),
+        "decide_per_node_us": min(
+            timeit.repeat(
+                lambda: decide(pod, nodes, requests=wanted), number=1, repeat=reference_repeats
+            )
+        )
+        * 1e6,  # fmt: skip
+        "no_fit_selector_us": per_call_us(computed(nowhere, wanted)),
+        "no_fit_devices_us": per_call_us(computed(pod, {KVM: 5000, TUN: 1})),
+        "event_heartbeat_us": per_call_us(event(beat)) / 2,
+        "event_fact_change_us": per_call_us(event(flip)) / 2,
+        "event_json_parse_us": per_call_us(lambda: orjson.loads(line)),
+    }
+
+
+# --- instructions per request, counted by valgrind: what the noise cannot move ----------------
+
+
+def counted(
+    workdir: Path,
+    material: Any,
+    review: Path,
+    requests: int,
+    extra: list[str],
+    what: str,
+    synced: Callable[[], Callable[[], bool]],
+) -> int:
+    """Instructions of a `virtdev webhook` process that synced (with `extra`), then answered
+    `requests` reviews over one keep-alive connection, then exited. `synced()`, made before the
+    process starts, says from outside when it synced (the stand-in sees its watch): polling
+    /metrics would add instructions of its own to the count."""
+    import signal
+    import ssl
+
+    from tests.support import free_ports
+
+    port, metrics_port = free_ports(2)
+    out = workdir / f"callgrind.{what}.{requests}"
+    is_synced = synced()
+    command = [
+        sys.executable, "-m", "virtdev.cli", "webhook", "--host", "127.0.0.1",
+        "--port", str(port), "--metrics-port", str(metrics_port), "--log-format", "json",
+        "--tls-cert", str(material.tls_cert), "--tls-key", str(material.tls_key), *extra,
+    ]  # fmt: skip
+    log = (workdir / f"callgrind.{what}.{requests}.log").open("wb")
+    process = subprocess.Popen(
+        callgrind(out, command), cwd=REPO, env=CALLGRIND_ENV, stdout=subprocess.DEVNULL,
+        stderr=log,
+    )  # fmt: skip
+    try:
+        context = ssl.create_default_context(cafile=str(material.ca_cert))
+        connection = connect(port, context, process)
+        wait_for(is_synced, f"{what} to sync under valgrind", 600)
+        body = review.read_bytes()
+        for _ in range(requests):
+            connection.request("POST", "/mutate", body, {"Content-Type": "application/json"})
+            response = connection.getresponse()
+            answer = response.read()
+            if response.status != 200 or b'"allowed":true' not in answer:
+                raise BenchError(f"{what} answered {response.status}: {answer[:200]!r}")
+        connection.close()
+        process.send_signal(signal.SIGTERM)
+        if process.wait(timeout=600) != 0:
+            raise BenchError(f"{what} exited with {process.returncode} under valgrind")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        log.close()
+    return total(out)
+
+
+def new_watch(stand_in: StandIn) -> Callable[[], bool]:
+    """True once a watch of nodes is requested after now: the view has listed, it is synced."""
+
+    def watches() -> int:
+        return sum(
+            1 for r in list(stand_in.requests) if r.resource == "nodes" and "watch=" in r.query
+        )
+
+    before = watches()
+    return lambda: watches() > before
+
+
+def per_request(
+    workdir: Path,
+    material: Any,
+    review: Path,
+    extra: list[str],
+    what: str,
+    n: int,
+    synced: Callable[[], Callable[[], bool]] = lambda: lambda: True,
+) -> float:
+    """Instructions per request: the difference of n and 3n requests, start-up cancelled out."""
+    few = counted(workdir, material, review, n, extra, what, synced)
+    many = counted(workdir, material, review, 3 * n, extra, what, synced)
+    return (many - few) / (2 * n)
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout: float) -> float:
+    started = time.monotonic()
+    while not check():
+        if time.monotonic() - started > timeout:
+            raise BenchError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def expected_feasible(cluster: Cluster, review: Path) -> int:
+    """What the per-node decision says of the current state: the gauge the view must reach."""
+    from webhook.admission import mutate_review_decided
+    from webhook.feasibility import NodeSnapshot
+    from webhook.policy import LauncherPolicy
+    from webhook.review import parse
+
+    snapshot = NodeSnapshot(nodes=tuple(cluster.nodes()), synced=True)
+    _, decision = mutate_review_decided(
+        parse(review.read_bytes()), LauncherPolicy(), nodes=snapshot
+    )
+    assert decision is not None
+    return decision.feasible
+
+
+def rounds(
+    cpu: dict[tuple[int, str], float],
+    args: argparse.Namespace,
+    servers: dict[str, Server],
+    review: Path,
+    load_cpu: str | None,
+    during_view: Callable[[], contextlib.AbstractContextManager[None]],
+) -> list[dict[str, Load]]:
+    done = []
+    order = ["view", "plain"]
+    for number in range(args.rounds):
+        loads = {}
+        for name in order if number % 2 == 0 else order[::-1]:
+            context = during_view() if name == "view" else contextlib.nullcontext()
+            pid = servers[name].process.pid
+            with context:
+                cpu_before = cpu_seconds(pid)
+                loads[name] = wrk(
+                    f"{servers[name].url}/mutate", connections=args.connections,
+                    seconds=args.duration, cpu=load_cpu, bodies=[review], what=name,
+                )  # fmt: skip
+                # CPU time per answered request: steadier than req/s on a shared machine (the
+                # view's thread, applying the stream's events, is counted in it too).
+                cpu[(number, name)] = (cpu_seconds(pid) - cpu_before) / max(loads[name].requests, 1)
+            if loads[name].failed:
+                raise BenchError(f"{name}: {loads[name].failed} failed requests")
+        done.append(loads)
+    return done
+
+
+def ratios(done: list[dict[str, Load]], cpu: dict[tuple[int, str], float]) -> dict[str, float]:
+    return {
+        "view_cpu_us": statistics.median(cpu[(n, "view")] for n in range(len(done))) * 1e6,
+        "plain_cpu_us": statistics.median(cpu[(n, "plain")] for n in range(len(done))) * 1e6,
+        "cpu_ratio": statistics.median(
+            cpu[(n, "plain")] / cpu[(n, "view")] for n in range(len(done))
+        ),
+        "view_rps": statistics.median(d["view"].rps for d in done),
+        "plain_rps": statistics.median(d["plain"].rps for d in done),
+        "rps_ratio": statistics.median(d["view"].rps / d["plain"].rps for d in done),
+        "view_p99_ms": statistics.median(d["view"].p99_ms for d in done),
+        "plain_p99_ms": statistics.median(d["plain"].p99_ms for d in done),
+        "p99_ratio": statistics.median(d["view"].p99_ms / d["plain"].p99_ms for d in done),
+    }
+
+
+def one_size(
+    args: argparse.Namespace, cluster: Cluster, size: int, workdir: Path, material: Any
+) -> dict[str, Any]:
+    server_cpu, load_cpu = cores()
+    review = review_body(workdir / "review.json")
+    cluster.grow(size)
+    kubeconfig = write_kubeconfig(workdir / "kubeconfig", cluster.stand_in.url)
+    tls = {"cert": material.tls_cert, "key": material.tls_key, "cpu": server_cpu}
+    spawned = time.monotonic()
+    watching = ["--kubeconfig", kubeconfig, "--no-kvm-policy", "warn"]
+    with webhook(workdir, extra=watching, **tls) as view, webhook(workdir, **tls) as plain:
+        wait_for(lambda: sample(view.metrics(), SYNCED_GAUGE) == 1, "the view to sync", 120)
+        first_sync_s = time.monotonic() - spawned  # process start (imports included) to synced
+        servers = {"view": view, "plain": plain}
+        for server in servers.values():
+            status, answer = post(server.port, "/mutate", review.read_bytes(), material.ca_cert)
+            if status != 200 or answer["response"].get("patchType") != "JSONPatch":
+                raise BenchError(f"{server.name}: /mutate answered {status} {answer}")
+        expected = expected_feasible(cluster, review)
+        if sample(view.metrics(), FEASIBLE_GAUGE) != expected:
+            counted = sample(view.metrics(), FEASIBLE_GAUGE)
+            raise BenchError(f"the view counts {counted} feasible nodes, not {expected}")
+        for server in servers.values():  # warm-up
+            wrk(f"{server.url}/mutate", connections=args.connections, seconds=2, cpu=load_cpu,
+                bodies=[review], what="warm-up")  # fmt: skip
+        static_cpu: dict[tuple[int, str], float] = {}
+        static = rounds(static_cpu, args, servers, review, load_cpu, contextlib.nullcontext)
+        rss = {name: rss_kib(server.process.pid) for name, server in servers.items()}
+        updates = [0]
+        stream_cpu: dict[tuple[int, str], float] = {}
+        stream = rounds(
+            stream_cpu, args, servers, review, load_cpu,
+            lambda: streaming(cluster, args.updates, updates),
+        )  # fmt: skip
+        # The view must show the cluster as it now is, within a bound.
+        expected = expected_feasible(cluster, review)
+
+        def converged() -> bool:
+            post(view.port, "/mutate", review.read_bytes(), material.ca_cert)
+            return sample(view.metrics(), FEASIBLE_GAUGE) == expected
+
+        converge_s = wait_for(converged, "the view to show the final state", CONVERGE_TIMEOUT)
+        rss_after = {name: rss_kib(server.process.pid) for name, server in servers.items()}
+        known = sample(view.metrics(), "virtdev_webhook_nodes_known")
+    if known != size:
+        raise BenchError(f"the view knows {known} nodes, not {size}")
+    os.sched_setaffinity(0, {int(server_cpu or 0)})
+    costs = in_process(cluster, review)
+    os.sched_setaffinity(0, {int(load_cpu or 0)})
+    counts: dict[str, float] = {}
+    if size in args.instructions_at:
+        if "plain" not in PLAIN_COUNT:  # the same whatever the cluster: counted once
+            PLAIN_COUNT["plain"] = per_request(workdir, material, review, [], "plain", 200)
+        view_count = per_request(
+            workdir, material, review, watching, "view", 200, lambda: new_watch(cluster.stand_in)
+        )
+        counts = {
+            "instructions_view": round(view_count),
+            "instructions_plain": round(PLAIN_COUNT["plain"]),
+            "instructions_ratio": round(view_count / PLAIN_COUNT["plain"], 3),
+        }
+    return {
+        "nodes": size,
+        "node_json_bytes": len(json.dumps(realistic_node(1))),
+        "first_sync_s": round(first_sync_s, 2),
+        "static": ratios(static, static_cpu),
+        "stream": {**ratios(stream, stream_cpu), "updates": updates[0],
+                   "updates_per_s": round(updates[0] / (args.rounds * args.duration), 1)},
+        "rss_mib": {name: round(kib / 1024, 1) for name, kib in rss.items()},
+        "rss_after_stream_mib": {name: round(kib / 1024, 1) for name, kib in rss_after.items()},
+        "rss_extra_mib": round((max(rss["view"], rss_after["view"]) - rss["plain"]) / 1024, 1),
+        "converged_after_stream_s": round(converge_s, 2),
+        "feasible_nodes": expected,
+        **counts,
+        **{key: round(value, 4 if key.endswith("_s") else 1) for key, value in costs.items()},
+        "loads": {
+            "static": [{k: v.brief() for k, v in d.items()} for d in static],
+            "stream": [{k: v.brief() for k, v in d.items()} for d in stream],
+        },
+    }  # fmt: skip
+
+
+def checks(results: list[dict[str, Any]]) -> dict[str, bool]:
+    at = next((r for r in results if r["nodes"] == TARGET_SIZE), None)
+    if at is None:
+        return {}
+    return {
+        f"static >= {TARGET_STATIC}x at {TARGET_SIZE}": at["static"]["rps_ratio"] >= TARGET_STATIC,
+        f"stream >= {TARGET_STREAM}x at {TARGET_SIZE}": at["stream"]["rps_ratio"] >= TARGET_STREAM,
+        f"p99 <= {TARGET_P99}x at {TARGET_SIZE}": max(
+            at["static"]["p99_ratio"], at["stream"]["p99_ratio"]
+        )
+        <= TARGET_P99,
+        f"rss <= +{TARGET_RSS_MIB} MiB at {TARGET_SIZE}": at["rss_extra_mib"] <= TARGET_RSS_MIB,
+        f"first sync <= {TARGET_SYNC_S} s at {TARGET_SIZE}": at["first_sync_s"] <= TARGET_SYNC_S,
+        f"no-fit summary <= {TARGET_NO_FIT_MS} ms at {TARGET_SIZE}": max(
+            at["no_fit_selector_us"], at["no_fit_devices_us"]
+        )
+        <= TARGET_NO_FIT_MS * 1000,
+    }
+
+
+def line(result: dict[str, Any]) -> str:
+    s, t = result["static"], result["stream"]
+    return (
+        f"{result['nodes']:>6} nodes: static {s['view_rps']:.0f} vs {s['plain_rps']:.0f} rps ="
+        f" {s['rps_ratio']:.2f}x, p99 {s['view_p99_ms']:.1f} vs {s['plain_p99_ms']:.1f} ms ="
+        f" {s['p99_ratio']:.2f}x, CPU/request {s['view_cpu_us']:.0f} vs {s['plain_cpu_us']:.0f} us"
+        f" = {s['cpu_ratio']:.2f}x | stream ({t['updates_per_s']:.0f}/s) {t['rps_ratio']:.2f}x,"
+        f" p99 {t['p99_ratio']:.2f}x, CPU {t['cpu_ratio']:.2f}x"
+        f" | RSS +{result['rss_extra_mib']:.0f} MiB | first sync"
+        f" {result['first_sync_s']:.1f} s | decide {result['decide_index_us']:.0f} us"
+        f" (remembered {result['decide_remembered_us']:.1f} us)"
+        f" (per node: {result['decide_per_node_us']:.0f} us), no fit"
+        f" {max(result['no_fit_selector_us'], result['no_fit_devices_us']):.0f} us | event"
+        f" {result['event_heartbeat_us']:.0f}/{result['event_fact_change_us']:.0f} us"
+        f" (+{result['event_json_parse_us']:.0f} us JSON)"
+        + (
+            f" | instructions/request {result['instructions_view']:.0f} vs"
+            f" {result['instructions_plain']:.0f} = {result['instructions_ratio']:.3f}x"
+            if "instructions_ratio" in result
+            else ""
+        )
+    )
+
+
+def measure(args: argparse.Namespace, workdir: Path) -> tuple[bool, dict[str, Any]]:
+    _, load_cpu = cores()
+    os.sched_setaffinity(0, {int(load_cpu or 0)})  # the stand-in's threads beside wrk
+    material = make_material(workdir / "certs")
+    results = []
+    stand_in = StandIn()
+    stand_in.bookmark_seconds = 5
+    with stand_in.running():
+        cluster = Cluster(stand_in)
+        for size in args.sizes:
+            result = one_size(args, cluster, size, workdir, material)
+            print(line(result), flush=True)
+            results.append(result)
+    met = checks(results)
+    return all(met.values()), {
+        "machine": machine(),
+        "rounds": args.rounds,
+        "seconds_per_round": args.duration,
+        "connections": args.connections,
+        "updates_per_second": args.updates,
+        "sizes": results,
+        "checks": met,
+    }
+
+
+def plot(source: Path, target: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = json.loads(source.read_text())["sizes"]
+    sizes = [r["nodes"] for r in data]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    left.plot(sizes, [r["static"]["rps_ratio"] for r in data], "o-", label="static")
+    left.plot(sizes, [r["stream"]["rps_ratio"] for r in data], "s-", label="100 updates/s")
+    left.axhline(TARGET_STATIC, color="grey", linestyle=":", label="targets (0.9x, 0.8x)")
+    left.axhline(TARGET_STREAM, color="grey", linestyle=":")
+    left.set_xscale("log")
+    left.set_ylim(0, 1.2)
+    left.set_xlabel("nodes")
+    left.set_ylabel("/mutate req/s, view / no view")
+    left.set_title("Throughput against the no-view webhook (median of rounds)")
+    left.legend(loc="lower left")
+    right.plot(sizes, [r["decide_per_node_us"] for r in data], "o-", label="per node (before)")
+    right.plot(sizes, [r["decide_index_us"] for r in data], "s-", label="index: a pod fits")
+    right.plot(
+        sizes,
+        [max(r["no_fit_selector_us"], r["no_fit_devices_us"]) for r in data],
+        "^-",
+        label="index: nothing fits (summary)",
+    )
+    right.plot(sizes, [r["event_fact_change_us"] for r in data], "v-", label="index: one event")
+    right.set_xscale("log")
+    right.set_yscale("log")
+    right.set_xlabel("nodes")
+    right.set_ylabel("µs, in-process")
+    right.set_title("Cost of one decision, one watch event")
+    right.legend(loc="upper left")
+    figure.tight_layout()
+    figure.savefig(target, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default=",".join(map(str, SIZES)))
+    parser.add_argument("--rounds", type=int, default=5, help="alternations per case (median)")
+    parser.add_argument("--duration", type=float, default=4, help="seconds per wrk run")
+    parser.add_argument("--connections", type=int, default=CONNECTIONS)
+    parser.add_argument("--updates", type=float, default=UPDATES_PER_SECOND)
+    parser.add_argument(
+        "--instructions-at",
+        default="1000,5000",
+        help="sizes at which instructions per request are also counted under valgrind ('' none)",
+    )
+    parser.add_argument("--json", type=Path, help="write every figure here")
+    parser.add_argument(
+        "--plot", nargs=2, type=Path, metavar=("JSON", "PNG"), help="only plot a JSON result"
+    )
+    args = parser.parse_args(argv)
+    if args.plot:
+        plot(*args.plot)
+        return 0
+    args.sizes = [int(size) for size in args.sizes.split(",")]
+    args.instructions_at = {int(size) for size in args.instructions_at.split(",") if size}
+    if args.instructions_at and shutil.which("valgrind") is None:
+        print("node_view_bench: ERROR valgrind not found (or --instructions-at '')", flush=True)
+        return 2
+    if shutil.which("wrk") is None:
+        print("node_view_bench: ERROR wrk not found", flush=True)
+        return 2
+    workdir = Path(tempfile.mkdtemp(prefix="node-view-bench-"))
+    try:
+        ok, results = measure(args, workdir)
+    except (BenchError, OSError, subprocess.SubprocessError) as error:
+        print(f"node_view_bench: ERROR {error}", flush=True)
+        return 2
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    missed = [name for name, met in results["checks"].items() if not met]
+    print(
+        f"node_view_bench: {'PASS' if ok else 'FAIL'}"
+        + (f" missed: {'; '.join(missed)}" if missed else "")
+        + f" load1={results['machine']['loadavg_1m']:.2f}",
+        flush=True,
+    )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
