@@ -229,8 +229,11 @@ class Store:
         limit: int,
         token: str,
         keep: Callable[[Object], bool],
-    ) -> tuple[builtins.list[Object], str, str]:
-        """One page of a list: (items, the list's resourceVersion, the next continue token)."""
+        count_remaining: bool = False,
+    ) -> tuple[builtins.list[Object], str, str, int]:
+        """One page of a list: (items, the list's resourceVersion, the next continue token, how
+        many items remain after this page: `remainingItemCount`, which the API server gives only
+        for a list without selectors, as here: `count_remaining`)."""
         with self.lock:
             since, after = str(self.resource_version), None
             if token:
@@ -246,19 +249,23 @@ class Store:
             start = bisect.bisect_right(self._sorted, after) if after is not None else 0
             items: builtins.list[Object] = []
             next_token = ""
-            for key in self._sorted[start:]:
+            remaining = 0
+            for index in range(start, len(self._sorted)):
+                key = self._sorted[index]
                 gv, res, ns, _ = key
                 if gv != group_version or res != resource or (namespace and ns != namespace):
                     continue
                 if not keep(self.objects[key]):
                     continue
                 if limit and len(items) == limit:
-                    last = self._sorted[self._sorted.index(key) - 1]
-                    state = {"rv": int(since), "start": list(last)}
+                    state = {"rv": int(since), "start": list(self._sorted[index - 1])}
                     next_token = base64.urlsafe_b64encode(json.dumps(state).encode()).decode()
+                    if count_remaining:  # the keys of one resource (and namespace) are adjacent
+                        end = (group_version, resource, namespace or "\U0010ffff", "\U0010ffff")
+                        remaining = bisect.bisect_right(self._sorted, end) - index
                     break
                 items.append(self.objects[key])  # replaced on write, never changed: no copy
-            return items, since, next_token
+            return items, since, next_token, remaining
 
     def create(self, key: Key, obj: Object) -> Object:
         with self.lock:
@@ -636,16 +643,19 @@ class _Handler(BaseHTTPRequestHandler):
                     limit = max(int(params.get("limit") or 0), 0)
                 except ValueError:
                     raise ApiError(400, "BadRequest", "limit: not a number") from None
-                items, rv, token = store.page(
+                items, rv, token, remaining = store.page(
                     gv,
                     resource,
                     namespace,
                     limit=limit,
                     token=params.get("continue", ""),
                     keep=lambda obj: selected(obj, labels, fields),
+                    count_remaining=not labels and not fields,
                 )
                 kind = RESOURCES[(gv, resource)].kind + "List"
-                metadata = {"resourceVersion": rv, **({"continue": token} if token else {})}
+                metadata: Object = {"resourceVersion": rv}
+                if token:
+                    metadata.update({"continue": token, "remainingItemCount": remaining})
                 return 200, {"apiVersion": gv, "kind": kind, "metadata": metadata, "items": items}
             if method == "POST":
                 obj = _json(body)
