@@ -655,7 +655,9 @@ class _Handler(BaseHTTPRequestHandler):
                 kind = RESOURCES[(gv, resource)].kind + "List"
                 metadata: Object = {"resourceVersion": rv}
                 if token:
-                    metadata.update({"continue": token, "remainingItemCount": remaining})
+                    metadata["continue"] = token
+                if token and remaining:
+                    metadata["remainingItemCount"] = remaining
                 return 200, {"apiVersion": gv, "kind": kind, "metadata": metadata, "items": items}
             if method == "POST":
                 obj = _json(body)
