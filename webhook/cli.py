@@ -129,6 +129,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "the check is off (~/.kube/config and $KUBECONFIG are never read); a file that cannot "
         "be used stops the webhook at start",
     )
+    scheduling.add_argument(
+        "--node-selector",
+        default="",
+        metavar="SELECTOR",
+        help="label selector of the nodes that may run VMs (e.g. kubevirt.io/schedulable=true), "
+        "passed to the list and watch: the view holds only those nodes (default: every node)",
+    )
     parser.set_defaults(run=run)
 
 

@@ -198,7 +198,9 @@ def curl_line(ca_cert: Path, host: str, port: int) -> str:
     )
 
 
-def node_view(kubeconfig: str | None, metrics: WebhookMetrics) -> NodeView | None:
+def node_view(
+    kubeconfig: str | None, metrics: WebhookMetrics, *, node_selector: str = ""
+) -> NodeView | None:
     """The watch of nodes, or None (said once) when no cluster is configured."""
     source = cluster_source(kubeconfig)
     if source is None:
@@ -208,7 +210,7 @@ def node_view(kubeconfig: str | None, metrics: WebhookMetrics) -> NodeView | Non
         )
         return None
     log.info("watching nodes through the %s", source)
-    return NodeView(lambda: core_api(kubeconfig), metrics=metrics)
+    return NodeView(lambda: core_api(kubeconfig), metrics=metrics, label_selector=node_selector)
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -269,7 +271,7 @@ def serve(args: argparse.Namespace) -> int:
             limits.max_connections,
             args.max_connections,
         )
-    view = node_view(args.kubeconfig, metrics)
+    view = node_view(args.kubeconfig, metrics, node_selector=args.node_selector)
     background: list[BackgroundTask] = [tls.watch, logs.flush_every]
     if view is not None:
         background.append(view.run)

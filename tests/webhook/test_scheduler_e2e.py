@@ -12,8 +12,6 @@ import contextlib
 import json
 import re
 import ssl
-import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,8 +20,9 @@ from typing import Any, TypeVar
 
 import pytest
 
+from tests import support
 from tests.kube_standin import StandIn, node_object, write_kubeconfig
-from tests.support import eventually, free_ports, stop
+from tests.support import eventually
 from tests.webhook.conftest import fixture_bytes
 
 pytestmark = pytest.mark.slow
@@ -62,29 +61,21 @@ class Webhook:
 
 
 @contextlib.contextmanager
-def webhook(tmp_path: Path, kubeconfig: str, policy: str) -> Iterator[Webhook]:
-    port, metrics_port = free_ports(2)
-    certs = tmp_path / f"certs-{policy}"
-    log = tmp_path / f"webhook-{policy}.log"
-    command = [
-        sys.executable, "-m", "virtdev.cli", "webhook", "--host", "127.0.0.1",
-        "--port", str(port), "--metrics-port", str(metrics_port), "--dev-certs-dir", str(certs),
-        "--kubeconfig", kubeconfig, "--no-kvm-policy", policy,
-    ]  # fmt: skip
-    with log.open("wb") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, cwd=REPO)
-    try:
-        hook = Webhook(port, metrics_port, ssl.create_default_context(), log)
+def webhook(tmp_path: Path, kubeconfig: str, policy: str, *flags: str) -> Iterator[Webhook]:
+    """The harness's `virtdev webhook` with a node view, once the view has synced."""
+    with support.running_webhook(
+        tmp_path / f"webhook-{policy}", "--kubeconfig", kubeconfig, "--no-kvm-policy", policy,
+        *flags,
+    ) as process:  # fmt: skip
+        context = ssl.create_default_context(cafile=str(process.ca_cert))
+        hook = Webhook(process.port, process.metrics_port, context, process.log)
 
         def synced() -> bool:
-            assert process.poll() is None, log.read_text()
+            assert process.process.poll() is None, process.log_tail()
             return hook.metric("virtdev_webhook_node_view_synced") == 1
 
         eventually(synced, "the webhook's node view to sync", timeout=60)
-        hook.context = ssl.create_default_context(cafile=str(certs / "ca.crt"))
         yield hook
-    finally:
-        stop(process)
 
 
 def devices_in(response: dict[str, Any]) -> set[str]:
@@ -144,3 +135,15 @@ def test_the_policy_decides_what_a_kvm_less_cluster_gets(stand_in: StandIn, tmp_
         assert deny.metric('virtdev_webhook_scheduling_decisions_total{outcome="denied"}')
         assert deny.metric("virtdev_webhook_nodes_known") == 2
         assert deny.metric("virtdev_webhook_feasible_nodes") == 0
+
+
+def test_a_node_selector_keeps_the_view_to_the_nodes_that_may_run_vms(
+    stand_in: StandIn, tmp_path: Path
+) -> None:
+    stand_in.put_object(node_object("kvm-2", labels={"virt": "yes"}))
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", stand_in.url)
+    with webhook(tmp_path, kubeconfig, "deny", "--node-selector", "virt=yes") as hook:
+        assert hook.metric("virtdev_webhook_nodes_known") == 1
+        assert devices_in(hook.mutate()) == {KVM, TUN}
+    nodes = [r for r in stand_in.requests if r.resource == "nodes" and r.method == "GET"]
+    assert nodes and all("labelSelector=virt%3Dyes" in r.query for r in nodes)
