@@ -27,7 +27,6 @@ from tests.webhook.conftest import fixture_bytes
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[2]
 KVM, TUN = "devices.kubevirt.io/kvm", "devices.kubevirt.io/tun"
 REVIEW = fixture_bytes("v1-launcher-2018-privileged.json")
 T = TypeVar("T")
