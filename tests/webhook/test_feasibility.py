@@ -22,6 +22,7 @@ from webhook.feasibility import (
     summarise,
     toleration_matches,
 )
+from webhook.options import NoKvmPolicy
 
 TUN = f"{catalogue.RESOURCE_DOMAIN}/tun"
 BOTH = {KVM: 1, TUN: 1}
@@ -467,7 +468,7 @@ KVM_LESS = NodeSnapshot(
 def test_mutate_review_follows_the_decision(
     name: str,
     labels: dict[str, str],
-    policy: str,
+    policy: NoKvmPolicy,
     outcome: str,
     allowed: bool,
     kvm_patched: bool,

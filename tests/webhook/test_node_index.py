@@ -16,9 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.webhook.test_feasibility import BOTH, CASES, KVM, TUN, node, pod
+from tests.webhook.test_feasibility import BOTH, CASES, TUN, node, pod
 from virtdev import catalogue
-from webhook.feasibility import NO_KVM_POLICIES, Node, Pod, decide, node_reason
+from webhook.feasibility import KVM, NO_KVM_POLICIES, Node, Pod, decide, node_reason
 from webhook.node_index import NodeIndex, facts_of
 
 VHOST = f"{catalogue.RESOURCE_DOMAIN}/vhost-net"

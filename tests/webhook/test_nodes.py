@@ -25,6 +25,7 @@ from tests.webhook.conftest import load_fixture
 from webhook.app import WebhookSettings, create_app
 from webhook.metrics import WebhookMetrics
 from webhook.nodes import NodeView, cluster_source, core_api
+from webhook.options import NoKvmPolicy
 
 KVM = "devices.kubevirt.io/kvm"
 LAUNCHER = "v1-launcher-2018-privileged.json"
@@ -41,7 +42,7 @@ def stand_in() -> Iterator[StandIn]:
 
 
 @contextmanager
-def webhook(kubeconfig: str, policy: str, metrics: WebhookMetrics) -> Iterator[TestClient]:
+def webhook(kubeconfig: str, policy: NoKvmPolicy, metrics: WebhookMetrics) -> Iterator[TestClient]:
     view = NodeView(
         lambda: core_api(kubeconfig), metrics=metrics, watch_seconds=5, backoff=(0.05, 0.2)
     )
@@ -200,7 +201,11 @@ def test_an_unreachable_api_server_never_blocks_admission(
     [("warn", {KVM, "devices.kubevirt.io/tun"}), ("emulate", {"devices.kubevirt.io/tun"})],
 )
 def test_warn_and_emulate_patch_with_a_warning(
-    stand_in: StandIn, tmp_path: Path, metrics: WebhookMetrics, policy: str, expect: set[str]
+    stand_in: StandIn,
+    tmp_path: Path,
+    metrics: WebhookMetrics,
+    policy: NoKvmPolicy,
+    expect: set[str],
 ) -> None:
     stand_in.delete_object(node_object("kvm-1"))
     kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", stand_in.url)
@@ -276,7 +281,7 @@ def test_shutting_the_app_down_closes_the_watch_promptly(
 
 def test_an_unknown_policy_fails_at_start() -> None:
     with pytest.raises(ValueError, match="no-kvm policy"):
-        WebhookSettings(no_kvm_policy="sometimes")
+        WebhookSettings(no_kvm_policy="sometimes")  # type: ignore[arg-type]  # on purpose
 
 
 def test_the_list_is_read_in_pages_and_the_view_counts_every_node(
