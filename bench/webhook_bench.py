@@ -382,7 +382,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def measure(args: argparse.Namespace, work: Path) -> int:
-    from certs.generate import ensure_material
+    from certs.store import ensure_material
 
     material = ensure_material(work / "certs", dns_names=["localhost"], ip_addresses=["127.0.0.1"])
     floor_port, floor_log_port = free_ports(2)

@@ -60,7 +60,7 @@ from bench.webhook_load import (
     wrk_background,
 )
 from certs import pki
-from certs.generate import Material
+from certs.store import Material
 from tests.certs.helpers import SecretVolume
 from tests.kube_standin import StandIn, node_object, write_kubeconfig
 from tests.support import eventually, refuses_connections

@@ -43,7 +43,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # the packages and tests.support
 
-from certs.generate import ensure_material  # noqa: E402  (needs the path above)
+from certs.store import ensure_material  # noqa: E402  (needs the path above)
 from tests.support import free_ports, webhook_command  # noqa: E402
 
 FIXTURE = REPO / "tests" / "fixtures" / "v1-launcher-2018-privileged.json"
@@ -140,7 +140,7 @@ SETUP = """
 import logging, os, orjson
 from virtdev import logs
 from webhook import review
-from webhook import schema
+from webhook import shapes
 from webhook.admission import as_pod, mutate_review
 from webhook.launcher import read_launcher
 from webhook.metrics import AdmissionStats
@@ -159,7 +159,7 @@ fields = {"endpoint": "mutate", "uid": request.uid, "pod": request.display_name,
 STEPS = {
     "loads": "orjson.loads(body)",
     "parse": "review.parse(body)",
-    "shape checks": "schema.check(pod['metadata'], schema.METADATA, '$'); as_pod(pod, 'Pod', '$')",
+    "shape checks": "shapes.check(pod['metadata'], shapes.METADATA, '$'); as_pod(pod, 'Pod', '$')",
     "rules": "mutate(read_launcher(pod, policy), policy)",
     "answer": "orjson.dumps(review.render(request, answer))",
     "log line": "logs.hot(log, 'admission patched', dict(fields))",

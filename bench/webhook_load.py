@@ -44,7 +44,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # the packages, bench.* and tests.* (the stand-in)
 
-from certs.generate import Material, ensure_material  # noqa: E402
+from certs.store import Material, ensure_material  # noqa: E402
 from tests import support  # noqa: E402  (needs the path above)
 from tests.support import free_ports, status_kib  # noqa: E402
 

@@ -156,7 +156,7 @@ def _add_periods(parser: argparse.ArgumentParser) -> None:
 
 
 def _dns_names(args: argparse.Namespace) -> list[str]:
-    from certs.generate import service_dns_names
+    from certs.store import service_dns_names
 
     return [*service_dns_names(args.service, args.namespace), *args.dns]
 
@@ -164,7 +164,7 @@ def _dns_names(args: argparse.Namespace) -> list[str]:
 def run_generate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from certs.generate import ensure_material
+    from certs.store import ensure_material
     from virtdev import logs
 
     logs.setup(args.log_format, args.log_level)
@@ -194,7 +194,7 @@ def run_ca_bundle(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from certs import pki
-    from certs.generate import CA_CERT
+    from certs.store import CA_CERT
 
     path = Path(args.dir) / CA_CERT
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -24,6 +25,9 @@ class Command:
     name: str
     module: str
     summary: str
+    #: The module's function that adds the command's flags; its docstring, when it is not the
+    #: module's only `configure`, is the command's `--help` description.
+    configure: str = "configure"
 
 
 #: Each command's module is named, not imported: `virtdev` is the bottom layer, which agent,
@@ -33,13 +37,38 @@ class Command:
 #: every installed distribution's metadata on each start. What keeps `--help` light is not the
 #: strings but what the named modules import: argparse and virtdev only, the rest in `run`.
 COMMANDS: tuple[Command, ...] = (
-    Command("webhook", "webhook.cli", "serve /mutate and /validate over HTTPS (the Deployment)"),
+    Command(
+        "webhook",
+        "webhook.cli",
+        "serve /mutate, /validate and /guard over HTTPS (the Deployment)",
+        "configure_webhook",
+    ),
     Command("agent", "agent.cli", "serve /dev/kvm and /dev/net/tun to the kubelet (the DaemonSet)"),
     Command("certs", "certs.cli", "generate, inspect and rotate the webhook's TLS material"),
-    Command("mutate", "webhook.offline_mutate", "show what /mutate does to a Pod or review file"),
-    Command("validate", "webhook.offline_validate", "show what /validate says of a Pod or review"),
-    Command("capacity", "webhook.capacity_cli", "per node: can it take a VM, and if not, why"),
-    Command("audit", "webhook.audit_cli", "what /validate would say of the launchers running now"),
+    Command(
+        "mutate",
+        "webhook.cli",
+        "show what /mutate does to a Pod or review file",
+        "configure_mutate",
+    ),
+    Command(
+        "validate",
+        "webhook.cli",
+        "show what /validate says of a Pod or review",
+        "configure_validate",
+    ),
+    Command(
+        "capacity",
+        "webhook.cli",
+        "per node: can it take a VM, and if not, why",
+        "configure_capacity",
+    ),
+    Command(
+        "audit",
+        "webhook.cli",
+        "what /validate would say of the launchers running now",
+        "configure_audit",
+    ),
 )
 
 DESCRIPTION = """\
@@ -90,13 +119,15 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     by_name: dict[str, argparse.ArgumentParser] = {}
     for command in COMMANDS:
         module = importlib.import_module(command.module)
+        configure = getattr(module, command.configure)
+        described = configure if command.configure != "configure" else module
         sub = subparsers.add_parser(
             command.name,
             help=command.summary,
-            description=(module.__doc__ or command.summary).strip(),
+            description=inspect.cleandoc(described.__doc__ or command.summary),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        module.configure(sub)
+        configure(sub)
         by_name[command.name] = sub
     return parser, by_name
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from webhook import schema
+from webhook import shapes
 from webhook.answer import Answer
 from webhook.feasibility import (
     KVM,
@@ -31,16 +31,16 @@ def as_pod(obj: dict[str, Any], kind: str, path: str) -> dict[str, Any]:
     `_labels_checked` — and give the pre-1.22 EphemeralContainers form a spec."""
     if kind == "EphemeralContainers":
         containers = obj.get("ephemeralContainers")
-        schema.check(containers, schema.CONTAINERS, f"{path}.ephemeralContainers")
+        shapes.check(containers, shapes.CONTAINERS, f"{path}.ephemeralContainers")
         return {"metadata": obj.get("metadata"), "spec": {"ephemeralContainers": containers}}
-    schema.check(obj.get("spec"), schema.POD_SPEC, f"{path}.spec")
+    shapes.check(obj.get("spec"), shapes.POD_SPEC, f"{path}.spec")
     return obj
 
 
 def _labels_checked(obj: dict[str, Any] | None, path: str) -> None:
     """Deciding whether a pod is a launcher reads its labels: check the metadata first."""
     if obj is not None:
-        schema.check(obj.get("metadata"), schema.METADATA, f"{path}.metadata")
+        shapes.check(obj.get("metadata"), shapes.METADATA, f"{path}.metadata")
 
 
 def mutate_review(
@@ -88,7 +88,7 @@ def mutate_review_decided(
     decision = None
     if nodes is not None:
         if nodes.synced:  # what the feasibility check will read
-            schema.check(pod, schema.SCHEDULING, "$.request.object")
+            shapes.check(pod, shapes.SCHEDULING, "$.request.object")
         decision = _schedule(
             launcher, policy, emulate=emulate, nodes=nodes, no_kvm_policy=no_kvm_policy
         )

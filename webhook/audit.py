@@ -25,7 +25,7 @@ from webhook.admission import guard_review, validate_review
 from webhook.answer import Answer
 from webhook.offline import ALLOWED, BAD_INPUT, DENIED, create_review, verdict_line
 from webhook.policy import LauncherPolicy
-from webhook.schema import BadInput
+from webhook.shapes import BadInput
 
 CONNECT_TIMEOUT_SECONDS = 5
 LIST_TIMEOUT_SECONDS = 60

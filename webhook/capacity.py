@@ -14,7 +14,9 @@ listed in bounded memory.
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -168,7 +170,7 @@ def render_json(table: Sequence[Row]) -> str:
 def collect(core: Any, *, page_size: int = PAGE_SIZE) -> tuple[list[Node], list[Pod]]:
     """The nodes, and the pods that hold devices (bound, not finished), as plain dicts reduced
     to what `rows` reads."""
-    from webhook.nodes import trim
+    from webhook.node_view import trim
     from webhook.paging import pages
 
     nodes = [
@@ -205,3 +207,33 @@ def trim_pod(pod: Pod) -> Pod:
         },
         "status": {"phase": (pod.get("status") or {}).get("phase")},
     }
+
+
+def run_capacity(args: argparse.Namespace) -> int:
+    """`virtdev capacity`: the table (or JSON) of what each node can take."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    from virtdev import kube
+
+    try:
+        api = kube.cli_client(args.kubeconfig, args.context)
+    except kube.KubeConfigError as error:
+        print(f"virtdev capacity: {error}", file=sys.stderr)
+        return 2
+    with api as api_client:
+        try:
+            nodes, pods = collect(client.CoreV1Api(api_client))
+        except ApiException as error:
+            print(
+                f"virtdev capacity: the API server refused: {error.status} {error.reason}",
+                file=sys.stderr,
+            )
+            return 1
+        except (HTTPError, OSError) as error:
+            print(f"virtdev capacity: cannot reach the API server: {error}", file=sys.stderr)
+            return 1
+    table = rows(nodes, pods)
+    sys.stdout.write(render_json(table) if args.output == "json" else render_table(table))
+    return 0

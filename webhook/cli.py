@@ -1,10 +1,8 @@
-"""Serve the admission webhook: POST /mutate and /validate over HTTPS (TLS 1.2 or newer).
+"""The `virtdev` commands of the webhook package: webhook, mutate, validate, capacity, audit.
 
-Without --tls-cert/--tls-key it makes throwaway certificates for localhost and 127.0.0.1 in
---dev-certs-dir and prints a ready curl line: the quickest way to try it. Probes and Prometheus
-metrics are served over plain HTTP on --metrics-port (/livez, /healthz, /readyz, /metrics).
-A port in use or an unusable --kubeconfig is one line on stderr and exit 1 or 2, never a
-traceback.
+Argparse and `virtdev` only: every process (the agent on every node included) builds the whole
+`virtdev` parser, so each command's `run` imports the rules, the server or the Kubernetes client
+it needs. Each `configure_*` docstring is its command's `--help` description.
 """
 
 from __future__ import annotations
@@ -19,6 +17,7 @@ from virtdev.config import (
     port,
     port_or_zero,
 )
+from virtdev.kube import add_flags as add_kube_flags
 from webhook.options import (
     DEFAULT_BODY_SECONDS,
     DEFAULT_ENFORCEMENT,
@@ -32,7 +31,15 @@ from webhook.options import (
 )
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
+def configure_webhook(parser: argparse.ArgumentParser) -> None:
+    """Serve the admission webhook: POST /mutate, /validate and /guard over HTTPS (TLS 1.2+).
+
+    Without --tls-cert/--tls-key it makes throwaway certificates for localhost and 127.0.0.1 in
+    --dev-certs-dir and prints a ready curl line: the quickest way to try it. Probes and Prometheus
+    metrics are served over plain HTTP on --metrics-port (/livez, /healthz, /readyz, /metrics).
+    A port in use or an unusable --kubeconfig is one line on stderr and exit 1 or 2, never a
+    traceback.
+    """
     add_config_flag(parser)
     server = parser.add_argument_group("server")
     server.add_argument("--host", default="0.0.0.0", help="address to listen on (default: 0.0.0.0)")
@@ -136,7 +143,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="label selector of the nodes that may run VMs (e.g. kubevirt.io/schedulable=true), "
         "passed to the list and watch: the view holds only those nodes (default: every node)",
     )
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run_webhook)
 
 
 def add_enforcement_flag(parser: argparse._ActionsContainer) -> None:
@@ -151,7 +158,7 @@ def add_enforcement_flag(parser: argparse._ActionsContainer) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> int:
+def run_webhook(args: argparse.Namespace) -> int:
     import sys
 
     from virtdev import kube
@@ -169,3 +176,163 @@ def run(args: argparse.Namespace) -> int:
     from webhook.server import serve
 
     return serve(args)
+
+
+# --- virtdev mutate and virtdev validate: the rules on files --------------------------------------
+
+
+def _configure_offline(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "file",
+        metavar="FILE",
+        help="Pods or AdmissionReviews (YAML or JSON; one object, a multi-document stream or a "
+        "List), or - for standard input",
+    )
+    add_config_flag(parser)
+    add_launcher_policy_flags(parser)
+
+
+def configure_mutate(parser: argparse.ArgumentParser) -> None:
+    """Show what /mutate does to Pods or AdmissionReviews in a file, without a cluster.
+
+    FILE is one object, a multi-document YAML stream or a `v1 List`, or - for standard input. Prints
+    the mutated pod (in the input's format), or with --patch the JSON Patch /mutate would return;
+    several objects are printed as a YAML stream. Warnings go to stderr. Exit 0 allowed, 2 bad
+    input. Examples:
+      virtdev mutate --patch tests/fixtures/v1-launcher-2018-privileged.json
+      kubectl get pods -l kubevirt.io=virt-launcher -o yaml | virtdev mutate - > mutated.yaml
+    """
+    _configure_offline(parser)
+    parser.add_argument(
+        "--patch",
+        action="store_true",
+        help="print the JSON Patch instead of the pod (a single object only)",
+    )
+    parser.set_defaults(run=run_mutate)
+
+
+def run_mutate(args: argparse.Namespace) -> int:
+    from webhook.offline import run_mutate
+
+    return run_mutate(args)
+
+
+def configure_validate(parser: argparse.ArgumentParser) -> None:
+    """Show what /validate says of Pods or AdmissionReviews in a file, without a cluster.
+
+    FILE is one object, a multi-document YAML stream or a `v1 List` (what `kubectl get pods -o
+    yaml` prints), or - for standard input. One line per object: `NAMESPACE/NAME: allowed`, or
+    `NAMESPACE/NAME: denied: ` with every violation and its field path (`warned:` under
+    --enforcement warn). An AdmissionReview with an oldObject is judged as the UPDATE it is:
+    only new violations count. Exit 0 allowed, 1 any denied, 2 bad input. Examples:
+      virtdev validate tests/fixtures/v1-ephemeral-debug-update.json
+      kubectl get pods -A -l kubevirt.io=virt-launcher -o yaml | virtdev validate -
+    """
+    _configure_offline(parser)
+    add_enforcement_flag(parser)
+    parser.set_defaults(run=run_validate)
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    from webhook.offline import run_validate
+
+    return run_validate(args)
+
+
+# --- virtdev capacity and virtdev audit: the cluster as it is -------------------------------------
+
+
+def configure_capacity(parser: argparse.ArgumentParser) -> None:
+    """Show, per node, whether it can take a VM: Ready, schedulable, and for devices.kubevirt.io/kvm
+    and /tun the capacity, allocatable and requested by running pods (as "Allocated resources" in
+    `kubectl describe node`), with a one-line verdict on why a node cannot take a VM.
+
+    Reads the cluster as kubectl does: --kubeconfig, else $KUBECONFIG, else ~/.kube/config, else
+    the in-cluster service account; --context picks a context. Needs nodes list and pods list
+    (cluster-wide).
+    See docs/scheduling.md for what the verdicts mean.
+    """
+    add_config_flag(parser)
+    add_kube_flags(parser)
+    parser.add_argument(
+        "-o",
+        "--output",
+        choices=("table", "json"),
+        default="table",
+        help="a table for people or JSON for scripts (default: table)",
+    )
+    parser.set_defaults(run=run_capacity)
+
+
+def run_capacity(args: argparse.Namespace) -> int:
+    from webhook.capacity import run_capacity
+
+    return run_capacity(args)
+
+
+#: kubectl's default --chunk-size.
+DEFAULT_CHUNK_SIZE = 500
+
+
+def _chunk_size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= value <= 10_000:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 10000, got {value}")
+    return value
+
+
+def configure_audit(parser: argparse.ArgumentParser) -> None:
+    """Say what /validate would decide of the launcher pods already in the cluster.
+
+    Lists the pods that carry the launcher label (--launcher-selector), page by page (--chunk-size,
+    as kubectl), and judges each as /validate would judge its creation today, and the other pods of
+    namespaces labelled virtdev.io/guard=baseline as /guard would (every pod with --guard): one line
+    per pod,
+    `NAMESPACE/NAME: allowed` or `NAMESPACE/NAME: denied: <violations>`, as `virtdev validate`
+    prints them. Run it before switching the webhook on, and again before moving from
+    --enforcement warn to deny (docs/install.md). Read-only; needs `pods list` in the namespace, or
+    cluster-wide with -A. Exit 0 all allowed, 1 any would be denied, 2 bad flags or a pod that could
+    not be judged. Example:
+      virtdev audit -A
+      kubectl virtdev audit -n vms -o json
+      virtdev audit --guard -n vms        # before `kubectl label ns vms virtdev.io/guard=baseline`
+    """
+    add_config_flag(parser)
+    add_kube_flags(parser)
+    scope = parser.add_mutually_exclusive_group(required=True)
+    scope.add_argument("-n", "--namespace", metavar="NS", help="the launcher pods of one namespace")
+    scope.add_argument(
+        "-A", "--all-namespaces", action="store_true", help="the launcher pods of every namespace"
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        choices=("table", "json"),
+        default="table",
+        help="one line per pod for people, or JSON for scripts (default: table)",
+    )
+    parser.add_argument(
+        "--guard",
+        action="store_true",
+        help="judge every pod of the namespace(s) as /guard would (Pod Security baseline; "
+        "launchers by their release), whether or not the namespace is labelled "
+        "virtdev.io/guard=baseline yet: a preview before labelling it",
+    )
+    parser.add_argument(
+        "--chunk-size",
+        type=_chunk_size,
+        default=DEFAULT_CHUNK_SIZE,
+        metavar="N",
+        help=f"pods per list request, as kubectl's (default: {DEFAULT_CHUNK_SIZE})",
+    )
+    add_launcher_policy_flags(parser)
+    parser.set_defaults(run=run_audit)
+
+
+def run_audit(args: argparse.Namespace) -> int:
+    from webhook.audit import run_audit
+
+    return run_audit(args)

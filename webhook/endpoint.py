@@ -37,7 +37,7 @@ from webhook import review
 from webhook.answer import Answer, Verdict
 from webhook.metrics import WebhookMetrics
 from webhook.options import DEFAULT_MAX_BUFFERED_BYTES
-from webhook.schema import BadInput
+from webhook.shapes import BadInput
 
 log = logging.getLogger("virtdev.webhook")
 

@@ -439,7 +439,7 @@ class NodeSnapshot:
     """What the webhook knows of the nodes, and the decision against them.
 
     Built from `nodes` (tests, tools), it decides node by node; the live view
-    (`webhook.nodes`) leaves `nodes` empty and sets `index`, which answers the same at a cost
+    (`webhook.node_view`) leaves `nodes` empty and sets `index`, which answers the same at a cost
     that does not grow with the number of nodes.
     """
 

@@ -149,7 +149,7 @@ class WebhookMetrics:
     registry: CollectorRegistry
     #: Requests, latency and patch operations (one update per admission): see AdmissionStats.
     admissions: AdmissionStats
-    #: The node view (scheduler-aware injection): see webhook.nodes and webhook.feasibility.
+    #: The node view (scheduler-aware injection): see webhook.node_view and webhook.feasibility.
     nodes_synced: Gauge
     nodes_known: Gauge
     #: Updated on every launcher admission: see SchedulingDecisions and FeasibleNodes.

@@ -25,7 +25,7 @@ from webhook.admission import mutate_review, validate_review
 from webhook.answer import Answer
 from webhook.enforcement import enforce
 from webhook.policy import LauncherPolicy
-from webhook.schema import BadInput
+from webhook.shapes import BadInput
 
 ALLOWED, DENIED, BAD_INPUT = 0, 1, 2
 #: `kubectl get pods -o yaml` prints a `List`; the API server's own answer is a `PodList`.

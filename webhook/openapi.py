@@ -3,7 +3,7 @@
 The endpoints are plain ASGI (see `webhook.endpoint`) and read the raw body, so FastAPI can
 neither route nor infer them; without this the published spec would say nothing and API tools
 (schemathesis, client generators) would have nothing to work from. The object under admission
-is described from `schema.py`'s shapes, so the two cannot drift; the envelope mirrors
+is described from `shapes.py`'s shapes, so the two cannot drift; the envelope mirrors
 `review.py`'s reading of it. Fields virtdev does not read are free-form.
 """
 
@@ -13,22 +13,22 @@ from collections.abc import Mapping
 from typing import Any
 
 from virtdev import catalogue
-from webhook import schema
+from webhook import shapes
 from webhook.review import API_VERSIONS, OPERATIONS
 
-#: How JSON calls the Python types of `schema`'s shapes.
+#: How JSON calls the Python types of `shapes`' shapes.
 _JSON_TYPES = {str: "string", bool: "boolean", int: "integer", float: "number"}
 
 
-def from_shape(shape: schema.Shape) -> dict[str, Any]:
-    """The OpenAPI schema of the non-null values `schema.check` accepts for `shape`.
+def from_shape(shape: shapes.Shape) -> dict[str, Any]:
+    """The OpenAPI schema of the non-null values `shapes.check` accepts for `shape`.
 
     An object's fields may be null (null counts as absent) and others than those named may be
     present (virtdev does not read them); a list's items and a map's values may not be null.
     """
-    if isinstance(shape, schema.ListOf):
+    if isinstance(shape, shapes.ListOf):
         return {"type": "array", "items": from_shape(shape.item)}
-    if isinstance(shape, schema.MapOf):
+    if isinstance(shape, shapes.MapOf):
         return {"type": "object", "additionalProperties": from_shape(shape.value)}
     if isinstance(shape, Mapping):
         fields = {key: {**from_shape(field), "nullable": True} for key, field in shape.items()}
@@ -47,9 +47,9 @@ def from_shape(shape: schema.Shape) -> dict[str, Any]:
 _OBJECT = {
     **from_shape(
         {
-            "metadata": schema.METADATA,
-            "spec": schema.POD_SPEC,
-            "ephemeralContainers": schema.CONTAINERS,
+            "metadata": shapes.METADATA,
+            "spec": shapes.POD_SPEC,
+            "ephemeralContainers": shapes.CONTAINERS,
         }
     ),
     "nullable": True,

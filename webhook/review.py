@@ -23,7 +23,7 @@ import orjson
 from webhook.answer import MAX_WARNING as MAX_WARNING
 from webhook.answer import Answer
 from webhook.answer import fit_warning as fit_warning
-from webhook.schema import BadInput, type_name
+from webhook.shapes import BadInput, type_name
 
 API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
 #: Warnings in one answer at most, the last of them saying how many more there were.

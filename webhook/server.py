@@ -36,7 +36,7 @@ from webhook.connections import (
     listening_socket,
 )
 from webhook.metrics import WebhookMetrics
-from webhook.nodes import NodeView, cluster_source, core_api
+from webhook.node_view import NodeView, cluster_source, core_api
 from webhook.policy import LauncherPolicy
 
 if TYPE_CHECKING:
@@ -180,7 +180,7 @@ def listen(host: str, port: int) -> socket.socket:
 
 def local_material(directory: str) -> tuple[Path, Path, Path]:
     """Throwaway certificates for 127.0.0.1, made (or kept) with the same code as in-cluster."""
-    from certs.generate import ensure_material
+    from certs.store import ensure_material
 
     material = ensure_material(
         Path(directory), dns_names=LOCAL_DNS_NAMES, ip_addresses=LOCAL_IP_ADDRESSES

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from certs.generate import Material, ensure_material, service_dns_names
+from certs.store import Material, ensure_material, service_dns_names
 
 SERVICE, NAMESPACE = "virtdev-webhook", "virtdev"
 DNS_NAMES = service_dns_names(SERVICE, NAMESPACE)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from certs import pki
-from certs.generate import Material, service_dns_names
+from certs.store import Material, service_dns_names
 from tests.certs.conftest import DNS_NAMES, VIRTDEV, make_material, needs_openssl, run
 
 

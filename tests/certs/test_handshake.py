@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from certs import pki
-from certs.generate import Material
+from certs.store import Material
 from certs.tls import ServingTLS
 from tests.certs.conftest import DNS_NAMES, make_material, needs_curl, needs_openssl, run
 from tests.certs.helpers import client_context, https_post, uvicorn_serving

@@ -14,7 +14,7 @@ import yaml
 from kubernetes import client
 
 from certs import incluster, pki
-from certs.generate import service_dns_names
+from certs.store import service_dns_names
 from tests.certs.conftest import VIRTDEV, run
 from tests.kube_standin import StandIn
 

@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from certs import pki
-from certs.generate import Material
+from certs.store import Material
 from certs.tls import CertificateError, ServingTLS
 from tests.certs.conftest import make_material
 from tests.certs.helpers import SecretVolume

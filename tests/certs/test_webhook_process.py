@@ -18,7 +18,7 @@ import pytest
 from cryptography import x509
 
 from certs import pki
-from certs.generate import Material
+from certs.store import Material
 from tests import support
 from tests.certs.conftest import (
     DNS_NAMES,

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from certs.generate import ensure_material, service_dns_names
+from certs.store import ensure_material, service_dns_names
 from tests.manifests.k8s import find
 from tests.manifests.tools import load_all
 from virtdev import catalogue

@@ -129,7 +129,7 @@ def test_no_nodes_at_all() -> None:
 
 def test_pages_of_two_give_the_same_table_as_one_page(kubeconfig: str) -> None:
     from webhook.capacity import collect
-    from webhook.nodes import core_api
+    from webhook.node_view import core_api
 
     core = core_api(kubeconfig)
     paged = rows(*collect(core, page_size=2))

@@ -54,11 +54,11 @@ from tests.webhook.test_properties import (
     replaced,
     value_at,
 )
-from webhook import review, schema
+from webhook import review, shapes
 from webhook.admission import mutate_review, validate_review
 from webhook.app import WebhookSettings, create_app
 from webhook.feasibility import NodeSnapshot
-from webhook.nodes import NodeView, core_api, trim
+from webhook.node_view import NodeView, core_api, trim
 from webhook.options import DEFAULT_MAX_BODY_BYTES
 from webhook.policy import LauncherPolicy
 from webhook.review import API_VERSIONS
@@ -248,8 +248,8 @@ STRING_MAPS = ("labels", "annotations", "limits", "requests", "nodeSelector")
 
 def _read_keys(shape: Any, found: set[str]) -> set[str]:
     """Every field name the shape checks read: an unknown field must not be one of them."""
-    if isinstance(shape, (schema.ListOf, schema.MapOf)):
-        _read_keys(shape.item if isinstance(shape, schema.ListOf) else shape.value, found)
+    if isinstance(shape, (shapes.ListOf, shapes.MapOf)):
+        _read_keys(shape.item if isinstance(shape, shapes.ListOf) else shape.value, found)
     elif isinstance(shape, Mapping):
         for key, inner in shape.items():
             found.add(key)
@@ -258,9 +258,9 @@ def _read_keys(shape: Any, found: set[str]) -> set[str]:
 
 
 READ_KEYS = frozenset(
-    _read_keys(schema.POD_SPEC, set())
-    | _read_keys(schema.METADATA, set())
-    | _read_keys(schema.SCHEDULING, set())
+    _read_keys(shapes.POD_SPEC, set())
+    | _read_keys(shapes.METADATA, set())
+    | _read_keys(shapes.SCHEDULING, set())
 )
 UNKNOWN_KEY = st.text(min_size=1, max_size=8).filter(lambda key: key not in READ_KEYS)
 

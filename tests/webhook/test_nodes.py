@@ -24,7 +24,7 @@ from tests.support import eventually, free_port
 from tests.webhook.conftest import load_fixture
 from webhook.app import WebhookSettings, create_app
 from webhook.metrics import WebhookMetrics
-from webhook.nodes import NodeView, cluster_source, core_api
+from webhook.node_view import NodeView, cluster_source, core_api
 from webhook.options import NoKvmPolicy
 
 KVM = "devices.kubevirt.io/kvm"

@@ -35,7 +35,7 @@ from webhook.admission import mutate_review, validate_review
 from webhook.app import WebhookSettings, create_app
 from webhook.launcher import read_launcher
 from webhook.policy import LauncherPolicy, normalise_capability
-from webhook.schema import BadInput
+from webhook.shapes import BadInput
 
 KVM, TUN, VHOST = (
     "devices.kubevirt.io/kvm",

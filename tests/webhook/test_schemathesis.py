@@ -3,7 +3,7 @@
 The real `virtdev webhook` process is started on free ports with throwaway certificates; its own
 `/openapi.json` (fetched over HTTPS, verified against the dev CA) is what schemathesis generates
 from. `webhook/openapi.py` declares the AdmissionReview request bodies (the pod made from
-`webhook/schema.py`'s shapes) because the endpoints read the raw body, so the tool has something
+`webhook/shapes.py`'s shapes) because the endpoints read the raw body, so the tool has something
 real to work from.
 
 Positive cases (bodies that match the declared schema) and negative ones (bodies that break it)

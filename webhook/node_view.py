@@ -42,7 +42,7 @@ from webhook.metrics import WebhookMetrics
 from webhook.node_index import NodeIndex
 from webhook.paging import pages
 
-log = logging.getLogger("virtdev.webhook.nodes")
+log = logging.getLogger("virtdev.webhook.node_view")
 
 BACKOFF_SECONDS = catalogue.RESTART_BACKOFF_SECONDS
 #: client-go's reflector watches for 5-10 minutes before starting a new watch.
