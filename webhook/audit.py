@@ -23,6 +23,7 @@ from virtdev import catalogue
 from webhook import review
 from webhook.admission import guard_review, validate_review
 from webhook.answer import Answer
+from webhook.cli import launcher_policy
 from webhook.offline import ALLOWED, BAD_INPUT, DENIED, create_review, verdict_line
 from webhook.policy import LauncherPolicy
 from webhook.shapes import BadInput
@@ -153,7 +154,7 @@ def run_audit(
     from virtdev import kube
 
     try:
-        policy = LauncherPolicy.from_args(args)
+        policy = launcher_policy(args)
         api = kube.cli_client(args.kubeconfig, args.context)
     except (ValueError, kube.KubeConfigError) as error:
         print(f"virtdev audit: {error}", file=err)

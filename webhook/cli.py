@@ -8,6 +8,7 @@ it needs. Each `configure_*` docstring is its command's `--help` description.
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from virtdev import catalogue
 from virtdev.config import (
@@ -18,6 +19,9 @@ from virtdev.config import (
     port_or_zero,
 )
 from virtdev.kube import add_flags as add_kube_flags
+
+if TYPE_CHECKING:  # the rules are imported when a command runs, not to build the parser
+    from webhook.policy import LauncherPolicy
 from webhook.options import (
     DEFAULT_BODY_SECONDS,
     DEFAULT_ENFORCEMENT,
@@ -144,6 +148,22 @@ def configure_webhook(parser: argparse.ArgumentParser) -> None:
         "passed to the list and watch: the view holds only those nodes (default: every node)",
     )
     parser.set_defaults(run=run_webhook)
+
+
+def launcher_policy(args: argparse.Namespace) -> LauncherPolicy:
+    """The launcher policy the launcher-policy flags (and config keys) describe."""
+    from webhook.policy import LauncherPolicy
+
+    return LauncherPolicy.from_flags(
+        launcher_selector=str(args.launcher_selector),
+        compute_container=args.compute_container,
+        devices=args.devices,
+        kubevirt_version=args.kubevirt_version,
+        permitted_capabilities=args.permitted_capabilities,
+        permitted_host_paths=args.permitted_host_paths,
+        selinux_launcher_types=args.selinux_launcher_types,
+        emulation=bool(args.emulation),
+    )
 
 
 def add_enforcement_flag(parser: argparse._ActionsContainer) -> None:

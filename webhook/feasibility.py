@@ -20,10 +20,10 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, get_args
 
 from virtdev import catalogue
-from webhook.review import MAX_WARNING, fit_warning
+from webhook.answer import MAX_WARNING, fit_warning
 
 Node = dict[str, Any]
 Pod = dict[str, Any]
@@ -391,10 +391,14 @@ def _nodes(count: int) -> str:
 # --- the decision -----------------------------------------------------------------------------
 
 
+#: What the scheduling decision concluded (the label of virtdev_webhook_scheduling_decisions_total).
+Outcome = Literal["feasible", "warned", "emulated", "denied", "migration", "unsynced"]
+OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
-    #: feasible, warned, emulated, denied, migration, unsynced
-    outcome: str
+    outcome: Outcome
     emulate: bool = False
     deny_message: str | None = None
     warning: str | None = None
@@ -531,7 +535,7 @@ def verdict(
     subject = f"no schedulable node has {missing}" if missing else "no node can take this pod"
     ruled_out = dict(counts)
     if not kvm_missing or no_kvm_policy == "warn" or is_migration_target(pod):
-        outcome = "migration" if kvm_missing and is_migration_target(pod) else "warned"
+        outcome: Outcome = "migration" if kvm_missing and is_migration_target(pod) else "warned"
         return Decision(outcome, warning=_warning(subject, counts), ruled_out=ruled_out)
     if no_kvm_policy == "deny":
         message = (

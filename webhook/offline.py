@@ -23,8 +23,8 @@ from virtdev.documents import DocumentError, load_documents, read_bounded
 from webhook import review
 from webhook.admission import mutate_review, validate_review
 from webhook.answer import Answer
+from webhook.cli import launcher_policy
 from webhook.enforcement import enforce
-from webhook.policy import LauncherPolicy
 from webhook.shapes import BadInput
 
 ALLOWED, DENIED, BAD_INPUT = 0, 1, 2
@@ -133,7 +133,7 @@ def run_mutate(
 ) -> int:
     out, err = out or sys.stdout, err or sys.stderr
     try:
-        policy = LauncherPolicy.from_args(args)
+        policy = launcher_policy(args)
         documents, as_yaml = load(args.file)
         found = entries(documents)
     except (BadInput, ValueError) as error:
@@ -179,7 +179,7 @@ def run_validate(
 ) -> int:
     out, err = out or sys.stdout, err or sys.stderr
     try:
-        policy = LauncherPolicy.from_args(args)
+        policy = launcher_policy(args)
         documents, _ = load(args.file)
         found = entries(documents)
     except (BadInput, ValueError) as error:

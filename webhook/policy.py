@@ -1,16 +1,16 @@
 """The admin's launcher policy: how a launcher is recognised and what the admin allows on top.
 
-Built once from flags/config (`LauncherPolicy.from_args`), then handed to the pure rules. What
-a launcher may hold by default is Pod Security baseline (`webhook.baseline`) plus what its
-KubeVirt release renders (`webhook.profiles`); this adds only the admin's own exceptions. The
-devices come from `virtdev.catalogue`, so the webhook injects exactly what the agent serves.
+Built once from flags/config (`LauncherPolicy.from_flags`, called by
+`webhook.cli.launcher_policy`), then handed to the pure rules. What a launcher may hold by
+default is Pod Security baseline (`webhook.baseline`) plus what its KubeVirt release renders
+(`webhook.profiles`); this adds only the admin's own exceptions. The devices come from
+`virtdev.catalogue`, so the webhook injects exactly what the agent serves.
 """
 
 from __future__ import annotations
 
-import argparse
 import posixpath
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,33 +59,47 @@ class LauncherPolicy:
         object.__setattr__(self, "permitted_host_paths", paths)
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> LauncherPolicy:
-        key, sep, value = str(args.launcher_selector).partition("=")
+    def from_flags(
+        cls,
+        *,
+        launcher_selector: str = catalogue.LAUNCHER_SELECTOR,
+        compute_container: str = catalogue.COMPUTE_CONTAINER,
+        devices: Sequence[str] = catalogue.DEFAULT_DEVICES,
+        kubevirt_version: str = "auto",
+        permitted_capabilities: Iterable[str] = (),
+        permitted_host_paths: Iterable[str] = (),
+        selinux_launcher_types: Iterable[str] = (),
+        emulation: bool = False,
+    ) -> LauncherPolicy:
+        """The policy as the flags (and config keys) spell it; a bad value is a ValueError
+        naming its flag."""
+        key, sep, value = launcher_selector.partition("=")
         if not sep or not key:
             raise ValueError(
-                f"--launcher-selector {args.launcher_selector!r}: expected KEY=VALUE, "
+                f"--launcher-selector {launcher_selector!r}: expected KEY=VALUE, "
                 f"e.g. {catalogue.LAUNCHER_SELECTOR}"
             )
         version = None
-        if args.kubevirt_version != "auto":
-            version = parse_version(args.kubevirt_version)
+        if kubevirt_version != "auto":
+            version = parse_version(kubevirt_version)
             if version is None:
                 raise ValueError(
-                    f"--kubevirt-version {args.kubevirt_version!r}: expected auto or vX.Y[.Z]"
+                    f"--kubevirt-version {kubevirt_version!r}: expected auto or vX.Y[.Z]"
                 )
-        for path in args.permitted_host_paths:
+        paths = tuple(permitted_host_paths)
+        for path in paths:
             if not path.startswith("/"):
                 raise ValueError(f"--permitted-host-paths {path!r}: expected an absolute path")
         return cls(
             label_key=key,
             label_value=value,
-            compute_container=args.compute_container,
-            devices=catalogue.resolve_devices(args.devices),
+            compute_container=compute_container,
+            devices=catalogue.resolve_devices(tuple(devices)),
             kubevirt_version=version,
-            permitted_capabilities=frozenset(args.permitted_capabilities),
-            permitted_host_paths=tuple(args.permitted_host_paths),
-            selinux_types=frozenset(args.selinux_launcher_types),
-            emulation=bool(args.emulation),
+            permitted_capabilities=frozenset(permitted_capabilities),
+            permitted_host_paths=paths,
+            selinux_types=frozenset(selinux_launcher_types),
+            emulation=emulation,
         )
 
     def is_launcher(self, obj: dict[str, Any] | None) -> bool:

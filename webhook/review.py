@@ -18,11 +18,7 @@ from typing import Any
 
 import orjson
 
-# MAX_WARNING and fit_warning are re-exported for webhook.feasibility only, until it imports them
-# from webhook.answer (the import-linter contract in pyproject.toml names that one exception).
-from webhook.answer import MAX_WARNING as MAX_WARNING
-from webhook.answer import Answer
-from webhook.answer import fit_warning as fit_warning
+from webhook.answer import MAX_WARNING, Answer, fit_warning
 from webhook.shapes import BadInput, type_name
 
 API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")

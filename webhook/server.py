@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry
 from virtdev import catalogue, logs
 from virtdev.probes import ProbeServer
 from webhook.app import BackgroundTask, WebhookSettings, create_app
+from webhook.cli import launcher_policy
 from webhook.connections import (
     KEEP_ALIVE_SECONDS,
     ConnectionLimits,
@@ -37,7 +38,6 @@ from webhook.connections import (
 )
 from webhook.metrics import WebhookMetrics
 from webhook.node_view import NodeView, cluster_source, core_api
-from webhook.policy import LauncherPolicy
 
 if TYPE_CHECKING:
     from certs.tls import ServingTLS
@@ -216,7 +216,7 @@ def node_view(
 def serve(args: argparse.Namespace) -> int:
     logs.setup(args.log_format, args.log_level)
     try:
-        policy = LauncherPolicy.from_args(args)
+        policy = launcher_policy(args)
     except ValueError as error:
         print(f"virtdev webhook: {error}", file=sys.stderr)
         return 2

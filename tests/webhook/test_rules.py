@@ -20,6 +20,7 @@ from virtdev.config import add_launcher_policy_flags
 from webhook import profiles, review
 from webhook.admission import guard_review, validate_review
 from webhook.answer import Answer
+from webhook.cli import launcher_policy
 from webhook.launcher import read_launcher
 from webhook.mutation import Mutation, mutate, pointer
 from webhook.policy import LauncherPolicy
@@ -631,14 +632,14 @@ def test_policy_from_flags() -> None:
             "virt_launcher.process",
         ]
     )
-    policy = LauncherPolicy.from_args(args)
+    policy = launcher_policy(args)
     assert policy.is_launcher({"metadata": {"labels": {"app": "vm"}}})
     assert not policy.is_launcher({"metadata": {"labels": {"kubevirt.io": "virt-launcher"}}})
     assert policy.permitted_capabilities == frozenset({"NET_RAW"})
     assert policy.kubevirt_version == (0, 50)
     assert policy.permitted_host_paths == ("/data/vms", "/srv/disks")
     assert policy.selinux_types == frozenset({"virt_launcher.process"})
-    assert LauncherPolicy.from_args(parser.parse_args([])).kubevirt_version is None
+    assert launcher_policy(parser.parse_args([])).kubevirt_version is None
     for bad, message in (
         (["--launcher-selector", "novalue"], "expected KEY=VALUE"),
         (["--devices", "kvm,gpu"], "unknown device"),
@@ -646,7 +647,7 @@ def test_policy_from_flags() -> None:
         (["--permitted-host-paths", "data"], "expected an absolute path"),
     ):
         with pytest.raises(ValueError, match=message):
-            LauncherPolicy.from_args(parser.parse_args(bad))
+            launcher_policy(parser.parse_args(bad))
 
 
 # --- /guard: baseline for every pod of a guarded namespace ------------------------------------
