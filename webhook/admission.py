@@ -131,7 +131,7 @@ def _schedule(
     if not nodes.synced:
         return Decision("unsynced")
     injected = {d.resource for d in launcher.injected_devices(policy, emulate=emulate)}
-    already = set(launcher.requested)
+    already = launcher.requested
     wanted = pod_requests(launcher.pod, injected | already)
     for resource in injected:
         wanted[resource] = max(wanted[resource], 1)

@@ -14,7 +14,8 @@ from typing import Any
 
 from virtdev import catalogue
 from webhook import baseline, profiles
-from webhook.policy import CONTAINER_LISTS, LauncherPolicy, normalise_capability, runs_emulated
+from webhook.feasibility import requested_device_resources
+from webhook.policy import LauncherPolicy, containers, normalise_capability, runs_emulated
 from webhook.profiles import Profile, Role, Version
 
 _DOMAIN = catalogue.RESOURCE_DOMAIN + "/"
@@ -75,14 +76,18 @@ class Launcher:
     compute: Slot | None
     #: KubeVirt rendered it for software emulation (`--allow-emulation`/`--use-emulation`).
     emulated: bool
-    #: Every `devices.kubevirt.io/*` resource the pod requests or limits itself.
-    requested: frozenset[str]
     #: A KubeVirt hotplug attachment pod (judged by /guard, by its release).
     hotplug: bool = False
 
     @property
     def profile(self) -> Profile:
         return self.release.profile
+
+    @property
+    def requested(self) -> set[str]:
+        """Every `devices.kubevirt.io/*` resource the pod requests or limits itself (read only
+        by the scheduling decision, so not on /validate's path)."""
+        return requested_device_resources(self.pod)
 
     @property
     def requests_hypervisor(self) -> bool:
@@ -94,9 +99,7 @@ class Launcher:
     def may_add(self, slot: Slot, capability: str, policy: LauncherPolicy) -> bool:
         """Baseline's capabilities, the release's for this role, the admin's, and NET_ADMIN on
         compute (the one virtdev grants itself)."""
-        allowed = allowed_capabilities(self.profile, slot.role, policy)
-        # Most spellings are already Kubernetes' own: one set lookup, then normalise.
-        return capability in allowed or normalise_capability(capability) in allowed
+        return permitted(allowed_capabilities(self.profile, slot.role, policy), capability)
 
     def injected_devices(
         self, policy: LauncherPolicy, *, emulate: bool = False
@@ -124,6 +127,12 @@ def _allowed(since: Version, role: Role, permitted: frozenset[str]) -> frozenset
     profile = profiles.profile_for(since)
     extra = {catalogue.NET_ADMIN} if role == "compute" else set()
     return baseline.CAPABILITIES | profile.capabilities.get(role, frozenset()) | permitted | extra
+
+
+def permitted(allowed: frozenset[str], capability: str) -> bool:
+    """Whether `allowed` holds the capability, however it is spelt (`cap_sys_nice`)."""
+    # Most spellings are already Kubernetes' own: one set lookup, then normalise.
+    return capability in allowed or normalise_capability(capability) in allowed
 
 
 def allowed_capabilities(profile: Profile, role: Role, policy: LauncherPolicy) -> frozenset[str]:
@@ -160,7 +169,7 @@ def choose_release(
             profiles.profile_for(policy.kubevirt_version), f"--kubevirt-version v{major}.{minor}"
         )
     images = [compute.get("image")] if compute is not None else []
-    images += [c.get("image") for _, _, c in _all(pod.get("spec") or {})]
+    images += [c.get("image") for _, _, c in containers(pod.get("spec") or {})]
     seen_launcher = False
     for image in images:
         if not isinstance(image, str):
@@ -175,15 +184,6 @@ def choose_release(
         seen_launcher = seen_launcher or profiles.is_launcher_image(image)
     reason = "image pinned by digest or untagged" if seen_launcher else "no virt-launcher image tag"
     return Release(profiles.newest(), f"the newest, {reason}")
-
-
-def _all(spec: dict[str, Any]) -> list[tuple[str, int, dict[str, Any]]]:
-    return [
-        (list_field, index, container)
-        for list_field in CONTAINER_LISTS
-        for index, container in enumerate(spec.get(list_field) or ())
-        if container is not None
-    ]
 
 
 def _device_resources(container: dict[str, Any]) -> set[str]:
@@ -202,7 +202,7 @@ def read_launcher(
     spec = pod.get("spec") or {}
     slots: list[Slot] = []
     compute = None
-    for list_field, index, container in _all(spec):
+    for list_field, index, container in containers(spec):
         role = role_of(list_field, container, policy.compute_container)
         if role == "compute":
             if compute is not None:  # a second container of that name is not KubeVirt's
@@ -211,10 +211,6 @@ def read_launcher(
         if role == "compute" and compute is None:
             compute = slot
         slots.append(slot)
-    requested: set[str] = set()
-    for slot in slots:
-        if slot.list_field != "ephemeralContainers":
-            requested |= _device_resources(slot.container)
     return Launcher(
         pod=pod,
         spec=spec,
@@ -222,7 +218,6 @@ def read_launcher(
         slots=tuple(slots),
         compute=compute,
         emulated=compute is not None and runs_emulated(compute.container),
-        requested=frozenset(requested),
     )
 
 
@@ -237,9 +232,8 @@ def read_pod(pod: dict[str, Any], policy: LauncherPolicy) -> Launcher:
         pod=pod,
         spec=spec,
         release=choose_release(pod, None, policy) if hotplug else NOT_A_LAUNCHER,
-        slots=tuple(Slot(f, i, c, "unknown") for f, i, c in _all(spec)),
+        slots=tuple(Slot(f, i, c, "unknown") for f, i, c in containers(spec)),
         compute=None,
         emulated=False,
-        requested=frozenset(),
         hotplug=hotplug,
     )

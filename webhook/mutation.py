@@ -15,7 +15,7 @@ from typing import Any
 
 from virtdev import catalogue
 from webhook.answer import fit_warning
-from webhook.launcher import Launcher, Slot, allowed_capabilities
+from webhook.launcher import Launcher, Slot, allowed_capabilities, permitted
 from webhook.policy import LauncherPolicy, normalise_capability
 
 Operation = dict[str, Any]
@@ -111,7 +111,7 @@ def _restrict_privileges(
     current = list((capabilities or {}).get("add") or ())
     allowed = allowed_capabilities(launcher.profile, slot.role, policy)
     distinct = list(dict.fromkeys(current))
-    kept = [c for c in distinct if c in allowed or normalise_capability(c) in allowed]
+    kept = [cap for cap in distinct if permitted(allowed, cap)]
     have = {normalise_capability(cap) for cap in kept}
     wanted = kept + [cap for cap in required if cap not in have]
     if wanted == current:

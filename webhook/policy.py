@@ -132,13 +132,6 @@ def containers(spec: dict[str, Any]) -> Iterator[tuple[str, int, dict[str, Any]]
                 yield list_field, index, container
 
 
-def find_compute(spec: dict[str, Any], name: str) -> int | None:
-    for index, container in enumerate(spec.get("containers") or ()):
-        if container is not None and container.get("name") == name:
-            return index
-    return None
-
-
 _EMULATION_FLAGS = frozenset(catalogue.EMULATION_ARGS)
 
 
@@ -149,8 +142,3 @@ def runs_emulated(container: dict[str, Any]) -> bool:
         _EMULATION_FLAGS.isdisjoint(container.get("command") or ())
         and _EMULATION_FLAGS.isdisjoint(container.get("args") or ())
     )
-
-
-def added_capabilities(container: dict[str, Any]) -> list[str]:
-    security = container.get("securityContext") or {}
-    return list((security.get("capabilities") or {}).get("add") or ())

@@ -67,9 +67,6 @@ class Profile:
         """The releases it covers: `v0.44-v0.52`, `v1.7+` for the newest, `v0.7` for one."""
         return self.title or _NAMES.get(self.since) or _span(self)
 
-    def allows(self, role: Role, capability: str) -> bool:
-        return capability in self.capabilities.get(role, frozenset())
-
     def mounts(self, path: str) -> bool:
         """Whether the release mounts this (normalised) host path itself."""
         if path in self.host_paths:

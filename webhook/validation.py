@@ -20,7 +20,7 @@ from typing import Any
 from virtdev import catalogue
 from webhook import baseline
 from webhook.answer import MAX_WARNING
-from webhook.launcher import Launcher, Slot, allowed_capabilities
+from webhook.launcher import Launcher, Slot, allowed_capabilities, permitted
 from webhook.policy import LauncherPolicy, normalise_capability, normalise_host_path
 
 
@@ -172,7 +172,7 @@ def _container_level(
         for index, capability in enumerate(adds):
             # One set lookup for the common spelling; a pod of a million capabilities is
             # answered in bounded time by the caller, which stops counting.
-            if capability in allowed or normalise_capability(capability) in allowed:
+            if permitted(allowed, capability):
                 continue
             if not reason:
                 reason = "beyond Pod Security baseline"
