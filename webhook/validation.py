@@ -92,7 +92,9 @@ def _profiles(security: dict[str, Any], where: str, key: tuple[str, ...]) -> Ite
         )
 
 
-def _pod_level(launcher: Launcher, policy: LauncherPolicy) -> Iterator[Violation]:
+def _pod_level(
+    launcher: Launcher, policy: LauncherPolicy, selinux_types: frozenset[str]
+) -> Iterator[Violation]:
     spec, profile = launcher.spec, launcher.profile
     for name in baseline.HOST_NAMESPACES:
         if name == "hostNetwork" and launcher.hotplug and profile.hotplug_host_network:
@@ -106,7 +108,7 @@ def _pod_level(launcher: Launcher, policy: LauncherPolicy) -> Iterator[Violation
         security.get("seLinuxOptions"),
         "spec.securityContext",
         ("pod",),
-        _allowed_types(launcher, policy),
+        selinux_types,
         launcher.release.exceptions,
     )
     yield from _profiles(security, "spec.securityContext", ("pod",))
@@ -232,8 +234,8 @@ def _probe_hosts(slot: Slot, key: tuple[str, ...]) -> Iterator[Violation]:
 
 def violations(launcher: Launcher, policy: LauncherPolicy) -> Iterator[Violation]:
     """Every reason to refuse this launcher pod, pod-level first, in the pod's order."""
-    yield from _pod_level(launcher, policy)
     selinux_types = _allowed_types(launcher, policy)
+    yield from _pod_level(launcher, policy, selinux_types)
     for slot in launcher.slots:
         yield from _container_level(slot, launcher, policy, selinux_types)
 
