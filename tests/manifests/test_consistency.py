@@ -61,24 +61,26 @@ def test_webhook_configurations_call_the_catalogues_service_paths_and_names(
     objects = rendered[kustomization]
     service = find(objects, "Service", catalogue.WEBHOOK_SERVICE)
     https = next(p for p in service["spec"]["ports"] if p["name"] == "https")
-    for kind, name, path in (
-        ("MutatingWebhookConfiguration", catalogue.MUTATING_CONFIGURATION, catalogue.MUTATE_PATH),
+    for kind, name, paths in (
+        ("MutatingWebhookConfiguration", catalogue.MUTATING_CONFIGURATION, [catalogue.MUTATE_PATH]),
         (
             "ValidatingWebhookConfiguration",
             catalogue.VALIDATING_CONFIGURATION,
-            catalogue.VALIDATE_PATH,
+            [catalogue.VALIDATE_PATH, catalogue.GUARD_PATH],
         ),
     ):
         configuration = find(objects, kind, name)
+        assert len(configuration["webhooks"]) == len(paths)
+        for webhook, path in zip(configuration["webhooks"], paths, strict=True):
+            assert webhook["clientConfig"] == {
+                "service": {
+                    "namespace": catalogue.NAMESPACE,
+                    "name": catalogue.WEBHOOK_SERVICE,
+                    "path": path,
+                    "port": https["port"],
+                }
+            }, f"{kind}: clientConfig must name the Service only, and carry no caBundle"
         webhook = configuration["webhooks"][0]
-        assert webhook["clientConfig"] == {
-            "service": {
-                "namespace": catalogue.NAMESPACE,
-                "name": catalogue.WEBHOOK_SERVICE,
-                "path": path,
-                "port": https["port"],
-            }
-        }, f"{kind}: clientConfig must name the Service only, and carry no caBundle"
         assert webhook["objectSelector"] == {
             "matchLabels": {catalogue.LAUNCHER_LABEL_KEY: catalogue.LAUNCHER_LABEL_VALUE}
         }
@@ -383,18 +385,9 @@ def test_the_guard_webhook_selects_opted_in_namespaces_and_every_pod_but_launche
     kustomization: str, rendered: dict[str, Objects]
 ) -> None:
     objects = rendered[kustomization]
-    service = find(objects, "Service", catalogue.WEBHOOK_SERVICE)
-    https = next(p for p in service["spec"]["ports"] if p["name"] == "https")
+    # Its clientConfig (path /guard) is checked with the others' above.
     validate, guard = find(objects, "ValidatingWebhookConfiguration", "virtdev")["webhooks"]
     assert guard["name"] != validate["name"]
-    assert guard["clientConfig"] == {
-        "service": {
-            "namespace": catalogue.NAMESPACE,
-            "name": catalogue.WEBHOOK_SERVICE,
-            "path": catalogue.GUARD_PATH,
-            "port": https["port"],
-        }
-    }
     assert guard["failurePolicy"] == "Fail"
     assert guard["namespaceSelector"] == {
         "matchLabels": {catalogue.GUARD_LABEL_KEY: catalogue.GUARD_LABEL_VALUE},
