@@ -12,6 +12,7 @@ audit says what `deny` would do, whatever the webhook runs with now.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -118,29 +119,17 @@ def launcher_pods(
     core: Any, *, selector: str, namespace: str | None, chunk_size: int
 ) -> Iterator[dict[str, Any]]:
     """Every pod matching `selector`, one list request per `chunk_size` pods (`continue`)."""
-    token = ""
-    while True:
-        options: dict[str, Any] = {
-            "limit": chunk_size,
-            "_preload_content": False,  # the pods as JSON, not as the client's models
-            "_request_timeout": (CONNECT_TIMEOUT_SECONDS, LIST_TIMEOUT_SECONDS),
-        }
-        if selector:
-            options["label_selector"] = selector
-        if token:
-            options["_continue"] = token
-        if namespace is None:
-            response = core.list_pod_for_all_namespaces(**options)
-        else:
-            response = core.list_namespaced_pod(namespace, **options)
-        try:
-            page = orjson.loads(response.data)
-        finally:
-            response.release_conn()
+    from webhook.paging import pages
+
+    list_call = (
+        core.list_pod_for_all_namespaces
+        if namespace is None
+        else functools.partial(core.list_namespaced_pod, namespace)
+    )
+    params: dict[str, Any] = {"label_selector": selector} if selector else {}
+    timeout = (CONNECT_TIMEOUT_SECONDS, LIST_TIMEOUT_SECONDS)
+    for page in pages(list_call, limit=chunk_size, request_timeout=timeout, **params):
         yield from page.get("items") or ()
-        token = (page.get("metadata") or {}).get("continue") or ""
-        if not token:
-            return
 
 
 def run_audit(
