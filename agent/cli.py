@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 
 from virtdev import catalogue
-from virtdev.config import add_config_flag, add_devices_flag, add_log_format_flag
+from virtdev.config import add_config_flag, add_devices_flag, add_log_format_flag, port_or_zero
 
 
 def _count(text: str) -> int:
@@ -28,16 +28,6 @@ def _count(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if not 1 <= value <= MAX_DEVICE_COUNT:
         raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_DEVICE_COUNT}, got {value}")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 65535, got {value}")
     return value
 
 
@@ -81,7 +71,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     probes = parser.add_argument_group("probes and metrics")
     probes.add_argument(
         "--metrics-port",
-        type=_port,
+        type=port_or_zero,
         default=catalogue.AGENT_METRICS_PORT,
         metavar="PORT",
         help="plain-HTTP port for /healthz, /readyz and /metrics "
