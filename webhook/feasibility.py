@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any, Literal, Protocol, get_args
+from typing import Any, Literal, Protocol
 
 from virtdev import catalogue
 from webhook.answer import MAX_WARNING, fit_warning
@@ -393,7 +393,6 @@ def _nodes(count: int) -> str:
 
 #: What the scheduling decision concluded (the label of virtdev_webhook_scheduling_decisions_total).
 Outcome = Literal["feasible", "warned", "emulated", "denied", "migration", "unsynced"]
-OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
 
 
 @dataclass(frozen=True, slots=True)
