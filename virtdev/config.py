@@ -161,13 +161,12 @@ def _port(text: str, *, lowest: int) -> int:
 def load_config_file(path: str) -> dict[str, Any]:
     """The YAML mapping, read within virtdev.documents' limits; an empty file is empty."""
     # Only when a file is given: every process builds the parser.
-    from virtdev.documents import DocumentError, load_documents, read_bounded
+    from virtdev.documents import DocumentError, read_yaml_file
 
     try:
-        documents, _ = load_documents(read_bounded(path, None, MAX_CONFIG_BYTES))
+        documents = read_yaml_file(path, MAX_CONFIG_BYTES)
     except DocumentError as error:
-        problem = str(error).replace("neither JSON nor YAML", "not valid YAML")
-        raise ConfigError(f"config file {path}: {problem}") from None
+        raise ConfigError(f"config file {path}: {error}") from None
     if len(documents) > 1:
         raise ConfigError(f"config file {path}: one YAML document expected, found {len(documents)}")
     data = documents[0] if documents else None

@@ -88,6 +88,16 @@ def load_documents(data: bytes) -> tuple[list[Any], bool]:
     return [d for d in yaml_documents(text) if d is not None], True
 
 
+def read_yaml_file(path: str, limit: int) -> list[Any]:
+    """The documents of a file a person writes in YAML (a config file, a kubeconfig), read
+    within `limit`; what cannot be read is a DocumentError saying "not valid YAML"."""
+    try:
+        documents, _ = load_documents(read_bounded(path, None, limit))
+    except DocumentError as error:
+        raise DocumentError(str(error).replace("neither JSON nor YAML", "not valid YAML")) from None
+    return documents
+
+
 def check_depth(document: Any, limit: int = MAX_DEPTH) -> None:
     """Refuse a value nested deeper than `limit` (iteratively: any depth is safe to check)."""
     stack: list[tuple[Any, int]] = [(document, 1)]

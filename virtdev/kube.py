@@ -176,14 +176,13 @@ def load(
 
 def _check_file(setting: str, path: str) -> dict[str, Any]:
     """Readable, within limits, and a YAML mapping: else one line naming the file."""
-    from virtdev.documents import DocumentError, load_documents, read_bounded
+    from virtdev.documents import DocumentError, read_yaml_file
 
     where = f"{setting}: {path}" if setting != "~/.kube/config" else path
     try:
-        documents, _ = load_documents(read_bounded(path, None, MAX_KUBECONFIG_BYTES))
+        documents = read_yaml_file(path, MAX_KUBECONFIG_BYTES)
     except DocumentError as error:
-        problem = str(error).replace("neither JSON nor YAML", "not valid YAML")
-        raise KubeConfigError(f"{where}: {problem}") from None
+        raise KubeConfigError(f"{where}: {error}") from None
     if len(documents) != 1 or not isinstance(documents[0], dict):
         raise KubeConfigError(f"{where}: not a kubeconfig (expected one YAML mapping)")
     return documents[0]
@@ -213,15 +212,14 @@ def cli_client(
     return api_client(load(source, context=context, environ=environ))
 
 
-def add_flags(parser: Any, *, context: bool = True, help_suffix: str = "") -> None:
+def add_flags(parser: Any) -> None:
     """`--kubeconfig` and `--context`, as every command run by a person spells them."""
     parser.add_argument(
         "--kubeconfig",
         metavar="FILE",
         help="kubeconfig to use (default: $KUBECONFIG, else ~/.kube/config, else the in-cluster "
-        "service account, as kubectl)" + help_suffix,
+        "service account, as kubectl)",
     )
-    if context:
-        parser.add_argument(
-            "--context", metavar="NAME", help="the kubeconfig context to use (default: current)"
-        )
+    parser.add_argument(
+        "--context", metavar="NAME", help="the kubeconfig context to use (default: current)"
+    )
