@@ -98,7 +98,7 @@ def main() -> None:
 
     from certs.tls import ServingTLS
     from webhook.connections import ConnectionLimits, ConnectionMetrics
-    from webhook.server import HttpsServer, uvicorn_config
+    from webhook.server import CannotListen, HttpsServer, listen, uvicorn_config
 
     if args.log_line:
         global LOG_LINE
@@ -110,16 +110,21 @@ def main() -> None:
 
     ready = [f"floor ready on https://{args.host}:{args.port}"]
     server = HttpsServer(config, ready, limits=ConnectionLimits(), metrics=ConnectionMetrics())
+    try:
+        sock = listen(args.host, args.port)
+    except CannotListen as error:
+        sys.exit(f"floor: {error}")
 
     async def serve() -> None:
         flusher = asyncio.create_task(logs.flush_every())  # as the webhook's lifespan runs it
         try:
-            await server.serve()
+            await server.serve(sockets=[sock])
         finally:
             flusher.cancel()
             logs.flush()
 
-    uvloop.run(serve())
+    with sock:
+        uvloop.run(serve())
 
 
 if __name__ == "__main__":

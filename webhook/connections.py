@@ -132,20 +132,6 @@ class ConnectionMetrics:
         self.shed.labels(reason=reason).inc()
 
 
-def listening_socket(host: str, port: int, backlog: int) -> socket.socket:
-    """A bound, listening, non-blocking TCP socket (OSError as asyncio words it on failure)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    try:
-        sock = socket.create_server((host, port), family=family, backlog=backlog)
-    except OSError as error:
-        reason = (error.strerror or str(error)).lower()
-        raise OSError(
-            error.errno, f"error while attempting to bind on address {(host, port)!r}: {reason}"
-        ) from None
-    sock.setblocking(False)
-    return sock
-
-
 class _Slot:
     """One counted connection; released exactly once, however it ends."""
 

@@ -34,7 +34,6 @@ from webhook.connections import (
     GuardedHttp,
     Listener,
     fit_to_file_limit,
-    listening_socket,
 )
 from webhook.metrics import WebhookMetrics
 from webhook.node_view import NodeView, cluster_source, core_api
@@ -76,17 +75,11 @@ class HttpsServer(uvicorn.Server):
         if self.lifespan.should_exit:
             sys.exit(uvicorn.config.STARTUP_FAILURE)
         config = self.config
-        if sockets:  # bound by `serve` before anything started, so a port in use is one line
-            sock = sockets[0]
-            sock.listen(config.backlog)
-            sock.setblocking(False)
-        else:
-            try:
-                sock = listening_socket(config.host, config.port, config.backlog)
-            except OSError as error:
-                logging.getLogger("uvicorn.error").error(error)
-                await self.lifespan.shutdown()
-                sys.exit(uvicorn.config.STARTUP_FAILURE)
+        if not sockets:
+            raise TypeError("HttpsServer serves a socket bound by `listen`: serve(sockets=[...])")
+        sock = sockets[0]  # bound before anything started, so a port in use is one line
+        sock.listen(config.backlog)
+        sock.setblocking(False)
 
         def protocol(release: Callable[[], None]) -> GuardedHttp:
             return GuardedHttp(
