@@ -242,7 +242,7 @@ def run_ensure(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
     from certs import incluster
-    from virtdev import logs
+    from virtdev import kube, logs
 
     logs.setup(args.log_format, args.log_level)
     try:
@@ -258,18 +258,8 @@ def run_ensure(args: argparse.Namespace) -> int:
             days=args.days,
             grace=timedelta(seconds=args.grace),
         )
-        api_client = _api_client(args.kubeconfig, args.context)
-    except (ValueError, incluster.ClusterError) as error:
+        api_client = kube.cli_client(args.kubeconfig, args.context)
+    except (ValueError, incluster.ClusterError, kube.KubeConfigError) as error:
         incluster.ensure_log.error("cannot start: %s", error)
         return 2
     return incluster.keep(api_client, target, interval=args.interval)
-
-
-def _api_client(kubeconfig: str | None, context: str | None) -> object:
-    from certs.incluster import ClusterError
-    from virtdev import kube
-
-    try:
-        return kube.cli_client(kubeconfig, context)
-    except kube.KubeConfigError as error:
-        raise ClusterError(str(error)) from None
