@@ -9,6 +9,7 @@ load. The benches import it too (bench/webhook_*.py): none of it depends on pyte
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import queue
 import re
@@ -78,6 +79,19 @@ def stop(process: subprocess.Popen[bytes] | subprocess.Popen[str], timeout: floa
             process.kill()
             process.wait(timeout=10)
     return int(process.returncode)
+
+
+def heavy_imports(statements: str, heavy: set[str]) -> list[str]:
+    """Which of the `heavy` top-level packages a fresh interpreter has imported after running
+    `statements` (to keep what every process runs light)."""
+    code = (
+        f"import sys; {statements}; heavy = set({sorted(heavy)!r}); "
+        "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    return list(ast.literal_eval(result.stdout.strip()))
 
 
 def refuses_connections(port: int, host: str = "127.0.0.1") -> bool:
