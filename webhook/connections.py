@@ -16,7 +16,7 @@ So the webhook owns its listening socket and its HTTP protocol:
   request head within `head_seconds` (counted from its first byte, or from the connection's
   start), the body within `body_seconds` of its head. A late request is answered 408 and closed;
   a head over `MAX_HEAD_BYTES` 431 and closed; an idle keep-alive connection is closed after
-  `keep_alive_seconds` (uvicorn's own timer). Every close, however the peer behaves, is done
+  `KEEP_ALIVE_SECONDS` (uvicorn's own timer). Every close, however the peer behaves, is done
   within `CLOSE_SECONDS` (the TLS close_notify wait is cut short). So a client that stops
   reading its answer is dropped too: the endpoint writes an answer in one piece, which the
   transport buffers, so it never waits on the client, and the connection, idle from then on,
@@ -77,12 +77,11 @@ class ConnectionLimits:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     head_seconds: float = DEFAULT_HEAD_SECONDS
     body_seconds: float = DEFAULT_BODY_SECONDS
-    keep_alive_seconds: int = KEEP_ALIVE_SECONDS
 
     def __post_init__(self) -> None:
         if self.max_connections < 1:
             raise ValueError(f"max-connections must be at least 1, got {self.max_connections}")
-        for name in ("head_seconds", "body_seconds", "keep_alive_seconds"):
+        for name in ("head_seconds", "body_seconds"):
             if not getattr(self, name) > 0:  # NaN too
                 flag = name.replace("_seconds", "-timeout").replace("_", "-")
                 raise ValueError(f"{flag} must be a positive number of seconds")

@@ -120,7 +120,6 @@ def uvicorn_config(
     port: int,
     tls: ServingTLS,
     lifespan: Literal["on", "off"],
-    keep_alive_seconds: int = KEEP_ALIVE_SECONDS,
 ) -> uvicorn.Config:
     """How the HTTPS port is served (the benchmark's floor is served the same way)."""
     config = uvicorn.Config(
@@ -134,7 +133,7 @@ def uvicorn_config(
         access_log=False,
         server_header=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
-        timeout_keep_alive=keep_alive_seconds,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
     config.load()
     # uvicorn would build its own SSLContext from files; ServingTLS's reloads without a restart.
@@ -280,7 +279,6 @@ def serve(args: argparse.Namespace) -> int:
         port=args.port,
         tls=tls,
         lifespan="on",
-        keep_alive_seconds=limits.keep_alive_seconds,
     )
     server = HttpsServer(config, ready_lines, limits=limits, metrics=ConnectionMetrics(registry))
     try:
