@@ -32,6 +32,8 @@ NO_KVM_POLICIES = ("warn", "emulate", "deny")
 DEFAULT_NO_KVM_POLICY = "warn"
 FILTERED_EFFECTS = ("NoSchedule", "NoExecute")
 UNSCHEDULABLE_TAINT = "node.kubernetes.io/unschedulable"
+#: The taint a cordoned node carries, as a toleration matches it.
+CORDON_TAINT = {"key": UNSCHEDULABLE_TAINT, "effect": "NoSchedule"}
 KVM = f"{catalogue.RESOURCE_DOMAIN}/{catalogue.ACCELERATOR}"
 
 _QUANTITY = re.compile(
@@ -89,6 +91,8 @@ def short_name(resource: str) -> str:
 
 # --- nodes ------------------------------------------------------------------------------------
 
+_DEVICE_PREFIX = catalogue.RESOURCE_DOMAIN + "/"
+
 
 def node_name(node: Node) -> str:
     return str((node.get("metadata") or {}).get("name") or "")
@@ -128,7 +132,7 @@ def device_resources(node: Node) -> dict[str, dict[str, str]]:
     found: dict[str, dict[str, str]] = {}
     for section in ("capacity", "allocatable"):
         for resource, value in (status.get(section) or {}).items():
-            if resource.startswith(catalogue.RESOURCE_DOMAIN + "/"):
+            if resource.startswith(_DEVICE_PREFIX):
                 found.setdefault(resource, {})[section] = str(value)
     return found
 
@@ -143,9 +147,6 @@ def _spec(pod: Pod) -> dict[str, Any]:
 def is_migration_target(pod: Pod) -> bool:
     labels = (pod.get("metadata") or {}).get("labels") or {}
     return catalogue.MIGRATION_JOB_LABEL in labels
-
-
-_DEVICE_PREFIX = catalogue.RESOURCE_DOMAIN + "/"
 
 
 def _container_requests(container: dict[str, Any], resources: tuple[str, ...]) -> dict[str, int]:
@@ -317,8 +318,7 @@ def placement_reason(pod: Pod, node: Node) -> str | None:
     if not is_ready(node):
         return "NotReady"
     if is_unschedulable(node):
-        cordon = {"key": UNSCHEDULABLE_TAINT, "effect": "NoSchedule"}
-        if not any(toleration_matches(t, cordon) for t in tolerations):
+        if not any(toleration_matches(t, CORDON_TAINT) for t in tolerations):
             return "unschedulable"
     wanted = spec.get("nodeName")
     if wanted and wanted != node_name(node):
@@ -472,6 +472,11 @@ class NodeSnapshot:
         )
 
 
+def without_kvm(requests: Mapping[str, int]) -> dict[str, int]:
+    """The requests but kvm: what an emulated launcher (tun, no kvm) asks of a node."""
+    return {r: n for r, n in requests.items() if r != KVM}
+
+
 def check_policy(no_kvm_policy: str) -> None:
     if no_kvm_policy not in NO_KVM_POLICIES:
         raise ValueError(f"no-kvm policy {no_kvm_policy!r} is not one of {NO_KVM_POLICIES}")
@@ -501,13 +506,12 @@ def decide(
         )
         missing = KVM if kvm_short else _first_missing(placeable, requests)
         fit = Fit(0, fit.ruled_out, bool(placeable), kvm_short, missing)
-    without_kvm = {r: n for r, n in requests.items() if r != KVM}
     return verdict(
         fit,
         pod,
         no_kvm_policy=no_kvm_policy,
         kvm_injected=kvm_injected,
-        emulated=lambda: len(feasible_nodes(pod, nodes, without_kvm).feasible),
+        emulated=lambda: len(feasible_nodes(pod, nodes, without_kvm(requests)).feasible),
     )
 
 

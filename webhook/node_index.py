@@ -37,12 +37,12 @@ from typing import Any
 
 import orjson
 
-from virtdev import catalogue
 from webhook.feasibility import (
+    _DEVICE_PREFIX,
+    CORDON_TAINT,
     DEFAULT_NO_KVM_POLICY,
     FILTERED_EFFECTS,
     KVM,
-    UNSCHEDULABLE_TAINT,
     Decision,
     Fit,
     Node,
@@ -59,14 +59,13 @@ from webhook.feasibility import (
     taints,
     toleration_matches,
     verdict,
+    without_kvm,
 )
 
 #: A fact held by this many nodes keeps its int up to date; rarer ones build it when asked.
 DENSE = 32
 #: Decisions remembered between two fact changes (all forgotten when full: no LRU to keep).
 ANSWERS = 256
-_CORDON = {"key": UNSCHEDULABLE_TAINT, "effect": "NoSchedule"}
-_DEVICE_PREFIX = catalogue.RESOURCE_DOMAIN + "/"
 
 Taint = tuple[str, str, str]  # key, value, effect
 
@@ -365,7 +364,7 @@ class NodeIndex:
                     pod,
                     no_kvm_policy=no_kvm_policy,
                     kvm_injected=kvm_injected,
-                    emulated=lambda: self._fit(pod, _without(requests, KVM)).feasible,
+                    emulated=lambda: self._fit(pod, without_kvm(requests)).feasible,
                 )
                 if len(self._answers) >= ANSWERS:
                     self._answers = {}
@@ -393,7 +392,7 @@ class NodeIndex:
                 left &= mask
 
         keep(self._ready.mask, "NotReady")
-        if not any(toleration_matches(t, _CORDON) for t in tolerations):
+        if not any(toleration_matches(t, CORDON_TAINT) for t in tolerations):
             keep(everyone & ~self._cordoned.mask, "unschedulable")
         wanted = spec.get("nodeName")
         if wanted:
@@ -552,10 +551,6 @@ def _question(
 
 def _dumps(value: Any) -> bytes:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
-
-
-def _without(requests: Mapping[str, int], resource: str) -> dict[str, int]:
-    return {r: n for r, n in requests.items() if r != resource}
 
 
 def _flip(members: Members, slot: int, had: bool, has: bool) -> None:

@@ -37,7 +37,7 @@ from typing import Any
 import orjson
 
 from virtdev import catalogue, kube
-from webhook.feasibility import Node, NodeSnapshot
+from webhook.feasibility import _DEVICE_PREFIX, Node, NodeSnapshot
 from webhook.metrics import WebhookMetrics
 from webhook.node_index import NodeIndex
 from webhook.paging import pages
@@ -85,7 +85,6 @@ def trim(node: Mapping[str, Any]) -> Node:
     metadata = node.get("metadata") or {}
     spec = node.get("spec") or {}
     status = node.get("status") or {}
-    prefix = catalogue.RESOURCE_DOMAIN + "/"
     ready = [c for c in status.get("conditions") or () if (c or {}).get("type") == "Ready"]
     return {
         "metadata": {
@@ -100,10 +99,14 @@ def trim(node: Mapping[str, Any]) -> Node:
         "status": {
             "conditions": [{"type": "Ready", "status": c.get("status")} for c in ready],
             "capacity": {
-                k: v for k, v in (status.get("capacity") or {}).items() if k.startswith(prefix)
+                k: v
+                for k, v in (status.get("capacity") or {}).items()
+                if k.startswith(_DEVICE_PREFIX)
             },
             "allocatable": {
-                k: v for k, v in (status.get("allocatable") or {}).items() if k.startswith(prefix)
+                k: v
+                for k, v in (status.get("allocatable") or {}).items()
+                if k.startswith(_DEVICE_PREFIX)
             },
         },
     }
