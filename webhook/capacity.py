@@ -37,12 +37,11 @@ from webhook.feasibility import (
     taints,
     untolerated_taint,
 )
+from webhook.options import DEFAULT_PAGE_SIZE
 
 #: The devices a launcher gets by default: the table's columns.
 SHOWN = tuple(catalogue.DEVICES[name].resource for name in catalogue.DEFAULT_DEVICES)
 ACTIVE_PODS = "status.phase!=Succeeded,status.phase!=Failed"
-#: Objects a list page (client-go's pager default, webhook.paging).
-PAGE_SIZE = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +166,7 @@ def render_json(table: Sequence[Row]) -> str:
     return json.dumps({"nodes": items}, indent=2) + "\n"
 
 
-def collect(core: Any, *, page_size: int = PAGE_SIZE) -> tuple[list[Node], list[Pod]]:
+def collect(core: Any, *, page_size: int = DEFAULT_PAGE_SIZE) -> tuple[list[Node], list[Pod]]:
     """The nodes, and the pods that hold devices (bound, not finished), as plain dicts reduced
     to what `rows` reads."""
     from webhook.node_view import trim

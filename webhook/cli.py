@@ -291,7 +291,7 @@ def run_capacity(args: argparse.Namespace) -> int:
 
 
 #: kubectl's default --chunk-size.
-DEFAULT_CHUNK_SIZE = 500
+from webhook.options import DEFAULT_PAGE_SIZE as DEFAULT_CHUNK_SIZE  # noqa: E402
 
 
 def _chunk_size(text: str) -> int:

@@ -31,3 +31,7 @@ DEFAULT_MAX_CONNECTIONS = 1000
 #: whole review (≤ 6 MiB) at once, in milliseconds on a cluster network.
 DEFAULT_HEAD_SECONDS = 10.0
 DEFAULT_BODY_SECONDS = 10.0
+
+#: Objects per list request: client-go's pager default (webhook.paging), and kubectl's
+#: --chunk-size (`virtdev audit`, `virtdev capacity`).
+DEFAULT_PAGE_SIZE = 500
