@@ -40,8 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, datetime
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import orjson
 
+from bench.webhook_faults import ca_of, new_leaf, wait_for
 from bench.webhook_load import (
     PATCHED,
     BenchError,
@@ -343,16 +343,7 @@ def slow(args: argparse.Namespace, workdir: Path, material: Any) -> dict[str, An
 
 def renew(material: Any) -> int:
     """A new serving pair from the same CA, key first, each file replaced atomically."""
-    key = pki.load_key(material.ca_key.read_bytes())
-    assert key is not None
-    ca = pki.KeyPair(pki.load_certs(material.ca_cert.read_bytes())[0], key)
-    leaf = pki.issue_leaf(
-        ca,
-        dns_names=["localhost"],
-        ip_addresses=pki.parse_ips(["127.0.0.1"]),
-        now=datetime.now(UTC),
-        days=30,
-    )
+    leaf = new_leaf(ca_of(material))
     for path, data in (
         (material.tls_key, pki.key_pem(leaf.key)),
         (material.tls_cert, pki.cert_pem(leaf.cert)),
@@ -373,15 +364,6 @@ def serial(port: int, context: ssl.SSLContext) -> int:
     return int(x509.load_der_x509_certificate(der).serial_number)
 
 
-def poll(condition: Callable[[], bool], what: str, timeout: float = 30) -> float:
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > timeout:
-            raise BenchError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)  # polling interval of the condition
-    return time.monotonic() - started
-
-
 def files(args: argparse.Namespace, workdir: Path, material: Any) -> dict[str, Any]:
     context = ssl.create_default_context(cafile=str(material.ca_cert))
     prefix = ["sh", "-c", f'ulimit -n {FILE_LIMIT} && exec "$@"', "sh"]
@@ -398,14 +380,14 @@ def files(args: argparse.Namespace, workdir: Path, material: Any) -> dict[str, A
             with contextlib.suppress(ConnectionResetError):
                 held.append(socket.create_connection(("127.0.0.1", server.port), timeout=10))
         shed = 'virtdev_webhook_connections_shed_total{reason="limit"}'
-        poll(lambda: metric(shed) + metric("virtdev_webhook_connections") >= args.files_clients,
-             "every client accepted or reset")  # fmt: skip
+        wait_for(lambda: metric(shed) + metric("virtdev_webhook_connections") >= args.files_clients,
+                 "every client accepted or reset", timeout=30)  # fmt: skip
         at_limit = metric("virtdev_webhook_connections")
         renewed = renew(material)
         reloads = 'virtdev_webhook_certificate_reloads_total{result="ok"}'
-        reload_s = poll(lambda: metric(reloads) >= 1, "the reload")
+        reload_s = wait_for(lambda: metric(reloads) >= 1, "the reload", timeout=30)
         during_reload = metric("virtdev_webhook_connections")
-        poll(lambda: metric("virtdev_webhook_connections") == 0, "all shed")
+        wait_for(lambda: metric("virtdev_webhook_connections") == 0, "all shed", timeout=30)
         cleared_after = time.monotonic() - started
         for sock in held:
             sock.close()
