@@ -24,6 +24,7 @@ from typing import Any
 
 from virtdev import catalogue
 from webhook.feasibility import (
+    _DEVICE_PREFIX,
     Node,
     Pod,
     allocatable,
@@ -169,7 +170,6 @@ def render_json(table: Sequence[Row]) -> str:
 def collect(core: Any, *, page_size: int = DEFAULT_PAGE_SIZE) -> tuple[list[Node], list[Pod]]:
     """The nodes, and the pods that hold devices (bound, not finished), as plain dicts reduced
     to what `rows` reads."""
-    from webhook.node_view import trim
     from webhook.paging import pages
 
     nodes = [
@@ -185,6 +185,39 @@ def collect(core: Any, *, page_size: int = DEFAULT_PAGE_SIZE) -> tuple[list[Node
         for item in page.get("items") or ()
     ]
     return nodes, pods
+
+
+def trim(node: Mapping[str, Any]) -> Node:
+    """What the feasibility check reads of a Node, in its JSON shape (for this table and tests;
+    the webhook's node view keeps less, `webhook.node_index.NodeFacts`)."""
+    metadata = node.get("metadata") or {}
+    spec = node.get("spec") or {}
+    status = node.get("status") or {}
+    ready = [c for c in status.get("conditions") or () if (c or {}).get("type") == "Ready"]
+    return {
+        "metadata": {
+            "name": metadata.get("name") or "",
+            "labels": dict(metadata.get("labels") or {}),
+            "resourceVersion": metadata.get("resourceVersion") or "",
+        },
+        "spec": {
+            "taints": list(spec.get("taints") or ()),
+            "unschedulable": bool(spec.get("unschedulable")),
+        },
+        "status": {
+            "conditions": [{"type": "Ready", "status": c.get("status")} for c in ready],
+            "capacity": {
+                k: v
+                for k, v in (status.get("capacity") or {}).items()
+                if k.startswith(_DEVICE_PREFIX)
+            },
+            "allocatable": {
+                k: v
+                for k, v in (status.get("allocatable") or {}).items()
+                if k.startswith(_DEVICE_PREFIX)
+            },
+        },
+    }
 
 
 def trim_pod(pod: Pod) -> Pod:

@@ -37,7 +37,7 @@ from typing import Any
 import orjson
 
 from virtdev import catalogue, kube
-from webhook.feasibility import _DEVICE_PREFIX, Node, NodeSnapshot
+from webhook.feasibility import NodeSnapshot, node_name
 from webhook.metrics import WebhookMetrics
 from webhook.node_index import NodeIndex
 from webhook.paging import pages
@@ -77,39 +77,6 @@ def core_api(kubeconfig: str | None) -> Any:
     if source is None:
         raise kube.KubeConfigError("no cluster configured (no --kubeconfig, not in a pod)")
     return client.CoreV1Api(kube.api_client(kube.load(source)))
-
-
-def trim(node: Mapping[str, Any]) -> Node:
-    """What the feasibility check reads of a Node, in its JSON shape (for tools and tests; the
-    view itself keeps less, `webhook.node_index.NodeFacts`)."""
-    metadata = node.get("metadata") or {}
-    spec = node.get("spec") or {}
-    status = node.get("status") or {}
-    ready = [c for c in status.get("conditions") or () if (c or {}).get("type") == "Ready"]
-    return {
-        "metadata": {
-            "name": metadata.get("name") or "",
-            "labels": dict(metadata.get("labels") or {}),
-            "resourceVersion": metadata.get("resourceVersion") or "",
-        },
-        "spec": {
-            "taints": list(spec.get("taints") or ()),
-            "unschedulable": bool(spec.get("unschedulable")),
-        },
-        "status": {
-            "conditions": [{"type": "Ready", "status": c.get("status")} for c in ready],
-            "capacity": {
-                k: v
-                for k, v in (status.get("capacity") or {}).items()
-                if k.startswith(_DEVICE_PREFIX)
-            },
-            "allocatable": {
-                k: v
-                for k, v in (status.get("allocatable") or {}).items()
-                if k.startswith(_DEVICE_PREFIX)
-            },
-        },
-    }
 
 
 def _lines(response: Any) -> Iterator[bytes]:
@@ -307,7 +274,7 @@ class NodeView:
             return version
         # The index is changed in place, under its lock: requests never see half an event.
         if kind == "DELETED":
-            self._index.remove(str((obj.get("metadata") or {}).get("name") or ""))
+            self._index.remove(node_name(obj))
         elif kind in ("ADDED", "MODIFIED"):
             self._index.put(obj)
         self._publish(synced=True, resource_version=version)

@@ -57,8 +57,9 @@ from tests.webhook.test_properties import (
 from webhook import review, shapes
 from webhook.admission import mutate_review, validate_review
 from webhook.app import WebhookSettings, create_app
+from webhook.capacity import trim
 from webhook.feasibility import NodeSnapshot
-from webhook.node_view import NodeView, core_api, trim
+from webhook.node_view import NodeView, core_api
 from webhook.options import DEFAULT_MAX_BODY_BYTES
 from webhook.policy import LauncherPolicy
 from webhook.review import API_VERSIONS
