@@ -115,6 +115,12 @@ class Reservation:
         self._budget.give(self.size)
         self.size = 0
 
+    def hand_over(self) -> Reservation:
+        """A new reservation holding this one's share, which is left holding nothing."""
+        other = Reservation(self._budget)
+        other.size, self.size = self.size, 0
+        return other
+
 
 async def read_body(
     scope: Scope, receive: Receive, limit: int, reservation: Reservation | None = None
@@ -244,11 +250,10 @@ class AdmissionEndpoint:
     ) -> tuple[review.Request, Answer, bytes]:
         assert self._worker is not None
         future = asyncio.get_running_loop().run_in_executor(self._worker, self._decide_body, body)
-        size = reservation.size
-        reservation.size = 0  # the worker holds it now: returned when the thread is done
+        held = reservation.hand_over()  # the worker holds it now: returned when the thread is done
 
         def done(finished: asyncio.Future[Any]) -> None:
-            self._budget.give(size)
+            held.release()
             if not finished.cancelled():
                 finished.exception()  # retrieved: a late bug or 400 is not "never retrieved"
 
@@ -285,7 +290,7 @@ class AdmissionEndpoint:
             except BadInput as error:
                 text = review.fit_text(str(error), review.MAX_MESSAGE_BYTES)
                 log.info("bad admission request", extra={"endpoint": self.name, "error": text})
-                body = status_body(400, "BadRequest", str(error), error.path, error.problem)
+                body = status_body(400, "BadRequest", text, error.path, error.problem)
                 return 400, body, "bad_request", 0, False
             if result.verdict != "skipped" or log.isEnabledFor(logging.DEBUG):
                 fields = {
