@@ -419,10 +419,12 @@ class NodeIndex:
             ]
             keep(everyone & ~_union(untolerated), "taint")
         placeable = left
+        # The nodes with enough of each requested resource, reused by the no-fit answer below.
+        enough_of: dict[str, int] = {}
         for resource, amount in requests.items():
             if amount <= 0:
                 continue
-            enough = self._at_least(resource, amount)
+            enough = enough_of[resource] = self._at_least(resource, amount)
             short = left & ~enough
             if not short:
                 continue
@@ -440,11 +442,11 @@ class NodeIndex:
         feasible = left.bit_count()
         if feasible or not placeable:
             return Fit(feasible, counts, placeable=bool(placeable))
-        kvm_short = requests.get(KVM, 0) > 0 and not placeable & self._at_least(KVM, requests[KVM])
+        kvm_short = requests.get(KVM, 0) > 0 and not placeable & enough_of[KVM]
         missing_resource = KVM if kvm_short else None
         if not kvm_short:
             for resource, amount in requests.items():
-                if amount > 0 and not placeable & self._at_least(resource, amount):
+                if amount > 0 and not placeable & enough_of[resource]:
                     missing_resource = resource
                     break
         return Fit(0, counts, placeable=True, kvm_short=kvm_short, missing=missing_resource)
