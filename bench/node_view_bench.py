@@ -59,7 +59,13 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.webhook_bench import cpu_seconds  # noqa: E402
-from bench.webhook_instructions import CALLGRIND_ENV, callgrind, connect, total  # noqa: E402
+from bench.webhook_instructions import (  # noqa: E402
+    CALLGRIND_ENV,
+    callgrind,
+    connect,
+    post_allowed,
+    total,
+)
 from bench.webhook_load import (  # noqa: E402
     PATCHED,
     BenchError,
@@ -403,13 +409,7 @@ def counted(
         context = ssl.create_default_context(cafile=str(material.ca_cert))
         connection = connect(port, context, process)
         wait_for(is_synced, f"{what} to sync under valgrind", 600)
-        body = review.read_bytes()
-        for _ in range(requests):
-            connection.request("POST", "/mutate", body, {"Content-Type": "application/json"})
-            response = connection.getresponse()
-            answer = response.read()
-            if response.status != 200 or b'"allowed":true' not in answer:
-                raise BenchError(f"{what} answered {response.status}: {answer[:200]!r}")
+        post_allowed(connection, "/mutate", review.read_bytes(), requests, what)
         connection.close()
         process.send_signal(signal.SIGTERM)
         if process.wait(timeout=600) != 0:
@@ -541,9 +541,9 @@ def one_size(
             if status != 200 or answer["response"].get("patchType") != "JSONPatch":
                 raise BenchError(f"{server.name}: /mutate answered {status} {answer}")
         expected = expected_feasible(cluster, review)
-        if sample(view.metrics(), FEASIBLE_GAUGE) != expected:
-            counted = sample(view.metrics(), FEASIBLE_GAUGE)
-            raise BenchError(f"the view counts {counted} feasible nodes, not {expected}")
+        feasible = sample(view.metrics(), FEASIBLE_GAUGE)
+        if feasible != expected:
+            raise BenchError(f"the view counts {feasible} feasible nodes, not {expected}")
         for server in servers.values():  # warm-up
             wrk(f"{server.url}/mutate", connections=args.connections, seconds=2, cpu=load_cpu,
                 bodies=[review], what="warm-up")  # fmt: skip

@@ -84,6 +84,18 @@ def connect(
         time.sleep(0.2)  # polling interval of the connection attempt above
 
 
+def post_allowed(
+    connection: http.client.HTTPSConnection, path: str, body: bytes, requests: int, what: str
+) -> None:
+    """POST `body` to `path` `requests` times over `connection`; every answer must allow."""
+    for _ in range(requests):
+        connection.request("POST", path, body, {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        answer = response.read()
+        if response.status != 200 or b'"allowed":true' not in answer:
+            raise BenchError(f"{what} answered {response.status}: {answer[:200]!r}")
+
+
 def callgrind(out: Path, command: list[str]) -> list[str]:
     return ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *command]
 
@@ -115,13 +127,7 @@ def instructions(server: Server, requests: int, work: Path, ca_cert: Path) -> in
     try:
         context = ssl.create_default_context(cafile=str(ca_cert))
         connection = connect(port, context, process)
-        body = FIXTURE.read_bytes()
-        for _ in range(requests):
-            connection.request("POST", server.path, body, {"Content-Type": "application/json"})
-            response = connection.getresponse()
-            answer = response.read()
-            if response.status != 200 or b'"allowed":true' not in answer:
-                raise BenchError(f"{server.name} answered {response.status}: {answer[:200]!r}")
+        post_allowed(connection, server.path, FIXTURE.read_bytes(), requests, server.name)
         connection.close()
         process.send_signal(signal.SIGTERM)
         # uvicorn re-raises the SIGTERM it handled (the floor); `virtdev webhook` exits 0.
