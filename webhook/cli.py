@@ -30,6 +30,7 @@ from webhook.options import (
     DEFAULT_MAX_BUFFERED_BYTES,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_NO_KVM_POLICY,
+    DEFAULT_PAGE_SIZE,
     ENFORCEMENTS,
     NO_KVM_POLICIES,
 )
@@ -290,10 +291,6 @@ def run_capacity(args: argparse.Namespace) -> int:
     return run_capacity(args)
 
 
-#: kubectl's default --chunk-size.
-from webhook.options import DEFAULT_PAGE_SIZE as DEFAULT_CHUNK_SIZE  # noqa: E402
-
-
 def _chunk_size(text: str) -> int:
     try:
         value = int(text)
@@ -344,9 +341,9 @@ def configure_audit(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--chunk-size",
         type=_chunk_size,
-        default=DEFAULT_CHUNK_SIZE,
+        default=DEFAULT_PAGE_SIZE,
         metavar="N",
-        help=f"pods per list request, as kubectl's (default: {DEFAULT_CHUNK_SIZE})",
+        help=f"pods per list request, as kubectl's (default: {DEFAULT_PAGE_SIZE})",
     )
     add_launcher_policy_flags(parser)
     parser.set_defaults(run=run_audit)
