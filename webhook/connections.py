@@ -38,7 +38,7 @@ import ssl
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -283,7 +283,7 @@ class GuardedHttp(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm(self._limits.head_seconds, self._head_late)
+        self._arm("head", self._limits.head_seconds)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
@@ -312,12 +312,12 @@ class GuardedHttp(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         if self._deadline is None:  # a keep-alive connection's next request: its first byte
-            self._arm(self._limits.head_seconds, self._head_late)
+            self._arm("head", self._limits.head_seconds)
 
     def on_headers_complete(self) -> None:
         self._awaiting_head = False
         self._head_bytes = 0
-        self._arm(self._limits.body_seconds, self._body_late)
+        self._arm("body", self._limits.body_seconds)
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
@@ -327,24 +327,19 @@ class GuardedHttp(HttpToolsProtocol):
 
     # --- deadlines ----------------------------------------------------------------------
 
-    def _arm(self, seconds: float, expired: Callable[[], None]) -> None:
+    def _arm(self, part: Literal["head", "body"], seconds: float) -> None:
         self._disarm()
-        self._deadline = self.loop.call_later(seconds, expired)
+        self._deadline = self.loop.call_later(seconds, self._late, part, seconds)
 
     def _disarm(self) -> None:
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
 
-    def _head_late(self) -> None:
+    def _late(self, part: Literal["head", "body"], seconds: float) -> None:
         self._deadline = None
-        message = f"request head not received within {self._limits.head_seconds:g} s"
-        self._refuse(408, "Timeout", message, "head_timeout")
-
-    def _body_late(self) -> None:
-        self._deadline = None
-        message = f"request body not received within {self._limits.body_seconds:g} s"
-        self._refuse(408, "Timeout", message, "body_timeout")
+        message = f"request {part} not received within {seconds:g} s"
+        self._refuse(408, "Timeout", message, f"{part}_timeout")
 
     def _refuse(self, status: int, reason: str, message: str, why: str) -> None:
         """Answer `status` (unless an answer was begun) and close; the app, if any, is told the
