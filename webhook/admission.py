@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from virtdev.catalogue import Device
 from webhook import shapes
 from webhook.answer import Answer
 from webhook.feasibility import (
     KVM,
     Decision,
     NodeSnapshot,
+    launcher_question,
     pod_requests,
 )
 from webhook.launcher import Launcher, read_launcher, read_pod
@@ -85,13 +87,10 @@ def mutate_review_decided(
     pod = as_pod(obj, request.kind, "$.request.object")
     launcher = read_launcher(pod, policy)
     profile_note = {"profile": launcher.release.describe()}
+    injected = launcher.injected_devices(policy, emulate=emulate)
     decision = None
     if nodes is not None:
-        if nodes.synced:  # what the feasibility check will read
-            shapes.check(pod, shapes.SCHEDULING, "$.request.object")
-        decision = _schedule(
-            launcher, policy, emulate=emulate, nodes=nodes, no_kvm_policy=no_kvm_policy
-        )
+        decision = _schedule(launcher, injected, nodes=nodes, no_kvm_policy=no_kvm_policy)
         if decision.deny_message is not None:
             return Answer(
                 allowed=False,
@@ -101,8 +100,9 @@ def mutate_review_decided(
                 + decision.deny_message,
                 audit_annotations={"scheduling": decision.outcome, **profile_note},
             ), decision
-        emulate = emulate or decision.emulate
-    mutation = mutate(launcher, policy, emulate=emulate)
+        if decision.emulate and not emulate:  # kvm withheld: no node could give it
+            injected = launcher.injected_devices(policy, emulate=True)
+    mutation = mutate(launcher, policy, injected=injected)
     if decision is not None and decision.warning:
         mutation.warn(decision.warning)
     answer = Answer(
@@ -121,16 +121,22 @@ def mutate_review_decided(
 
 def _schedule(
     launcher: Launcher,
-    policy: LauncherPolicy,
+    devices: tuple[Device, ...],
     *,
-    emulate: bool,
     nodes: NodeSnapshot,
     no_kvm_policy: NoKvmPolicy,
 ) -> Decision:
-    """The feasibility decision for the devices the pod will request once patched as usual."""
+    """The feasibility decision for the pod once compute requests `devices` too.
+
+    A pool's launchers ask the same question: it is looked up before anything is computed."""
     if not nodes.synced:
         return Decision("unsynced")
-    injected = {d.resource for d in launcher.injected_devices(policy, emulate=emulate)}
+    injected = {device.resource for device in devices}
+    question = launcher_question(launcher.pod, injected, no_kvm_policy)
+    known = nodes.remembered(question) if question is not None else None
+    if known is not None:
+        return known
+    shapes.check(launcher.pod, shapes.SCHEDULING, "$.request.object")  # what the filters read
     already = launcher.requested
     wanted = pod_requests(launcher.pod, injected | already)
     for resource in injected:
@@ -140,6 +146,7 @@ def _schedule(
         requests=wanted,
         no_kvm_policy=no_kvm_policy,
         kvm_injected=KVM in injected and KVM not in already,
+        question=question,
     )
 
 

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, Protocol
 
+import orjson
+
 from virtdev import catalogue
 from webhook.answer import MAX_WARNING, fit_warning
 
@@ -147,6 +149,44 @@ def _spec(pod: Pod) -> dict[str, Any]:
 def is_migration_target(pod: Pod) -> bool:
     labels = (pod.get("metadata") or {}).get("labels") or {}
     return catalogue.MIGRATION_JOB_LABEL in labels
+
+
+def launcher_question(pod: Pod, injected: Iterable[str], no_kvm_policy: str) -> bytes | None:
+    """Everything a launcher's scheduling decision reads, as it arrived, in one key.
+
+    The pod's placement fields and its containers' resources, raw, with the devices /mutate
+    will inject and the policy: two launchers that agree on it get the same decision. It is
+    written before the placement fields' shape check and the request arithmetic, so that the
+    second launcher of a VM pool skips both (its bytes equal those of a pod that passed). Maps
+    keep their order: a pod that spells the same in another order is only decided again. None
+    when orjson cannot write it (an integer beyond 64 bits, nesting past 255): not remembered.
+    The pod has passed `shapes.POD_SPEC`: containers are objects.
+    """
+    spec = _spec(pod)
+    affinity = spec.get("affinity")
+    try:
+        return _LAUNCHER_TAG + orjson.dumps(
+            (
+                spec.get("nodeName"),
+                spec.get("nodeSelector"),
+                affinity.get("nodeAffinity") if type(affinity) is dict else affinity,
+                spec.get("tolerations"),
+                is_migration_target(pod),
+                [c.get("resources") for c in spec.get("containers") or ()],
+                [
+                    (c.get("resources"), c.get("restartPolicy"))
+                    for c in spec.get("initContainers") or ()
+                ],
+                sorted(injected),
+                no_kvm_policy,
+            )
+        )
+    except orjson.JSONEncodeError:
+        return None
+
+
+#: Starts every `launcher_question`, so that it never equals a key the index writes itself.
+_LAUNCHER_TAG = b"launcher:"
 
 
 def _container_requests(container: dict[str, Any], resources: tuple[str, ...]) -> dict[str, int]:
@@ -432,7 +472,10 @@ class NodeDecider(Protocol):
         requests: Mapping[str, int],
         no_kvm_policy: str = DEFAULT_NO_KVM_POLICY,
         kvm_injected: bool = True,
+        question: bytes | None = None,
     ) -> Decision: ...
+
+    def remembered(self, question: bytes) -> Decision | None: ...
 
     def __len__(self) -> int: ...
 
@@ -458,10 +501,16 @@ class NodeSnapshot:
         requests: Mapping[str, int],
         no_kvm_policy: str = DEFAULT_NO_KVM_POLICY,
         kvm_injected: bool = True,
+        question: bytes | None = None,
     ) -> Decision:
+        """The decision; `question` (a `launcher_question`) remembers it in the index."""
         if self.index is not None:
             return self.index.decide(
-                pod, requests=requests, no_kvm_policy=no_kvm_policy, kvm_injected=kvm_injected
+                pod,
+                requests=requests,
+                no_kvm_policy=no_kvm_policy,
+                kvm_injected=kvm_injected,
+                question=question,
             )
         return decide(
             pod,
@@ -470,6 +519,10 @@ class NodeSnapshot:
             no_kvm_policy=no_kvm_policy,
             kvm_injected=kvm_injected,
         )
+
+    def remembered(self, question: bytes) -> Decision | None:
+        """The decision the index took for `question` since its last fact change, if any."""
+        return self.index.remembered(question) if self.index is not None else None
 
 
 def without_kvm(requests: Mapping[str, int]) -> dict[str, int]:

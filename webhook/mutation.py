@@ -132,15 +132,23 @@ def _restrict_privileges(
     mutation.changes.append(f"{label} capabilities.add={wanted[:16]}")
 
 
-def mutate(launcher: Launcher, policy: LauncherPolicy, *, emulate: bool = False) -> Mutation:
+def mutate(
+    launcher: Launcher,
+    policy: LauncherPolicy,
+    *,
+    injected: tuple[catalogue.Device, ...] | None = None,
+) -> Mutation:
     """The patch that lets a launcher run without `privileged`, and nothing more.
 
     A render that already runs unprivileged keeps every capability its release renders and
     every device request it makes; only what lies outside baseline, its profile and the admin's
     exceptions goes. A privileged compute is rewritten the way KubeVirt v0.7 did it: device
-    requests and NET_ADMIN instead of `privileged`. `emulate` withholds kvm on top of what the
-    policy and the pod say (the scheduler-aware policy uses it).
+    requests and NET_ADMIN instead of `privileged`. `injected` is what compute is made to
+    request (`launcher.injected_devices`, by default as the policy and the pod say): the
+    admission passes the list its scheduling decision was taken for, kvm withheld or not.
     """
+    if injected is None:
+        injected = launcher.injected_devices(policy)
     mutation = Mutation()
     compute = launcher.compute
     privileged_compute = compute is not None and (
@@ -159,7 +167,7 @@ def mutate(launcher: Launcher, policy: LauncherPolicy, *, emulate: bool = False)
                 mutation,
                 slot.pointer,
                 slot.container,
-                launcher.injected_devices(policy, emulate=emulate),
+                injected,
             )
             if privileged_compute or launcher.profile.needs_net_admin:
                 required = (catalogue.NET_ADMIN,)

@@ -23,7 +23,9 @@ for microseconds, so a decision never sees half an update.
 
 Decisions are remembered until a fact changes (`ANSWERS` of them, keyed by exactly what they
 read of the pod): the launcher pods of one VM pool ask the same question, and at 100 node
-updates a second most updates are heartbeats that change no fact.
+updates a second most updates are heartbeats that change no fact. Admission keys them by the
+pod as it arrived (`feasibility.launcher_question`) and asks `remembered` first, so a pool's
+second launcher skips the shape check and request arithmetic too.
 """
 
 from __future__ import annotations
@@ -347,11 +349,15 @@ class NodeIndex:
         requests: Mapping[str, int],
         no_kvm_policy: str = DEFAULT_NO_KVM_POLICY,
         kvm_injected: bool = True,
+        question: bytes | None = None,
     ) -> Decision:
         """As `webhook.feasibility.decide` over the same nodes, from the index (or remembered:
-        the Decision may be shared, never change it)."""
+        the Decision may be shared, never change it). `question`, when given, must determine
+        everything else passed (a `feasibility.launcher_question`); else the index writes its
+        own key from what the decision reads."""
         check_policy(no_kvm_policy)
-        question = _question(pod, requests, no_kvm_policy, kvm_injected)
+        if question is None:
+            question = _question(pod, requests, no_kvm_policy, kvm_injected)
         if question is not None:
             answer = self._answers.get(question)  # one read of the current dict: no lock
             if answer is not None:
@@ -371,6 +377,11 @@ class NodeIndex:
                 if question is not None:
                     self._answers[question] = answer
             return answer
+
+    def remembered(self, question: bytes) -> Decision | None:
+        """The decision taken for `question` since the last fact change, if any: one read of
+        the current dict, no lock (a fact change replaces the dict, never empties it in place)."""
+        return self._answers.get(question)
 
     def fit(self, pod: Pod, requests: Mapping[str, int]) -> Fit:
         with self._lock:
