@@ -9,7 +9,7 @@ because both read this module; the manifest consistency tests compare the YAML a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 RESOURCE_DOMAIN = "devices.kubevirt.io"
 
@@ -23,11 +23,12 @@ class Device:
     #: Whether the webhook makes launcher pods request it (`DEFAULT_DEVICES`). The agent serves
     #: every device of `AGENT_DEVICES` whatever this says.
     default: bool = True
+    #: The extended-resource name: what pods request and the kubelet advertises. Stored, not a
+    #: property: every launcher admission reads it.
+    resource: str = field(init=False, compare=False, repr=False)
 
-    @property
-    def resource(self) -> str:
-        """The extended-resource name: what pods request and the kubelet advertises."""
-        return f"{RESOURCE_DOMAIN}/{self.name}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "resource", f"{RESOURCE_DOMAIN}/{self.name}")
 
 
 DEVICES: dict[str, Device] = {

@@ -131,12 +131,13 @@ def _schedule(
     A pool's launchers ask the same question: it is looked up before anything is computed."""
     if not nodes.synced:
         return Decision("unsynced")
-    injected = {device.resource for device in devices}
-    question = launcher_question(launcher.pod, injected, no_kvm_policy)
+    resources = [device.resource for device in devices]
+    question = launcher_question(launcher.pod, resources, no_kvm_policy)
     known = nodes.remembered(question) if question is not None else None
     if known is not None:
         return known
     shapes.check(launcher.pod, shapes.SCHEDULING, "$.request.object")  # what the filters read
+    injected = set(resources)
     already = launcher.requested
     wanted = pod_requests(launcher.pod, injected | already)
     for resource in injected:

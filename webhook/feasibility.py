@@ -151,19 +151,21 @@ def is_migration_target(pod: Pod) -> bool:
     return catalogue.MIGRATION_JOB_LABEL in labels
 
 
-def launcher_question(pod: Pod, injected: Iterable[str], no_kvm_policy: str) -> bytes | None:
+def launcher_question(pod: Pod, injected: Sequence[str], no_kvm_policy: str) -> bytes | None:
     """Everything a launcher's scheduling decision reads, as it arrived, in one key.
 
-    The pod's placement fields and its containers' resources, raw, with the devices /mutate
-    will inject and the policy: two launchers that agree on it get the same decision. It is
-    written before the placement fields' shape check and the request arithmetic, so that the
-    second launcher of a VM pool skips both (its bytes equal those of a pod that passed). Maps
-    keep their order: a pod that spells the same in another order is only decided again. None
-    when orjson cannot write it (an integer beyond 64 bits, nesting past 255): not remembered.
-    The pod has passed `shapes.POD_SPEC`: containers are objects.
+    The pod's placement fields and its containers' resources, raw, with the resources /mutate
+    will inject (in the policy's order) and the no-kvm policy: two launchers that agree on it get
+    the same decision. It is written before the placement fields' shape check and the request
+    arithmetic, so that the second launcher of a VM pool skips both (its bytes equal those of a
+    pod that passed). Maps keep their order: a pod that spells the same in another order is
+    only decided again. None when orjson cannot write it (an integer beyond 64 bits, nesting
+    past 255): not remembered. The pod has passed `shapes.POD_SPEC`: containers are objects.
+    Runs on every launcher admission: one call of C for the key, the fields read inline.
     """
-    spec = _spec(pod)
+    spec = pod.get("spec") or {}
     affinity = spec.get("affinity")
+    inits = spec.get("initContainers")
     try:
         return _LAUNCHER_TAG + orjson.dumps(
             (
@@ -171,13 +173,10 @@ def launcher_question(pod: Pod, injected: Iterable[str], no_kvm_policy: str) -> 
                 spec.get("nodeSelector"),
                 affinity.get("nodeAffinity") if type(affinity) is dict else affinity,
                 spec.get("tolerations"),
-                is_migration_target(pod),
+                catalogue.MIGRATION_JOB_LABEL in ((pod.get("metadata") or {}).get("labels") or ()),
                 [c.get("resources") for c in spec.get("containers") or ()],
-                [
-                    (c.get("resources"), c.get("restartPolicy"))
-                    for c in spec.get("initContainers") or ()
-                ],
-                sorted(injected),
+                [(c.get("resources"), c.get("restartPolicy")) for c in inits] if inits else None,
+                injected,
                 no_kvm_policy,
             )
         )
