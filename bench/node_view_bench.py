@@ -717,7 +717,7 @@ def plot(source: Path, target: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)))
-    parser.add_argument("--rounds", type=int, default=5, help="alternations per case (median)")
+    parser.add_argument("--rounds", type=int, default=9, help="alternations per case (median)")
     parser.add_argument("--duration", type=float, default=4, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=CONNECTIONS)
     parser.add_argument("--updates", type=float, default=UPDATES_PER_SECOND)
