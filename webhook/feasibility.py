@@ -161,9 +161,8 @@ def launcher_question(pod: Pod, injected: Sequence[str], no_kvm_policy: str) -> 
     pod that passed). Maps keep their order: a pod that spells the same in another order is
     only decided again. None when orjson cannot write it (an integer beyond 64 bits, nesting
     past 255): not remembered. The pod has passed `shapes.POD_SPEC`: containers are objects.
-    Runs on every launcher admission: one call of C for the key, the fields read inline.
     """
-    spec = pod.get("spec") or {}
+    spec = _spec(pod)
     affinity = spec.get("affinity")
     inits = spec.get("initContainers")
     try:
@@ -173,7 +172,7 @@ def launcher_question(pod: Pod, injected: Sequence[str], no_kvm_policy: str) -> 
                 spec.get("nodeSelector"),
                 affinity.get("nodeAffinity") if type(affinity) is dict else affinity,
                 spec.get("tolerations"),
-                catalogue.MIGRATION_JOB_LABEL in ((pod.get("metadata") or {}).get("labels") or ()),
+                is_migration_target(pod),
                 [c.get("resources") for c in spec.get("containers") or ()],
                 [(c.get("resources"), c.get("restartPolicy")) for c in inits] if inits else None,
                 injected,

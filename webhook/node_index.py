@@ -359,7 +359,7 @@ class NodeIndex:
         if question is None:
             question = _question(pod, requests, no_kvm_policy, kvm_injected)
         if question is not None:
-            answer = self._answers.get(question)  # one read of the current dict: no lock
+            answer = self.remembered(question)
             if answer is not None:
                 return answer
         with self._lock:
