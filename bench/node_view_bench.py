@@ -47,7 +47,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import timeit
@@ -72,6 +71,8 @@ from bench.webhook_load import (  # noqa: E402
     Load,
     Server,
     cores,
+    finish,
+    in_workdir,
     machine,
     make_material,
     post,
@@ -739,27 +740,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.instructions_at and shutil.which("valgrind") is None:
         print("node_view_bench: ERROR valgrind not found (or --instructions-at '')", flush=True)
         return 2
-    if shutil.which("wrk") is None:
-        print("node_view_bench: ERROR wrk not found", flush=True)
+    outcome = in_workdir("node_view_bench", lambda workdir: measure(args, workdir))
+    if outcome is None:
         return 2
-    workdir = Path(tempfile.mkdtemp(prefix="node-view-bench-"))
-    try:
-        ok, results = measure(args, workdir)
-    except (BenchError, OSError, subprocess.SubprocessError) as error:
-        print(f"node_view_bench: ERROR {error}", flush=True)
-        return 2
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    ok, results = outcome
     missed = [name for name, met in results["checks"].items() if not met]
-    print(
+    return finish(
+        ok,
+        results,
+        args.json,
         f"node_view_bench: {'PASS' if ok else 'FAIL'}"
         + (f" missed: {'; '.join(missed)}" if missed else "")
         + f" load1={results['machine']['loadavg_1m']:.2f}",
-        flush=True,
     )
-    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -21,11 +21,7 @@ when the bench could not run. One summary line on stdout; about two minutes.
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.webhook_load import (
     PATCHED,
     REPO,
-    BenchError,
     Load,
     assert_patches,
     cores,
+    finish,
     floor,
+    in_workdir,
     machine,
     make_material,
     ratio,
@@ -168,22 +165,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--png", type=Path, default=PNG)
     parser.add_argument("--json", type=Path, help="write every figure here")
     args = parser.parse_args(argv)
-    if shutil.which("wrk") is None:
-        print("webhook_concurrency: ERROR wrk not found", flush=True)
-        return 2
-    workdir = Path(tempfile.mkdtemp(prefix="webhook-concurrency-"))
-    try:
+
+    def measure_and_plot(workdir: Path) -> tuple[bool, dict[str, Any]]:
         ok, results = run(args, workdir)
         plot(results, args.png)
-    except (BenchError, OSError, subprocess.SubprocessError) as error:
-        print(f"webhook_concurrency: ERROR {error}", flush=True)
+        return ok, results
+
+    outcome = in_workdir("webhook_concurrency", measure_and_plot)
+    if outcome is None:
         return 2
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-    print(summary(ok, results, args.png), flush=True)
-    return 0 if ok else 1
+    ok, results = outcome
+    return finish(ok, results, args.json, summary(ok, results, args.png))
 
 
 if __name__ == "__main__":

@@ -31,13 +31,10 @@ import contextlib
 import http.client
 import json
 import re
-import shutil
 import signal
 import socket
 import ssl
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -52,7 +49,10 @@ from bench.webhook_load import (
     PATCHED,
     BenchError,
     Load,
+    all_checks_met,
     cores,
+    finish,
+    in_workdir,
     machine,
     make_material,
     sample,
@@ -423,30 +423,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=2.0, help="seconds between swaps")
     parser.add_argument("--json", type=Path, help="write every figure here")
     args = parser.parse_args(argv)
-    if shutil.which("wrk") is None:
-        print("webhook_faults: ERROR wrk not found", flush=True)
-        return 2
     results: dict[str, Any] = {"machine": machine()}
-    workdir = Path(tempfile.mkdtemp(prefix="webhook-faults-"))
-    try:
+
+    def scenarios(workdir: Path) -> dict[str, Any]:
         for name in args.only or list(SCENARIOS):
             (workdir / name).mkdir()
             results[name] = SCENARIOS[name](args, workdir / name)
-    except (BenchError, OSError, subprocess.SubprocessError) as error:
-        print(f"webhook_faults: ERROR {error}", flush=True)
+        return results
+
+    if in_workdir("webhook_faults", scenarios) is None:
         return 2
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    ok = all(
-        met
-        for result in results.values()
-        if isinstance(result, dict) and "checks" in result
-        for met in result["checks"].values()
-    )
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-    print(summary(ok, results), flush=True)
-    return 0 if ok else 1
+    ok = all_checks_met(results)
+    return finish(ok, results, args.json, summary(ok, results))
 
 
 if __name__ == "__main__":

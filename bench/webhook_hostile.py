@@ -32,13 +32,10 @@ import contextlib
 import json
 import os
 import resource
-import shutil
 import socket
 import ssl
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -53,6 +50,9 @@ from bench.webhook_load import (
     PATCHED,
     BenchError,
     Server,
+    all_checks_met,
+    finish,
+    in_workdir,
     machine,
     make_material,
     sample,
@@ -476,28 +476,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--files-clients", type=int, default=300)
     parser.add_argument("--json", type=Path, help="write every figure here")
     args = parser.parse_args(argv)
-    workdir = Path(tempfile.mkdtemp(prefix="webhook-hostile-"))
     results: dict[str, Any] = {"machine": machine()}
-    try:
+
+    def scenarios(workdir: Path) -> dict[str, Any]:
         for name in args.only or list(SCENARIOS):
             material = make_material(workdir / name / "certs")
             results[name] = SCENARIOS[name](args, workdir / name, material)
             print(f"{name}: {json.dumps(results[name])}", file=sys.stderr, flush=True)
-    except (BenchError, OSError, subprocess.SubprocessError) as error:
-        print(f"webhook_hostile: ERROR {error}", flush=True)
+        return results
+
+    if in_workdir("webhook_hostile", scenarios, needs_wrk=False) is None:
         return 2
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    ok = all(
-        met
-        for result in results.values()
-        if isinstance(result, dict)
-        for met in result.get("checks", {}).values()
-    )
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-    print(summary(ok, results), flush=True)
-    return 0 if ok else 1
+    ok = all_checks_met(results)
+    return finish(ok, results, args.json, summary(ok, results))
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # the packages, bench.* and tests.* (the stand-in)
@@ -68,8 +68,45 @@ CONNECTIONS = 64
 RSS_TARGET = 1.1
 
 
+T = TypeVar("T")
+
+
 class BenchError(RuntimeError):
     """The bench itself could not run (exit 2), as opposed to a missed target (exit 1)."""
+
+
+def in_workdir(name: str, run: Callable[[Path], T], *, needs_wrk: bool = True) -> T | None:
+    """`run` in a fresh temporary directory, removed afterwards. None, after the one line
+    `NAME: ERROR …` the bench exits 2 with, when wrk is missing or the bench could not run."""
+    if needs_wrk and shutil.which("wrk") is None:
+        print(f"{name}: ERROR wrk not found", flush=True)
+        return None
+    workdir = Path(tempfile.mkdtemp(prefix=f"{name.replace('_', '-')}-"))
+    try:
+        return run(workdir)
+    except (BenchError, OSError, subprocess.SubprocessError) as error:
+        print(f"{name}: ERROR {error}", flush=True)
+        return None
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def all_checks_met(results: dict[str, Any]) -> bool:
+    """Every check of every scenario in `results` (the scenarios are the dicts among them)."""
+    return all(
+        met
+        for result in results.values()
+        if isinstance(result, dict)
+        for met in result.get("checks", {}).values()
+    )
+
+
+def finish(ok: bool, results: dict[str, Any], json_path: Path | None, summary: str) -> int:
+    """Write every figure to `json_path` when asked, print the summary line: exit 0 or 1."""
+    if json_path:
+        json_path.write_text(json.dumps(results, indent=2) + "\n")
+    print(summary, flush=True)
+    return 0 if ok else 1
 
 
 # --- the machine and the cores ----------------------------------------------------------------
@@ -471,21 +508,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-seconds", type=float, default=180, help="cap of the sustained run")
     parser.add_argument("--json", type=Path, help="write every figure here")
     args = parser.parse_args(argv)
-    if shutil.which("wrk") is None:
-        print("webhook_load: ERROR wrk not found", flush=True)
+    outcome = in_workdir("webhook_load", lambda workdir: run(args, workdir))
+    if outcome is None:
         return 2
-    workdir = Path(tempfile.mkdtemp(prefix="webhook-load-"))
-    try:
-        ok, results = run(args, workdir)
-    except (BenchError, OSError, subprocess.SubprocessError) as error:
-        print(f"webhook_load: ERROR {error}", flush=True)
-        return 2
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-    print(summary(ok, results), flush=True)
-    return 0 if ok else 1
+    ok, results = outcome
+    return finish(ok, results, args.json, summary(ok, results))
 
 
 if __name__ == "__main__":
