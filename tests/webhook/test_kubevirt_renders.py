@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from webhook import baseline, profiles, review
 from webhook.admission import mutate_review, validate_review
 from webhook.launcher import read_launcher
+from webhook.offline import as_request
 from webhook.policy import LauncherPolicy, normalise_capability
 
 RENDERS = Path(__file__).resolve().parent.parent / "fixtures" / "kubevirt"
@@ -52,23 +53,6 @@ def pinned(pod: dict[str, Any]) -> dict[str, Any]:
     text = re.sub(r'("image":"[^"@]*?/virt-launcher):[^"@]+"', r"\1" + DIGEST + '"', text)
     result: dict[str, Any] = orjson.loads(text)
     return result
-
-
-def create(pod: dict[str, Any]) -> review.Request:
-    body = {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "0f7b8c1e-1111-4d2e-9a3b-5c6d7e8f9a0b",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": "vms",
-            "operation": "CREATE",
-            "userInfo": {"username": "system:serviceaccount:kubevirt:kubevirt-controller"},
-            "object": pod,
-        },
-    }
-    return review.parse(orjson.dumps(body))
 
 
 def capabilities(pod: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
@@ -104,7 +88,7 @@ def variants(name: str) -> list[tuple[str, dict[str, Any], LauncherPolicy]]:
 
 
 def mutated(pod: dict[str, Any], policy: LauncherPolicy) -> tuple[dict[str, Any], Any]:
-    answer = mutate_review(create(pod), policy)
+    answer = mutate_review(as_request(pod), policy)
     assert answer.allowed
     return jsonpatch.apply_patch(copy.deepcopy(pod), answer.patch), answer
 
@@ -133,7 +117,7 @@ def test_there_is_a_render_of_every_era_the_issue_names() -> None:
 @pytest.mark.parametrize("name", LAUNCHERS)
 def test_validate_allows_every_render_but_a_privileged_one(name: str) -> None:
     for variant, pod, policy in variants(name):
-        answer = validate_review(create(pod), policy)
+        answer = validate_review(as_request(pod), policy)
         profile = profiles.profile_for(release_of(name))
         assert answer.audit_annotations["profile"].startswith(f"KubeVirt {profile.name} profile")
         if name == "v0.6.0-privileged.yaml":
@@ -158,13 +142,13 @@ def test_mutate_keeps_the_render_able_to_run_and_validate_allows_it(name: str) -
         rendered_devices = devices(pod)
         if any(any(sections.values()) for sections in rendered_devices.values()):
             assert devices(after) == rendered_devices, (variant, "device requests changed")
-        assert validate_review(create(after), policy).allowed, (variant, answer.patch)
-        assert mutate_review(create(after), policy).patch == [], (variant, "not idempotent")
+        assert validate_review(as_request(after), policy).allowed, (variant, answer.patch)
+        assert mutate_review(as_request(after), policy).patch == [], (variant, "not idempotent")
 
 
 def test_the_current_nonroot_render_is_not_touched_at_all() -> None:
     for _, pod, policy in variants("v1.9.0-nonroot.yaml"):
-        answer = mutate_review(create(pod), policy)
+        answer = mutate_review(as_request(pod), policy)
         assert answer.patch == [] and answer.warnings == []
         assert answer.verdict == "allowed"
 
@@ -189,8 +173,8 @@ def test_the_v06_render_is_rewritten_as_v07_rendered_it() -> None:
 
 def test_a_hotplug_attachment_pod_is_not_a_launcher() -> None:
     pod = load("hotplug-v1.9.0.yaml")
-    assert mutate_review(create(pod), LauncherPolicy()).verdict == "skipped"
-    assert validate_review(create(pod), LauncherPolicy()).verdict == "skipped"
+    assert mutate_review(as_request(pod), LauncherPolicy()).verdict == "skipped"
+    assert validate_review(as_request(pod), LauncherPolicy()).verdict == "skipped"
 
 
 # --- escalations on top of a legitimate render -------------------------------------------------
@@ -201,7 +185,7 @@ def compute_of(pod: dict[str, Any]) -> dict[str, Any]:
 
 
 def denial(pod: dict[str, Any], policy: LauncherPolicy | None = None) -> str:
-    answer = validate_review(create(pod), policy or LauncherPolicy())
+    answer = validate_review(as_request(pod), policy or LauncherPolicy())
     assert not answer.allowed
     return answer.message
 
@@ -223,7 +207,7 @@ def test_sys_ptrace_is_allowed_where_the_release_renders_it() -> None:
     pod = load("v0.50.0-root.yaml")
     compute_of(pod)["securityContext"]["capabilities"]["add"].append("SYS_PTRACE")
     pod["spec"]["containers"][0]["image"] = "quay.io/kubevirt/virt-launcher:v0.55.0"
-    assert validate_review(create(pod), LauncherPolicy()).allowed
+    assert validate_review(as_request(pod), LauncherPolicy()).allowed
 
 
 @pytest.mark.parametrize("path", ["/", "/var/run/kubevirt", "/etc/kubernetes"])
@@ -237,7 +221,7 @@ def test_a_host_path_the_release_does_not_mount_is_denied(path: str) -> None:
 def test_the_host_paths_v020_renders_itself_are_allowed() -> None:
     pod = load("v0.20.0.yaml")
     assert any("hostPath" in v for v in pod["spec"]["volumes"])
-    assert validate_review(create(pod), LauncherPolicy()).allowed
+    assert validate_review(as_request(pod), LauncherPolicy()).allowed
 
 
 def test_seccomp_unconfined_is_denied() -> None:
@@ -250,7 +234,7 @@ def test_spc_t_is_denied_on_a_release_that_no_longer_sets_it() -> None:
     pod = load("v1.9.0-nonroot.yaml")
     pod["spec"]["securityContext"]["seLinuxOptions"] = {"type": "spc_t"}
     assert "spec.securityContext.seLinuxOptions.type: spc_t" in denial(pod)
-    assert validate_review(create(load("v0.7.0.yaml")), LauncherPolicy()).allowed
+    assert validate_review(as_request(load("v0.7.0.yaml")), LauncherPolicy()).allowed
 
 
 def test_a_denial_names_the_profile_that_decided() -> None:
@@ -348,9 +332,9 @@ def test_validate_allows_what_mutate_makes_of_any_render_and_nothing_allowed_is_
     launcher = read_launcher(pod, policy)
     assert launcher.profile is profile
     after, _ = mutated(pod, policy)
-    verdict = validate_review(create(after), policy)
+    verdict = validate_review(as_request(after), policy)
     assert verdict.allowed, verdict.message
-    assert mutate_review(create(after), policy).patch == []
+    assert mutate_review(as_request(after), policy).patch == []
     after_caps = capabilities(after)
     for slot in launcher.slots:
         adds = ((slot.container.get("securityContext") or {}).get("capabilities") or {}).get(
@@ -362,7 +346,7 @@ def test_validate_allows_what_mutate_makes_of_any_render_and_nothing_allowed_is_
 
 def test_the_answer_carries_base64_of_the_patch() -> None:
     pod = load("v0.6.0-privileged.yaml")
-    body = review.render(create(pod), mutate_review(create(pod), LauncherPolicy()))
+    body = review.render(as_request(pod), mutate_review(as_request(pod), LauncherPolicy()))
     patch = orjson.loads(base64.b64decode(body["response"]["patch"]))
     index = pod["spec"]["containers"].index(compute_of(pod))
     assert {

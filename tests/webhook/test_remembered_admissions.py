@@ -35,6 +35,8 @@ SCHEDULABLE = {"kubevirt.io/schedulable": "true"}
 
 
 def request(pod: dict[str, Any], name: str = "virt-launcher-a") -> Request:
+    """The CREATE review of `pod` under `name`, built as a value rather than through
+    `offline.as_request`, which writes JSON: some pods here are ones orjson cannot write."""
     pod = copy.deepcopy(pod)
     pod["metadata"]["name"] = name
     return Request(
