@@ -14,6 +14,7 @@ reason found, in that order, so a summary counts every node once.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections import Counter
@@ -159,14 +160,16 @@ def launcher_question(pod: Pod, injected: Sequence[str], no_kvm_policy: str) -> 
     the same decision. It is written before the placement fields' shape check and the request
     arithmetic, so that the second launcher of a VM pool skips both (its bytes equal those of a
     pod that passed). Maps keep their order: a pod that spells the same in another order is
-    only decided again. None when orjson cannot write it (an integer beyond 64 bits, nesting
-    past 255): not remembered. The pod has passed `shapes.POD_SPEC`: containers are objects.
+    only decided again. The key is a digest of those bytes (`question_key`), so a remembered
+    decision costs the same whatever the pod carries. None when orjson cannot write it (an
+    integer beyond 64 bits, nesting past 255) or it is over `MAX_QUESTION_BYTES`: not
+    remembered. The pod has passed `shapes.POD_SPEC`: containers are objects.
     """
     spec = _spec(pod)
     affinity = spec.get("affinity")
     inits = spec.get("initContainers")
     try:
-        return _LAUNCHER_TAG + orjson.dumps(
+        raw = orjson.dumps(
             (
                 spec.get("nodeName"),
                 spec.get("nodeSelector"),
@@ -181,10 +184,26 @@ def launcher_question(pod: Pod, injected: Sequence[str], no_kvm_policy: str) -> 
         )
     except orjson.JSONEncodeError:
         return None
+    key = question_key(raw)
+    return _LAUNCHER_TAG + key if key is not None else None
 
 
 #: Starts every `launcher_question`, so that it never equals a key the index writes itself.
 _LAUNCHER_TAG = b"launcher:"
+#: Questions longer than this are not remembered (decided each time). A real launcher's
+#: placement fields and resources take 0.2-3 KiB (a host-model CPU's feature labels in the node
+#: selector are the most); hashing a hostile 6 MiB one would cost ~6 ms for nothing.
+MAX_QUESTION_BYTES = 64 * 1024
+
+
+def question_key(raw: bytes) -> bytes | None:
+    """A remembered decision's key: 16 bytes of BLAKE2b of the question, or None past
+    `MAX_QUESTION_BYTES`. A pod's placement fields may be megabytes; the index keeps 256 keys.
+    128 bits: no two questions share a key by chance, nor by search (2^64 tries to find a pair).
+    0.5 µs for a 176-byte question, as much again as writing it (docs/benchmarks.md)."""
+    if len(raw) > MAX_QUESTION_BYTES:
+        return None
+    return hashlib.blake2b(raw, digest_size=16).digest()
 
 
 def _container_requests(container: dict[str, Any], resources: tuple[str, ...]) -> dict[str, int]:

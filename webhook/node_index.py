@@ -25,7 +25,10 @@ Decisions are remembered until a fact changes (`ANSWERS` of them, keyed by exact
 read of the pod): the launcher pods of one VM pool ask the same question, and at 100 node
 updates a second most updates are heartbeats that change no fact. Admission keys them by the
 pod as it arrived (`feasibility.launcher_question`) and asks `remembered` first, so a pool's
-second launcher skips the shape check and request arithmetic too.
+second launcher skips the shape check and request arithmetic too. Memory stays bounded in
+bytes whatever pods arrive: a key is a 16-byte digest of the question (`question_key`; one of
+over 64 KiB is not remembered), and the texts of the remembered decisions (reasons that may
+name a pod's resources, messages) are held to `ANSWER_BYTES`; both limits forget all at once.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ from webhook.feasibility import (
     node_labels,
     node_name,
     quantity,
+    question_key,
     short_name,
     taints,
     toleration_matches,
@@ -68,6 +72,11 @@ from webhook.feasibility import (
 DENSE = 32
 #: Decisions remembered between two fact changes (all forgotten when full: no LRU to keep).
 ANSWERS = 256
+#: ... and characters of their texts (`_weight`), so that they stay bounded in bytes too.
+ANSWER_BYTES = 1024 * 1024
+#: What one remembered decision holds besides its texts: the dict's entry, the key (a digest
+#: with its tag), the Decision and its ruled_out dict (measured with sys.getsizeof: ~420).
+ENTRY_BYTES = 512
 
 Taint = tuple[str, str, str]  # key, value, effect
 
@@ -219,6 +228,7 @@ class NodeIndex:
         #: Answers since the last fact changed: replaced by a new dict (under the lock) when one
         #: does, so that a reader without the lock gets answers of one state or of the next.
         self._answers: dict[bytes, Decision] = {}
+        self._answer_bytes = 0  # their `_weight`s
 
     def __len__(self) -> int:
         return len(self._slot_of)
@@ -238,7 +248,7 @@ class NodeIndex:
                 return
             old = self._facts[slot]
             assert old is not None
-            self._answers = {}
+            self._forget()
             self._move(slot, old, None)
             self._facts[slot] = None
             heapq.heappush(self._free, slot)
@@ -253,7 +263,7 @@ class NodeIndex:
         old = self._facts[slot]
         if old == facts:
             return  # nothing the filters read changed (a heartbeat, an image pulled)
-        self._answers = {}
+        self._forget()
         self._facts[slot] = self._move(slot, old, facts)
 
     def _move(self, slot: int, old: NodeFacts | None, new: NodeFacts | None) -> NodeFacts | None:
@@ -372,11 +382,23 @@ class NodeIndex:
                     kvm_injected=kvm_injected,
                     emulated=lambda: self._fit(pod, without_kvm(requests)).feasible,
                 )
-                if len(self._answers) >= ANSWERS:
-                    self._answers = {}
                 if question is not None:
-                    self._answers[question] = answer
+                    self._remember(question, answer)
             return answer
+
+    def _remember(self, question: bytes, answer: Decision) -> None:
+        weight = _weight(answer)
+        if weight > ANSWER_BYTES:
+            return
+        if len(self._answers) >= ANSWERS or self._answer_bytes + weight > ANSWER_BYTES:
+            self._forget()
+        self._answers[question] = answer
+        self._answer_bytes += weight
+
+    def _forget(self) -> None:
+        """A new, empty dict (never emptied in place: see `remembered`)."""
+        self._answers = {}
+        self._answer_bytes = 0
 
     def remembered(self, question: bytes) -> Decision | None:
         """The decision taken for `question` since the last fact change, if any: one read of
@@ -537,16 +559,28 @@ class NodeIndex:
         return 0  # DoesNotExist (a name is always there), or an unknown operator
 
 
+def _weight(decision: Decision) -> int:
+    """About the bytes a remembered decision holds: its texts (one byte a character: ASCII
+    names and messages) and `ENTRY_BYTES`."""
+    return (
+        ENTRY_BYTES
+        + len(decision.warning or "")
+        + len(decision.deny_message or "")
+        + sum(len(reason) + 8 for reason in decision.ruled_out)
+    )
+
+
 def _question(
     pod: Pod, requests: Mapping[str, int], no_kvm_policy: str, kvm_injected: bool
 ) -> bytes | None:
-    """Everything a decision reads, as one key: two pods that agree on it get the same answer.
-    Requests keep their order (the first device missing is named); maps are sorted. None when
-    it cannot be written (an integer beyond 64 bits): that decision is not remembered."""
+    """Everything a decision reads, as one key (`question_key`): two pods that agree on it get
+    the same answer. Requests keep their order (the first device missing is named); maps are
+    sorted. None when it cannot be written (an integer beyond 64 bits) or is too long: that
+    decision is not remembered."""
     spec = pod.get("spec") or {}
     affinity = (spec.get("affinity") or {}).get("nodeAffinity") or {}
     try:
-        return _dumps(
+        raw = _dumps(
             [
                 spec.get("nodeName"),
                 spec.get("nodeSelector"),
@@ -560,6 +594,7 @@ def _question(
         )
     except orjson.JSONEncodeError:
         return None
+    return question_key(raw)
 
 
 def _dumps(value: Any) -> bytes:
