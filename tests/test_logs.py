@@ -147,3 +147,96 @@ def test_a_traceback_stays_inside_the_json_line(stream: Stream) -> None:
     entry = json.loads(line)
     assert entry["endpoint"] == "mutate"
     assert "RuntimeError: boom" in entry["error"]
+
+
+# --- bounded lines ----------------------------------------------------------------------------
+
+MEBIBYTE_NAME = "vms/" + "virt-launcher-" * 75_000  # a 1 MiB generateName, as a pod may carry
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+@pytest.mark.parametrize("path", ["hot", "record"])
+def test_a_mebibyte_pod_name_is_cut_to_the_field_bound_on_either_path(
+    stream: Stream, log_format: str, path: str
+) -> None:
+    logs.setup(log_format, stream=stream)
+    log = logging.getLogger("virtdev.webhook")
+    fields = {**FIELDS, "pod": MEBIBYTE_NAME}
+    if path == "hot":
+        logs.hot(log, "admission patched", fields)
+        logs.flush()
+    else:
+        log.warning("admission denied", extra=fields)
+    (line,) = lines(stream)
+    assert len(line) < logs.FIELD_CHARS + 500
+    cut = f"{MEBIBYTE_NAME[: logs.FIELD_CHARS]}…({len(MEBIBYTE_NAME)} chars)"
+    if log_format == "json":
+        assert json.loads(line)["pod"] == cut
+        assert json.loads(line)["uid"] == "u-1"
+    else:
+        assert f" pod={cut} " in line
+
+
+def test_short_fields_are_logged_as_they_are() -> None:
+    fields = {**FIELDS, "duration_ms": 0.4, "ok": True, "none": None}
+    assert logs.capped_fields(fields) is fields  # the admission line pays no copy
+
+
+def test_lists_and_maps_are_capped_in_items_length_and_depth() -> None:
+    value = {
+        "violations": ["x" * 1000] * 100,
+        "nested": {"a": {"b": {"c": "deep"}}},
+        f"k{'y' * 1000}": 1,
+        **{f"key{i}": i for i in range(50)},
+    }
+    capped = logs.capped(value)
+    assert len(capped) == logs.FIELD_ITEMS + 1 and capped["…"] == "(53 entries)"
+    violations = capped["violations"]
+    assert len(violations) == logs.FIELD_ITEMS + 1 and violations[-1] == "…(100 items)"
+    assert violations[0] == "x" * logs.FIELD_CHARS + "…(1000 chars)"
+    assert capped["nested"] == {"a": "{'b': {'c': 'deep'}}"}  # the third level as text
+    assert f"k{'y' * (logs.FIELD_CHARS - 1)}…(1001 chars)" in capped
+
+
+def test_a_line_of_many_capped_fields_loses_its_largest_and_stays_json(stream: Stream) -> None:
+    logs.setup("json", stream=stream)
+    fields: dict[str, object] = {f"f{i}": [["\x01" * 300] * 40] * 40 for i in range(4)}
+    fields["small"] = "kept"
+    logging.getLogger("virtdev.webhook").info("many", extra=fields)
+    (line,) = lines(stream)
+    assert len(line.encode()) + 1 <= logs.LINE_BYTES
+    entry = json.loads(line)
+    assert entry["small"] == "kept" and entry["msg"] == "many"
+    assert entry["f0"].startswith("…(") and entry["f0"].endswith(" bytes)")
+
+
+def test_a_long_message_and_a_long_traceback_are_cut(stream: Stream) -> None:
+    logs.setup("json", stream=stream)
+    try:
+        raise ValueError("bad value " + "v" * 100_000)
+    except ValueError:
+        logging.getLogger("virtdev.webhook").exception("bug %s", "m" * 100_000)
+    (line,) = lines(stream)
+    entry = json.loads(line)
+    assert len(entry["msg"]) < logs.MESSAGE_CHARS + 32
+    assert len(entry["error"]) <= logs.TRACEBACK_CHARS
+    assert entry["error"].startswith("Traceback") and "ValueError: bad value vvv" in entry["error"]
+
+
+def test_a_text_line_never_breaks_into_two_whatever_a_field_holds(stream: Stream) -> None:
+    logs.setup("text", stream=stream)
+    forged = "vms/a\n2026-01-01 00:00:00,000 INFO    virtdev.webhook: admission allowed"
+    logging.getLogger("virtdev.webhook").info("admission\rdenied", extra={"pod": forged})
+    (line,) = lines(stream)
+    assert "pod=vms/a\\n2026-01-01" in line and "admission\\rdenied" in line
+
+
+def test_a_text_line_of_wide_characters_is_cut_to_the_line_bound_in_bytes(
+    stream: Stream,
+) -> None:
+    logs.setup("text", stream=stream)
+    fields = {f"f{i}": "€" * logs.FIELD_CHARS for i in range(200)}  # 768 bytes each
+    logging.getLogger("virtdev.webhook").info("wide", extra=fields)
+    (line,) = lines(stream)
+    assert len(line.encode()) + 1 <= logs.LINE_BYTES
+    assert line.endswith("…(cut)")

@@ -11,12 +11,20 @@ written out by every other log record (so lines stay in order), when it holds 64
 `flush_every()` twice a second, and at exit. Whenever a line could reach any handler but the
 one `setup()` installed (pytest's caplog, an embedding program), `hot()` logs it the ordinary
 way instead, so what is logged never depends on the fast path.
+
+Every line is bounded, whoever wrote its fields: a pod's name, a user, an error's text may be
+the requester's to write, megabytes long. Each string field is cut to `FIELD_CHARS`, the message
+to `MESSAGE_CHARS`, lists and maps to `FIELD_ITEMS` entries two levels deep, a traceback to
+`TRACEBACK_CHARS`, and a line still over `LINE_BYTES` loses its largest fields. Cutting says how
+long the text was (`…(1048576 chars)`). In text logs a field or message with a line break or
+another control character is written escaped (`\\n`), so that no field begins a line of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import sys
 import time
@@ -36,9 +44,77 @@ _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
 BUFFER_BYTES = 64 * 1024
 FLUSH_SECONDS = 0.5
 
+#: Characters of a string field kept (a pod's `namespace/name` is at most 317).
+FIELD_CHARS = 256
+#: Entries of a list or map field kept, at each of its two levels; deeper ones become text.
+FIELD_ITEMS = 32
+MESSAGE_CHARS = 1024
+#: Characters of a traceback kept (its first and last lines), each line at most MESSAGE_CHARS.
+TRACEBACK_CHARS = 16 * 1024
+#: No line is longer, in bytes as written (UTF-8), its newline included.
+LINE_BYTES = 64 * 1024
+_SCALARS = frozenset((int, float, bool, type(None)))
+
 
 def fields_of(record: logging.LogRecord) -> dict[str, Any]:
     return {key: value for key, value in record.__dict__.items() if key not in _STANDARD}
+
+
+def cut(text: str, limit: int = FIELD_CHARS) -> str:
+    """`text`, or its first `limit` characters and how long it was."""
+    return text if len(text) <= limit else f"{text[:limit]}…({len(text)} chars)"
+
+
+def capped(value: Any, depth: int = 0) -> Any:
+    """A field's value within the bounds of the module's docstring; anything but text,
+    numbers, lists and maps becomes its `str()`, as orjson's `default=str` would write it."""
+    kind = type(value)
+    if kind is str:
+        return cut(value)
+    if kind in _SCALARS:
+        return value
+    if depth < 2 and kind in (list, tuple, set, frozenset):
+        shown = [capped(item, depth + 1) for item in itertools.islice(value, FIELD_ITEMS)]
+        if len(value) > FIELD_ITEMS:
+            shown.append(f"…({len(value)} items)")
+        return shown
+    if depth < 2 and kind is dict:
+        entries = itertools.islice(value.items(), FIELD_ITEMS)
+        kept = {cut(str(key)): capped(item, depth + 1) for key, item in entries}
+        if len(value) > FIELD_ITEMS:
+            kept["…"] = f"({len(value)} entries)"
+        return kept
+    return cut(str(value))
+
+
+def capped_fields(extra: dict[str, Any]) -> dict[str, Any]:
+    """`extra` itself when every field is a short string or a number (the admission line),
+    else a copy with each field `capped`."""
+    for value in extra.values():
+        if value.__class__ is str:
+            if len(value) <= FIELD_CHARS:
+                continue
+        elif value.__class__ in _SCALARS:
+            continue
+        return {key: capped(item) for key, item in extra.items()}
+    return extra
+
+
+def traceback_capped(text: str) -> str:
+    """A traceback with each line cut, and only its first and last lines past the bound."""
+    if len(text) <= TRACEBACK_CHARS and len(text) <= MESSAGE_CHARS:
+        return text
+    lines = [cut(line, MESSAGE_CHARS) for line in text.splitlines()]
+    text = "\n".join(lines)
+    if len(text) <= TRACEBACK_CHARS:
+        return text
+    half = TRACEBACK_CHARS // 2
+    return f"{text[:half]}\n…({len(text)} chars)…\n{text[-half:]}"
+
+
+def _printable(text: str) -> str:
+    """Text for a text log line: control characters (line breaks) escaped."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
 class _Clock:
@@ -80,8 +156,8 @@ class LineFormatter(logging.Formatter):
         line = self.line(
             record.created, record.levelname, record.name, record.getMessage(), fields_of(record)
         )
-        if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
+        if record.exc_info:  # lines of their own, as logging prints them; bounded
+            line += "\n" + traceback_capped(self.formatException(record.exc_info))
         return line
 
 
@@ -95,20 +171,45 @@ class JSONFormatter(LineFormatter):
     def line(
         self, created: float, level: str, name: str, message: str, extra: dict[str, Any]
     ) -> str:
+        line = orjson.dumps(self._entry(created, level, name, message, extra), default=str)
+        return line.decode() if len(line) < LINE_BYTES else _fitted(orjson.loads(line))
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = self._entry(
+            record.created, record.levelname, record.name, record.getMessage(), fields_of(record)
+        )
+        if record.exc_info:  # the traceback is a field, so the line stays one JSON object
+            entry["error"] = traceback_capped(self.formatException(record.exc_info))
+        return _encoded(entry)
+
+    def _entry(
+        self, created: float, level: str, name: str, message: str, extra: dict[str, Any]
+    ) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "time": self._time(created),
             "level": level.lower(),
             "logger": name,
-            "msg": message,
+            "msg": message if len(message) <= MESSAGE_CHARS else cut(message, MESSAGE_CHARS),
         }
-        entry.update(extra)
-        return orjson.dumps(entry, default=str).decode()
+        entry.update(capped_fields(extra))
+        return entry
 
-    def format(self, record: logging.LogRecord) -> str:
-        extra = fields_of(record)
-        if record.exc_info:  # the traceback is a field, so the line stays one JSON object
-            extra["error"] = self.formatException(record.exc_info)
-        return self.line(record.created, record.levelname, record.name, record.getMessage(), extra)
+
+def _encoded(entry: dict[str, Any]) -> str:
+    line = orjson.dumps(entry, default=str)
+    return line.decode() if len(line) < LINE_BYTES else _fitted(orjson.loads(line))
+
+
+def _fitted(entry: dict[str, Any]) -> str:
+    """A line over `LINE_BYTES` (many fields, each within bounds), under it: its largest
+    fields replaced, one by one, by how large they were."""
+    sizes = {key: len(orjson.dumps(value)) for key, value in entry.items()}
+    for key in sorted(sizes, key=sizes.__getitem__, reverse=True):
+        entry[key] = f"…({sizes[key]} bytes)"
+        line = orjson.dumps(entry)
+        if len(line) < LINE_BYTES:
+            break
+    return line.decode()  # the base keys alone are short: always under
 
 
 class TextFormatter(LineFormatter):
@@ -123,9 +224,14 @@ class TextFormatter(LineFormatter):
     def line(
         self, created: float, level: str, name: str, message: str, extra: dict[str, Any]
     ) -> str:
+        message = _printable(cut(message, MESSAGE_CHARS))
         line = f"{self._time(created)} {level:<7} {name}: {message}"
         if extra:
-            line += " " + " ".join(f"{key}={value}" for key, value in extra.items())
+            line += " " + " ".join(
+                f"{key}={_printable(str(value))}" for key, value in capped_fields(extra).items()
+            )
+        if len(line) >= LINE_BYTES // 4 and len(line.encode()) >= LINE_BYTES:
+            line = line.encode()[: LINE_BYTES - 32].decode(errors="ignore") + "…(cut)"
         return line
 
 
