@@ -8,7 +8,9 @@ So the webhook owns its listening socket and its HTTP protocol:
 
 - `Listener` accepts in its own loop and counts every connection from accept to close, TLS
   handshake included. Beyond `max_connections` a connection is reset at once: the client learns
-  in microseconds, the file descriptor is free again at once.
+  in microseconds, the file descriptor is free again at once. So is one beyond its peer
+  address's share (`ConnectionLimits.per_peer`, half): one client that hoards connections
+  leaves the other half to the API server.
 - `fit_to_file_limit` lowers `max_connections` to the process's open-file limit less
   `FILES_KEPT`, so a flood never takes the files the certificate reload, the probe port, the node
   watch and the logs need (it made reloads fail with "Too many open files").
@@ -64,6 +66,7 @@ _RESOURCE_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 #: Why the server closed a connection before answering it (the metric's label values).
 SHED_REASONS = (
     "limit",
+    "peer_limit",
     "handshake",
     "head_timeout",
     "body_timeout",
@@ -85,6 +88,21 @@ class ConnectionLimits:
             if not getattr(self, name) > 0:  # NaN too
                 flag = name.replace("_seconds", "-timeout").replace("_", "-")
                 raise ValueError(f"{flag} must be a positive number of seconds")
+
+    @property
+    def per_peer(self) -> int:
+        """Connections one peer address may hold at once: half of them.
+
+        Half, because the API server reaches the webhook from few addresses, often one (its
+        host, a konnectivity or egress proxy, a node's SNAT): its share must hold every call it
+        makes at once. Those are bounded by its in-flight limits (--max-mutating-requests-inflight
+        200 by default; every admission call uses one connection of Go's pool): under 500 of the
+        default 1000. And any one other peer, however many it opens, leaves the other half free
+        for the API server. What this does not do: several hoarding addresses together take
+        every slot, and one behind the API server's own address shares its half; only the
+        NetworkPolicy (manifests/), letting no one else reach the port, answers those.
+        """
+        return max(1, self.max_connections // 2)
 
 
 def fit_to_file_limit(wanted: int, *, soft_limit: int | None = None) -> int:
@@ -119,8 +137,9 @@ class ConnectionMetrics:
         self.shed = Counter(
             "virtdev_webhook_connections_shed",
             "Connections closed by the server before an answer, by reason: limit (over the "
-            "connection limit), handshake (TLS failed or too slow), head_timeout, body_timeout, "
-            "head_too_large; accept_error counts failed accepts (out of files or memory)",
+            "connection limit), peer_limit (over one peer address's share, half of the limit), "
+            "handshake (TLS failed or too slow), head_timeout, body_timeout, head_too_large; "
+            "accept_error counts failed accepts (out of files or memory)",
             ["reason"],
             registry=registry,
         )
@@ -134,16 +153,17 @@ class ConnectionMetrics:
 class _Slot:
     """One counted connection; released exactly once, however it ends."""
 
-    __slots__ = ("_listener", "_held")
+    __slots__ = ("_listener", "_held", "_peer")
 
-    def __init__(self, listener: Listener) -> None:
+    def __init__(self, listener: Listener, peer: str) -> None:
         self._listener = listener
         self._held = True
+        self._peer = peer
 
     def release(self) -> None:
         if self._held:
             self._held = False
-            self._listener._released()
+            self._listener._released(self._peer)
 
 
 #: Makes the HTTP protocol of one connection; its argument releases the connection's slot.
@@ -169,6 +189,8 @@ class Listener:
         self._limits = limits
         self._metrics = metrics
         self.open = 0
+        #: Open connections by peer address (only addresses with one or more).
+        self.by_peer: dict[str, int] = {}
         self._handshakes: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._accept_failing = False
@@ -190,15 +212,20 @@ class Listener:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    def _released(self) -> None:
+    def _released(self, peer: str) -> None:
         self.open -= 1
         self._metrics.open.set(self.open)
+        held = self.by_peer[peer] - 1
+        if held:
+            self.by_peer[peer] = held
+        else:
+            del self.by_peer[peer]
 
     async def _accept_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             try:
-                conn, _ = await loop.sock_accept(self._sock)
+                conn, address = await loop.sock_accept(self._sock)
             except OSError as error:
                 if error.errno not in _RESOURCE_ERRORS:
                     if error.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EAGAIN):
@@ -215,9 +242,18 @@ class Listener:
                 _reset(conn)
                 self._metrics.count_shed("limit")
                 continue
+            # The address, not the port: one client opens many ports. (IPv6 too: a pod gets
+            # one address, not a prefix, from which it may connect.)
+            peer = address[0] if isinstance(address, tuple) else ""
+            held = self.by_peer.get(peer, 0)
+            if held >= self._limits.per_peer:
+                _reset(conn)
+                self._metrics.count_shed("peer_limit")
+                continue
+            self.by_peer[peer] = held + 1
             self.open += 1
             self._metrics.open.set(self.open)
-            task = loop.create_task(self._handshake(conn, _Slot(self)))
+            task = loop.create_task(self._handshake(conn, _Slot(self, peer)))
             self._handshakes.add(task)
             task.add_done_callback(self._handshakes.discard)
 

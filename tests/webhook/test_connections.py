@@ -2,9 +2,11 @@
 
 `/validate` fails closed, so a client that stalls the webhook refuses launcher pods: every way of
 holding a connection is closed by a deadline (408 where a request was begun), connections over
-the limit are reset at once, large bodies beyond the process-wide budget are refused with 503
+the limit are reset at once, and so are those over one peer address's share (the others' reviews
+are answered meanwhile), large bodies beyond the process-wide budget are refused with 503
 while small reviews keep being answered, and at a 256-file limit a flood of 300 clients is shed
-while a certificate reload that falls due meanwhile still takes effect.
+while a certificate reload that falls due meanwhile still takes effect. Clients connect from
+several loopback addresses (127.0.0.2, …) to be several peers.
 """
 
 from __future__ import annotations
@@ -64,8 +66,11 @@ def context(server: Webhook) -> ssl.SSLContext:
 
 
 @contextlib.contextmanager
-def connected(server: Webhook, *, tls: bool = True) -> Iterator[socket.socket]:
-    raw = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+def connected(
+    server: Webhook, *, tls: bool = True, peer: str = "127.0.0.1"
+) -> Iterator[socket.socket]:
+    """A connection from the loopback address `peer` (all of 127/8 is this machine's)."""
+    raw = socket.create_connection(("127.0.0.1", server.port), timeout=30, source_address=(peer, 0))
     try:
         if not tls:
             yield raw
@@ -102,10 +107,10 @@ def status_message(response: bytes) -> str:
     return message
 
 
-def review_in_time(server: Webhook, seconds: float = 1.0) -> None:
+def review_in_time(server: Webhook, seconds: float = 1.0, peer: str = "127.0.0.1") -> None:
     """A normal review, over a fresh connection, answered 200 within `seconds`."""
     started = time.monotonic()
-    with connected(server) as conn:
+    with connected(server, peer=peer) as conn:
         conn.sendall(head("/mutate", len(REVIEW), "Connection: close\r\n") + REVIEW)
         response = until_closed(conn)
     elapsed = time.monotonic() - started
@@ -217,8 +222,8 @@ def test_connections_over_the_limit_are_reset_at_once_and_served_again_once_free
     shed = 'virtdev_webhook_connections_shed_total{reason="limit"}'
     before = metric(webhook, shed)
     with contextlib.ExitStack() as held:
-        for _ in range(MAX_CONNECTIONS):
-            held.enter_context(connected(webhook, tls=False))
+        for number in range(MAX_CONNECTIONS):  # two peers, each within its share
+            held.enter_context(connected(webhook, tls=False, peer=f"127.0.0.{2 + number % 2}"))
         eventually(
             lambda: metric(webhook, "virtdev_webhook_connections") == MAX_CONNECTIONS, "all held"
         )
@@ -234,6 +239,43 @@ def test_connections_over_the_limit_are_reset_at_once_and_served_again_once_free
         assert metric(webhook, shed) == before + 1
     eventually(lambda: metric(webhook, "virtdev_webhook_connections") == 0, "all freed")
     review_in_time(webhook)
+
+
+PER_PEER = MAX_CONNECTIONS // 2
+
+
+def test_one_peer_holds_half_the_connections_at_most_and_another_peers_review_is_answered(
+    webhook: Webhook,
+) -> None:
+    """The issue's hoarder: idle connections from one address, as many as it can open. Its
+    connections past half the limit are reset at once; a review from another address (the API
+    server's) is answered meanwhile, and the hoarder may connect again once it closes one."""
+    eventually(lambda: metric(webhook, "virtdev_webhook_connections") == 0, "no connections")
+    shed = 'virtdev_webhook_connections_shed_total{reason="peer_limit"}'
+    before = metric(webhook, shed)
+    hoarder = "127.0.0.4"
+    with contextlib.ExitStack() as held:
+        kept = [held.enter_context(connected(webhook, tls=False, peer=hoarder))]
+        kept += [
+            held.enter_context(connected(webhook, tls=False, peer=hoarder))
+            for _ in range(PER_PEER - 1)
+        ]
+        eventually(lambda: metric(webhook, "virtdev_webhook_connections") == PER_PEER, "held")
+        for _ in range(PER_PEER):  # as many again: every one reset at once
+            started = time.monotonic()
+            # The reset may come before connect() returns, or after.
+            with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+                with connected(webhook, tls=False, peer=hoarder) as extra:
+                    extra.sendall(b"\x16\x03\x01\x00\x05hello")  # a ClientHello's start
+                    assert until_closed(extra) == b"", "no answer over the share"
+            assert time.monotonic() - started < 0.5, "refused at once"
+        assert metric(webhook, shed) == before + PER_PEER
+        assert metric(webhook, "virtdev_webhook_connections") == PER_PEER
+        review_in_time(webhook)  # from 127.0.0.1
+        kept[0].close()
+        eventually(lambda: metric(webhook, "virtdev_webhook_connections") == PER_PEER - 1, "one")
+        review_in_time(webhook, peer=hoarder)  # its freed slot is its own again
+    assert metric(webhook, shed) == before + PER_PEER
 
 
 def test_large_bodies_beyond_the_budget_are_refused_503_while_small_reviews_are_answered(
@@ -305,9 +347,10 @@ def test_300_slow_clients_at_a_256_file_limit_are_shed_and_a_due_reload_takes_ef
         assert limit == FILE_LIMIT - FILES_KEPT, "fitted to the file limit"
         before = presented_serial(server)
         with contextlib.ExitStack() as held:
-            for _ in range(SLOW_CLIENTS):  # plain TCP, never a TLS hello: the slowest client
+            for number in range(SLOW_CLIENTS):  # plain TCP, never a TLS hello: the slowest
+                peer = f"127.0.0.{2 + number % 4}"  # four peers, each under its share (96)
                 with contextlib.suppress(ConnectionResetError):  # shed before connect returned
-                    held.enter_context(connected(server, tls=False))
+                    held.enter_context(connected(server, tls=False, peer=peer))
             eventually(
                 lambda: metric(server, shed % '"limit"') == SLOW_CLIENTS - limit, "all accepted"
             )
