@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 from pathlib import Path
 from typing import Any
 
@@ -250,6 +251,65 @@ def test_shared_config_leaves_each_commands_devices_to_the_catalogue(
     assert set(catalogue.DEFAULT_DEVICES) < set(catalogue.AGENT_DEVICES)
 
 
+#: Who creates KubeVirt's pods, per kustomization: virt-controller's service account in the
+#: namespace KubeVirt is installed in (`openshift-cnv` for OpenShift Virtualization).
+OPENSHIFT_CONTROLLER = "system:serviceaccount:openshift-cnv:kubevirt-controller"
+KUBEVIRT_CONTROLLERS = {name: list(catalogue.KUBEVIRT_CONTROLLERS) for name in APPLIED} | {
+    "overlays/openshift": [OPENSHIFT_CONTROLLER]
+}
+
+#: The one form of matchConditions expression the manifests use: a list of quoted usernames.
+_QUOTED = r"'[^'\\]*'"
+_USERNAME_IN = re.compile(rf"request\.userInfo\.username in \[({_QUOTED}(?:, {_QUOTED})*)\]")
+
+
+def _usernames(expression: str) -> list[str]:
+    """The usernames of `request.userInfo.username in ['a', 'b']`; anything else fails."""
+    match = _USERNAME_IN.fullmatch(expression)
+    assert match, f"not of the form request.userInfo.username in ['USER', ...]: {expression!r}"
+    return [quoted[1:-1] for quoted in re.findall(_QUOTED, match[1])]
+
+
+def test_the_username_reader_reads_only_the_expected_form() -> None:
+    assert _usernames("request.userInfo.username in ['a:b', 'c']") == ["a:b", "c"]
+    for other in (
+        "request.userInfo.username in ['a'] || true",
+        "request.userInfo.username == 'a'",
+        "request.userInfo.username in ['a\\'', 'b']",
+    ):
+        with pytest.raises(AssertionError):
+            _usernames(other)
+
+
+@pytest.mark.parametrize("kustomization", APPLIED)
+def test_shared_config_names_kubevirts_controller(
+    kustomization: str, rendered: dict[str, Objects]
+) -> None:
+    config = _shared_config(rendered[kustomization])
+    assert config["kubevirt-controllers"] == KUBEVIRT_CONTROLLERS[kustomization]
+
+
+@pytest.mark.parametrize("kustomization", APPLIED)
+def test_only_kubevirts_controller_reaches_mutate_and_everyone_reaches_validate(
+    kustomization: str, rendered: dict[str, Objects]
+) -> None:
+    """/mutate's matchConditions name exactly the config's users; /validate and /guard have
+    none: they must see a tenant's launcher-labelled pod to judge it by baseline."""
+    objects = rendered[kustomization]
+    (mutate,) = find(objects, "MutatingWebhookConfiguration", "virtdev")["webhooks"]
+    (condition,) = mutate["matchConditions"]
+    assert _usernames(condition["expression"]) == _shared_config(objects)["kubevirt-controllers"]
+    for webhook in find(objects, "ValidatingWebhookConfiguration", "virtdev")["webhooks"]:
+        assert "matchConditions" not in webhook, f"{webhook['name']} would miss forged pods"
+
+
+def test_openshifts_config_is_bases_but_for_the_controller(rendered: dict[str, Objects]) -> None:
+    """The overlay replaces the config document whole (a patch cannot edit inside it)."""
+    base = _shared_config(rendered["base"])
+    openshift = _shared_config(rendered["overlays/openshift"])
+    assert openshift == base | {"kubevirt-controllers": [OPENSHIFT_CONTROLLER]}
+
+
 def _parse(argv: list[str]) -> tuple[Any, str]:
     """virtdev's own parser on argv; (namespace or None, what it printed on error)."""
     stderr = io.StringIO()
@@ -284,6 +344,7 @@ def test_the_virtdev_cli_accepts_the_workloads_args_and_the_shared_config(
         assert parsed.launcher_selector == catalogue.LAUNCHER_SELECTOR
         assert parsed.log_format == "json"
         assert parsed.no_kvm_policy == "warn"
+        assert parsed.kubevirt_controllers == KUBEVIRT_CONTROLLERS[kustomization]
 
 
 #: Variants where something other than virtdev's Job keeps the certificate.
