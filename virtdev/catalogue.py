@@ -64,6 +64,16 @@ LAUNCHER_LABEL_VALUE = "virt-launcher"
 LAUNCHER_SELECTOR = f"{LAUNCHER_LABEL_KEY}={LAUNCHER_LABEL_VALUE}"
 #: KubeVirt's hotplug attachment pods (not launchers) carry `kubevirt.io=hotplug-disk`.
 HOTPLUG_LABEL_VALUE = "hotplug-disk"
+#: The label KubeVirt sets on every launcher to its VMI's uid (template.go@v0.20.0:793): the
+#: per-VM container-disk directory on the host is named after it (template.go@v0.20.0:751-757).
+CREATED_BY_LABEL = "kubevirt.io/created-by"
+#: Who may create launcher and hotplug pods with their release's exceptions: the requesters the
+#: API server vouches for in `request.userInfo.username`, never what a pod says of itself.
+#: KubeVirt's pods are all created by virt-controller, under the service account
+#: `kubevirt-controller` (serviceaccountnames.go@v1.9.0-rc.2:4, the only account of KubeVirt's
+#: whose role may create pods: rbac/controller.go@v1.9.0-rc.2:199-207) in the namespace KubeVirt
+#: is installed in (`kubevirt`; `openshift-cnv` on OpenShift).
+KUBEVIRT_CONTROLLERS: tuple[str, ...] = ("system:serviceaccount:kubevirt:kubevirt-controller",)
 #: A launcher that is the target of a live migration carries this label.
 MIGRATION_JOB_LABEL = "kubevirt.io/migrationJobUID"
 

@@ -96,6 +96,16 @@ def add_launcher_policy_flags(parser: argparse.ArgumentParser) -> None:
         f"(default: {catalogue.COMPUTE_CONTAINER})",
     )
     group.add_argument(
+        "--kubevirt-controllers",
+        type=csv_list,
+        default=list(catalogue.KUBEVIRT_CONTROLLERS),
+        metavar="LIST",
+        help="usernames whose pod creations get their KubeVirt release's exceptions, as the API "
+        "server names them in request.userInfo (KubeVirt's virt-controller service account); a "
+        "launcher- or hotplug-labelled pod from anyone else is judged by Pod Security baseline "
+        f"(default: {','.join(catalogue.KUBEVIRT_CONTROLLERS)})",
+    )
+    group.add_argument(
         "--kubevirt-version",
         default="auto",
         metavar="auto|vX.Y[.Z]",

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from virtdev.catalogue import Device
-from webhook import shapes
-from webhook.answer import Answer
+from webhook import profiles, shapes
+from webhook.answer import Answer, fit_warning
 from webhook.feasibility import (
     KVM,
     Decision,
@@ -18,7 +18,17 @@ from webhook.feasibility import (
     launcher_question,
     pod_requests,
 )
-from webhook.launcher import Launcher, read_launcher, read_pod
+from webhook.launcher import (
+    Launcher,
+    Release,
+    hotplug_release,
+    is_hotplug,
+    read_launcher,
+    read_pod,
+    requester_note,
+    untrusted,
+    with_changes_untrusted,
+)
 from webhook.mutation import mutate
 from webhook.options import DEFAULT_NO_KVM_POLICY, NoKvmPolicy
 from webhook.policy import LauncherPolicy
@@ -84,6 +94,11 @@ def mutate_review_decided(
     _labels_checked(obj, "$.request.object")
     if not policy.is_launcher(obj):
         return Answer(allowed=True, verdict="skipped"), None
+    if not policy.trusts(request.username):
+        # Not KubeVirt's pod, whatever its label says: nothing to rewrite it into (a tenant's
+        # privileged pod must not become one that /validate allows). /validate judges it.
+        note = {"requester": requester_note(False, request.username)}
+        return Answer(allowed=True, verdict="skipped", audit_annotations=note), None
     pod = as_pod(obj, request.kind, "$.request.object")
     launcher = read_launcher(pod, policy)
     profile_note = {"profile": launcher.release.describe()}
@@ -170,25 +185,52 @@ def _pods_judged(request: Request) -> tuple[dict[str, Any], dict[str, Any] | Non
     return obj, old
 
 
-def guard_review(request: Request, policy: LauncherPolicy) -> Answer:
+def guard_review(
+    request: Request, policy: LauncherPolicy, *, trusted: bool | None = None
+) -> Answer:
     """/guard: Pod Security baseline for every pod of a namespace that opted in; a launcher is
-    judged exactly as /validate judges it (its release's exceptions)."""
+    judged exactly as /validate judges it, and a hotplug pod by its release, when KubeVirt's
+    controller asked for it. `trusted` overrides what `request.userInfo` says (the audit)."""
     objects = _pods_judged(request)
     if objects is None:
         return Answer(allowed=True, verdict="skipped")
     obj, old = objects
     if policy.is_launcher(obj) or policy.is_launcher(old):
-        return validate_review(request, policy)
-    pod = read_pod(as_pod(obj, request.kind, "$.request.object"), policy)
+        return validate_review(request, policy, trusted=trusted)
+    if trusted is None:
+        trusted = policy.trusts(request.username)
+    new_pod = as_pod(obj, request.kind, "$.request.object")
+    hotplug = is_hotplug(obj, policy) or is_hotplug(old, policy)
+    updated = request.operation == "UPDATE" and old is not None
+    release = None
+    if hotplug and updated and old is not None:  # admitted as it is: its release stands
+        release = hotplug_release(as_pod(old, request.kind, "$.request.oldObject"), policy)
+    elif hotplug and trusted:
+        release = hotplug_release(new_pod, policy)
+    elif hotplug:
+        release = Release(profiles.BASELINE, untrusted("hotplug", request.username))
+    pod = read_pod(new_pod, policy, release=release)
     old_pod = None
-    if request.operation == "UPDATE" and old is not None:
-        old_pod = read_pod(as_pod(old, request.kind, "$.request.oldObject"), policy)
-    return _judged(request, pod, old_pod, policy, subject="pod")
+    if updated and old is not None:
+        old_pod = read_pod(
+            as_pod(old, request.kind, "$.request.oldObject"), policy, release=release
+        )
+        if not trusted:
+            pod = with_changes_untrusted(pod, old_pod, request.username)
+    return _judged(request, pod, old_pod, policy, subject="pod", trusted=trusted or not hotplug)
 
 
-def validate_review(request: Request, policy: LauncherPolicy) -> Answer:
+def validate_review(
+    request: Request, policy: LauncherPolicy, *, trusted: bool | None = None
+) -> Answer:
     """/validate: Pod Security baseline plus the launcher's release exceptions, on CREATE and on
-    UPDATE (incl. kubectl debug); on UPDATE only what the change introduces counts."""
+    UPDATE (incl. kubectl debug); on UPDATE only what the change introduces counts.
+
+    The exceptions are for KubeVirt's controller alone (`--kubevirt-controllers`, matched with
+    `request.userInfo.username`: what the API server vouches for, never the pod's labels):
+    anyone else's launcher-labelled pod is judged by Pod Security baseline, and on UPDATE the
+    containers anyone else adds or re-images get no exception. `trusted` overrides the
+    requester (`virtdev audit`, which cannot see who created a running pod)."""
     objects = _pods_judged(request)
     if objects is None:
         return Answer(allowed=True, verdict="skipped")
@@ -196,13 +238,24 @@ def validate_review(request: Request, policy: LauncherPolicy) -> Answer:
     # Removing the label in the same update must not be a way out of the check.
     if not (policy.is_launcher(obj) or policy.is_launcher(old)):
         return Answer(allowed=True, verdict="skipped")
-    launcher = read_launcher(as_pod(obj, request.kind, "$.request.object"), policy)
-    old_launcher = None
-    if request.operation == "UPDATE" and old is not None:
-        # The old pod is judged by the new one's profile: like is compared with like.
-        old_pod = as_pod(old, request.kind, "$.request.oldObject")
-        old_launcher = read_launcher(old_pod, policy, release=launcher.release)
-    return _judged(request, launcher, old_launcher, policy, subject="launcher pod")
+    if trusted is None:
+        trusted = policy.trusts(request.username)
+    new_pod = as_pod(obj, request.kind, "$.request.object")
+    if request.operation != "UPDATE" or old is None:
+        if not trusted:
+            release = Release(profiles.BASELINE, untrusted("launcher", request.username))
+            pod = read_pod(new_pod, policy, release=release)
+            return _judged(request, pod, None, policy, subject="pod", trusted=False)
+        launcher = read_launcher(new_pod, policy)
+        return _judged(request, launcher, None, policy, subject="launcher pod", trusted=True)
+    # An UPDATE: the pod was admitted as it stands, so what it had keeps its release's
+    # exceptions (labels and annotations stay editable). Both are judged by the release of the
+    # pod as admitted, like with like: a new image must not choose another release.
+    old_launcher = read_launcher(as_pod(old, request.kind, "$.request.oldObject"), policy)
+    launcher = read_launcher(new_pod, policy, release=old_launcher.release)
+    if not trusted:
+        launcher = with_changes_untrusted(launcher, old_launcher, request.username)
+    return _judged(request, launcher, old_launcher, policy, subject="launcher pod", trusted=trusted)
 
 
 def _judged(
@@ -212,6 +265,7 @@ def _judged(
     policy: LauncherPolicy,
     *,
     subject: str,
+    trusted: bool,
 ) -> Answer:
     """The verdict on a pod read once: its new violations, the first few named, the rest counted."""
     shown: list[Violation] = []
@@ -225,6 +279,8 @@ def _judged(
             more = -1
             break
     profile_note = {"profile": launcher.release.describe()}
+    if not trusted:
+        profile_note["requester"] = requester_note(False, request.username)
     if shown:
         listed = [str(violation) for violation in shown]
         if more:
@@ -244,6 +300,9 @@ def _judged(
     warnings = []
     if request.operation == "CREATE" and launcher.release.exceptions:
         warnings = device_warnings(launcher, policy)
+    elif request.operation == "CREATE" and not trusted:
+        # The verdict first: a long username is what the 120-character limit cuts.
+        warnings = [fit_warning(f"judged by Pod Security baseline: {launcher.release.why}")]
     return Answer(
         allowed=True,
         verdict="warned" if warnings else "allowed",

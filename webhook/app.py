@@ -33,6 +33,7 @@ from webhook.endpoint import (
 )
 from webhook.enforcement import enforce
 from webhook.feasibility import NodeSnapshot
+from webhook.launcher import UNTRUSTED
 from webhook.metrics import WebhookMetrics
 from webhook.openapi import admission_paths
 from webhook.options import (
@@ -149,15 +150,20 @@ def create_app(
                         "ruled_out": dict(decision.ruled_out),
                     },
                 )
-        return result
+        return counted("mutate", result)
 
     enforcement = settings.enforcement
 
+    def counted(name: str, answer: Answer) -> Answer:
+        if answer.audit_annotations.get("requester", "").startswith(UNTRUSTED):
+            metrics.untrusted_pods.labels(name).inc()
+        return answer
+
     def validate(parsed: review.Request) -> Answer:
-        return enforce(validate_review(parsed, policy), enforcement)
+        return counted("validate", enforce(validate_review(parsed, policy), enforcement))
 
     def guard(parsed: review.Request) -> Answer:
-        return enforce(guard_review(parsed, policy), enforcement)
+        return counted("guard", enforce(guard_review(parsed, policy), enforcement))
 
     def endpoint(name: str, decide: Callable[[review.Request], Answer]) -> AdmissionEndpoint:
         return AdmissionEndpoint(

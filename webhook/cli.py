@@ -160,6 +160,7 @@ def launcher_policy(args: argparse.Namespace) -> LauncherPolicy:
         compute_container=args.compute_container,
         devices=args.devices,
         kubevirt_version=args.kubevirt_version,
+        kubevirt_controllers=args.kubevirt_controllers,
         permitted_capabilities=args.permitted_capabilities,
         permitted_host_paths=args.permitted_host_paths,
         selinux_launcher_types=args.selinux_launcher_types,
@@ -211,6 +212,14 @@ def _configure_offline(parser: argparse.ArgumentParser) -> None:
     )
     add_config_flag(parser)
     add_launcher_policy_flags(parser)
+    parser.add_argument(
+        "--as",
+        dest="requester",
+        metavar="USER",
+        help="who creates the bare Pods of FILE, as request.userInfo.username (default: "
+        "KubeVirt's controller, the first of --kubevirt-controllers: what KubeVirt's pod gets); "
+        "an AdmissionReview names its own requester",
+    )
 
 
 def configure_mutate(parser: argparse.ArgumentParser) -> None:

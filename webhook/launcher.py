@@ -9,7 +9,7 @@ the shape checks of `webhook.admission`.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from virtdev import catalogue
@@ -41,6 +41,23 @@ class Release:
 
 #: Pods that are not launchers get baseline and nothing more.
 NOT_A_LAUNCHER = Release(profiles.BASELINE, "not a launcher pod")
+#: Usernames in messages are the API server's, but a message stays a message.
+_MAX_NAME = 253
+
+
+def untrusted(what: str, username: str, *, verb: str = "created") -> str:
+    """Why a launcher- or hotplug-labelled pod gets no release exceptions: who asked."""
+    who = username[:_MAX_NAME] or "a requester the API server did not name"
+    return f"{what} label, but {verb} by {who}, not by KubeVirt's controller"
+
+
+#: How the `requester` audit annotation of a pod from anyone but KubeVirt's controller starts.
+UNTRUSTED = "other: "
+
+
+def requester_note(trusted: bool, username: str) -> str:
+    """The `requester` audit annotation: whose pod the rules took it for (as PSA's `exempt`)."""
+    return "kubevirt-controller" if trusted else f"{UNTRUSTED}{username[:_MAX_NAME]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +68,9 @@ class Slot:
     index: int
     container: dict[str, Any]
     role: Role
+    #: False for a container an UPDATE by anyone but KubeVirt's controller added or changed:
+    #: it gets no launcher exception and may not mount the pod's hostPath volumes.
+    trusted: bool = True
 
     @property
     def pointer(self) -> str:
@@ -78,10 +98,19 @@ class Launcher:
     emulated: bool
     #: A KubeVirt hotplug attachment pod (judged by /guard, by its release).
     hotplug: bool = False
+    #: Who added or changed the untrusted slots (for messages); "" when every slot is trusted.
+    changed_by: str = ""
 
     @property
     def profile(self) -> Profile:
         return self.release.profile
+
+    @property
+    def vmi(self) -> str:
+        """The uid of the VMI KubeVirt rendered this launcher for (its `created-by` label)."""
+        labels = (self.pod.get("metadata") or {}).get("labels") or {}
+        value = labels.get(catalogue.CREATED_BY_LABEL)
+        return value if isinstance(value, str) else ""
 
     @property
     def requested(self) -> set[str]:
@@ -98,8 +127,13 @@ class Launcher:
 
     def may_add(self, slot: Slot, capability: str, policy: LauncherPolicy) -> bool:
         """Baseline's capabilities, the release's for this role, the admin's, and NET_ADMIN on
-        compute (the one virtdev grants itself)."""
-        return permitted(allowed_capabilities(self.profile, slot.role, policy), capability)
+        compute where /mutate grants it; baseline's alone for a container changed by a tenant."""
+        return permitted(self.capabilities_for(slot, policy), capability)
+
+    def capabilities_for(self, slot: Slot, policy: LauncherPolicy) -> frozenset[str]:
+        """Every capability this container may add, in Kubernetes' spelling."""
+        profile = self.profile if slot.trusted else profiles.BASELINE
+        return allowed_capabilities(profile, slot.role, policy)
 
     def injected_devices(
         self, policy: LauncherPolicy, *, emulate: bool = False
@@ -122,10 +156,17 @@ class Launcher:
         )
 
 
+def grants_net_admin(profile: Profile) -> bool:
+    """Whether compute may hold NET_ADMIN: where the release renders it (its network set up in
+    the launcher, to v0.40), and <= v0.6, whose privileged compute /mutate rewrites as v0.7
+    rendered it. Never from v0.41 on, whatever a pod adds."""
+    return profile.needs_net_admin or not profile.requests_devices
+
+
 @functools.lru_cache(maxsize=256)
 def _allowed(since: Version, role: Role, permitted: frozenset[str]) -> frozenset[str]:
     profile = profiles.profile_for(since)
-    extra = {catalogue.NET_ADMIN} if role == "compute" else set()
+    extra = {catalogue.NET_ADMIN} if role == "compute" and grants_net_admin(profile) else set()
     return baseline.CAPABILITIES | profile.capabilities.get(role, frozenset()) | permitted | extra
 
 
@@ -160,20 +201,17 @@ def role_of(list_field: str, container: dict[str, Any], compute_container: str) 
     return "unknown"
 
 
-def choose_release(
-    pod: dict[str, Any], compute: dict[str, Any] | None, policy: LauncherPolicy
-) -> Release:
+def choose_release(container: dict[str, Any] | None, policy: LauncherPolicy) -> Release:
+    """The profile of `--kubevirt-version`, or of the release KubeVirt's own container names in
+    its image (compute's, or a hotplug pod's one container): never another container's, which
+    a `kubectl debug` or a containerDisk may pick."""
     if policy.kubevirt_version is not None:
         major, minor = policy.kubevirt_version
         return Release(
             profiles.profile_for(policy.kubevirt_version), f"--kubevirt-version v{major}.{minor}"
         )
-    images = [compute.get("image")] if compute is not None else []
-    images += [c.get("image") for _, _, c in containers(pod.get("spec") or {})]
-    seen_launcher = False
-    for image in images:
-        if not isinstance(image, str):
-            continue
+    image = container.get("image") if container is not None else None
+    if isinstance(image, str):
         version = profiles.release_from_image(image)
         if version is not None:
             profile = profiles.profile_for(version)
@@ -181,9 +219,9 @@ def choose_release(
             if version > profile.since and profile is profiles.newest():
                 why += ", newer than the newest known profile"
             return Release(profile, why)
-        seen_launcher = seen_launcher or profiles.is_launcher_image(image)
-    reason = "image pinned by digest or untagged" if seen_launcher else "no virt-launcher image tag"
-    return Release(profiles.newest(), f"the newest, {reason}")
+        if profiles.is_launcher_image(image):
+            return Release(profiles.newest(), "the newest, image pinned by digest or untagged")
+    return Release(profiles.newest(), "the newest, no virt-launcher image tag")
 
 
 def _device_resources(container: dict[str, Any]) -> set[str]:
@@ -214,26 +252,59 @@ def read_launcher(
     return Launcher(
         pod=pod,
         spec=spec,
-        release=release or choose_release(pod, compute.container if compute else None, policy),
+        release=release or choose_release(compute.container if compute else None, policy),
         slots=tuple(slots),
         compute=compute,
         emulated=compute is not None and runs_emulated(compute.container),
     )
 
 
-def read_pod(pod: dict[str, Any], policy: LauncherPolicy) -> Launcher:
+def is_hotplug(pod: dict[str, Any] | None, policy: LauncherPolicy) -> bool:
+    labels = ((pod or {}).get("metadata") or {}).get("labels") or {}
+    return bool(labels.get(policy.label_key) == catalogue.HOTPLUG_LABEL_VALUE)
+
+
+def read_pod(
+    pod: dict[str, Any], policy: LauncherPolicy, *, release: Release | None = None
+) -> Launcher:
     """Any other pod, for /guard: every container of role "unknown", judged by baseline alone —
     but for KubeVirt's hotplug attachment pods, which their release renders (the launcher's
-    image, its SELinux type, the host's network in v0.36 - v0.46)."""
+    image, its SELinux type, the host's network in v0.36 - v0.46), when `release` says so:
+    the caller has checked who asked (`admission`). A launcher-labelled pod from anyone but
+    KubeVirt's controller is read so too, with `release` naming why it gets baseline alone."""
     spec = pod.get("spec") or {}
-    labels = (pod.get("metadata") or {}).get("labels") or {}
-    hotplug = labels.get(policy.label_key) == catalogue.HOTPLUG_LABEL_VALUE
+    hotplug = release is not None and release.exceptions != ""
     return Launcher(
         pod=pod,
         spec=spec,
-        release=choose_release(pod, None, policy) if hotplug else NOT_A_LAUNCHER,
+        release=release or NOT_A_LAUNCHER,
         slots=tuple(Slot(f, i, c, "unknown") for f, i, c in containers(spec)),
         compute=None,
         emulated=False,
         hotplug=hotplug,
     )
+
+
+def hotplug_release(pod: dict[str, Any], policy: LauncherPolicy) -> Release:
+    """A hotplug attachment pod's release: from its one container, which runs the launcher's
+    image (`T@v1.9.0:1077-1209`)."""
+    first = next(iter((pod.get("spec") or {}).get("containers") or ()), None)
+    return choose_release(first if isinstance(first, dict) else None, policy)
+
+
+def with_changes_untrusted(launcher: Launcher, old: Launcher, username: str) -> Launcher:
+    """The launcher after an UPDATE from anyone but KubeVirt's controller: every container it
+    added, or whose image it changed, loses the launcher exceptions (`kubectl set image`,
+    `kubectl debug`); the rest keep what they were admitted with."""
+    before = {(slot.list_field, slot.container.get("name")): slot.container for slot in old.slots}
+    slots = []
+    changed = False
+    for slot in launcher.slots:
+        previous = before.get((slot.list_field, slot.container.get("name")))
+        if previous is None or previous.get("image") != slot.container.get("image"):
+            slot = replace(slot, trusted=False)
+            changed = True
+        slots.append(slot)
+    if not changed:
+        return launcher
+    return replace(launcher, slots=tuple(slots), changed_by=username[:_MAX_NAME] or "?")

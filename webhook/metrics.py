@@ -94,30 +94,26 @@ class _Count:
         self.value += amount
 
 
-class SchedulingDecisions:
-    """`virtdev_webhook_scheduling_decisions_total{outcome}`, counted on every launcher admission
-    with the node view: `labels(outcome).inc()` as prometheus_client's Counter, but a dict look-up
-    and an addition (the Counter's `labels().inc()` takes a lock and validates the labels:
-    ~12,000 instructions a request); the family is built when /metrics is scraped."""
+class Tally:
+    """A counter with one label, counted on the hot path: `labels(value).inc()` as
+    prometheus_client's Counter, but a dict look-up and an addition (the Counter's
+    `labels().inc()` takes a lock and validates the labels: ~12,000 instructions a request);
+    the family is built when /metrics is scraped."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str, documentation: str, label: str) -> None:
+        self.name, self.documentation, self.label = name, documentation, label
         self._counts: dict[str, _Count] = {}
 
-    def labels(self, outcome: str) -> _Count:
-        count = self._counts.get(outcome)
+    def labels(self, value: str) -> _Count:
+        count = self._counts.get(value)
         if count is None:
-            count = self._counts[outcome] = _Count()
+            count = self._counts[value] = _Count()
         return count
 
     def collect(self) -> Iterator[Metric]:
-        family = CounterMetricFamily(
-            "virtdev_webhook_scheduling_decisions",
-            "Launcher pods decided on against the node view, by outcome (feasible, warned, "
-            "emulated, denied, migration, unsynced).",
-            labels=["outcome"],
-        )
-        for outcome, count in sorted(list(self._counts.items())):
-            family.add_metric([outcome], count.value)
+        family = CounterMetricFamily(self.name, self.documentation, labels=[self.label])
+        for value, count in sorted(list(self._counts.items())):
+            family.add_metric([value], count.value)
         yield family
 
     def describe(self) -> Iterator[Metric]:
@@ -154,16 +150,30 @@ class WebhookMetrics:
     nodes_known: Gauge
     #: Updated on every launcher admission: see SchedulingDecisions and FeasibleNodes.
     feasible_nodes: FeasibleNodes
-    scheduling_decisions: SchedulingDecisions
+    scheduling_decisions: Tally
+    #: Launcher- or hotplug-labelled pods from anyone but KubeVirt's controller, by endpoint.
+    untrusted_pods: Tally
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> WebhookMetrics:
         registry = registry if registry is not None else CollectorRegistry()
         admissions = AdmissionStats()
         registry.register(admissions)
-        feasible_nodes, scheduling_decisions = FeasibleNodes(), SchedulingDecisions()
-        registry.register(feasible_nodes)
-        registry.register(scheduling_decisions)
+        feasible_nodes = FeasibleNodes()
+        scheduling_decisions = Tally(
+            "virtdev_webhook_scheduling_decisions",
+            "Launcher pods decided on against the node view, by outcome (feasible, warned, "
+            "emulated, denied, migration, unsynced).",
+            "outcome",
+        )
+        untrusted_pods = Tally(
+            "virtdev_webhook_untrusted_pods",
+            "Launcher- or hotplug-labelled pods whose request came from anyone but KubeVirt's "
+            "controller (--kubevirt-controllers), judged by Pod Security baseline, by endpoint.",
+            "endpoint",
+        )
+        for collector in (feasible_nodes, scheduling_decisions, untrusted_pods):
+            registry.register(collector)
         return cls(
             registry=registry,
             admissions=admissions,
@@ -180,4 +190,5 @@ class WebhookMetrics:
             ),
             feasible_nodes=feasible_nodes,
             scheduling_decisions=scheduling_decisions,
+            untrusted_pods=untrusted_pods,
         )

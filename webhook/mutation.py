@@ -15,7 +15,7 @@ from typing import Any
 
 from virtdev import catalogue
 from webhook.answer import fit_warning
-from webhook.launcher import Launcher, Slot, allowed_capabilities, permitted
+from webhook.launcher import Launcher, Slot, grants_net_admin, permitted
 from webhook.policy import LauncherPolicy, normalise_capability
 
 Operation = dict[str, Any]
@@ -109,7 +109,7 @@ def _restrict_privileges(
 
     capabilities = security.get("capabilities")
     current = list((capabilities or {}).get("add") or ())
-    allowed = allowed_capabilities(launcher.profile, slot.role, policy)
+    allowed = launcher.capabilities_for(slot, policy)
     distinct = list(dict.fromkeys(current))
     kept = [cap for cap in distinct if permitted(allowed, cap)]
     have = {normalise_capability(cap) for cap in kept}
@@ -143,8 +143,8 @@ def mutate(
     A render that already runs unprivileged keeps every capability its release renders and
     every device request it makes; only what lies outside baseline, its profile and the admin's
     exceptions goes. A privileged compute is rewritten the way KubeVirt v0.7 did it: device
-    requests and NET_ADMIN instead of `privileged`. `injected` is what compute is made to
-    request (`launcher.injected_devices`, by default as the policy and the pod say): the
+    requests (and NET_ADMIN up to v0.40) instead of `privileged`. `injected` is what compute is
+    made to request (`launcher.injected_devices`, by default as the policy and the pod say): the
     admission passes the list its scheduling decision was taken for, kvm withheld or not.
     """
     if injected is None:
@@ -169,7 +169,8 @@ def mutate(
                 slot.container,
                 injected,
             )
-            if privileged_compute or launcher.profile.needs_net_admin:
+            needs = privileged_compute or launcher.profile.needs_net_admin
+            if needs and grants_net_admin(launcher.profile):
                 required = (catalogue.NET_ADMIN,)
         _restrict_privileges(mutation, slot, launcher, policy, required=required)
     if privileged_compute:

@@ -19,12 +19,14 @@ import jsonpatch
 import orjson
 import yaml
 
+from virtdev import catalogue
 from virtdev.documents import DocumentError, load_documents, read_bounded
 from webhook import review
 from webhook.admission import mutate_review, validate_review
 from webhook.answer import Answer
 from webhook.cli import launcher_policy
 from webhook.enforcement import enforce
+from webhook.policy import LauncherPolicy
 from webhook.shapes import BadInput
 
 ALLOWED, DENIED, BAD_INPUT = 0, 1, 2
@@ -72,15 +74,18 @@ def _as_json(document: Any) -> bytes:
         raise BadInput("$", f"not representable as JSON: {error}") from None
 
 
-def as_request(document: Any) -> review.Request:
-    """A Pod becomes the CREATE review the API server would send; a review is read as is."""
+def as_request(document: Any, username: str = catalogue.KUBEVIRT_CONTROLLERS[0]) -> review.Request:
+    """A Pod becomes the CREATE review the API server would send when `username` creates it
+    (KubeVirt's controller by default: "what does KubeVirt's pod get"); a review is read as is,
+    its requester included."""
     if isinstance(document, dict) and document.get("kind") == "AdmissionReview":
         return review.parse(_as_json(document))
-    return review.parse(_as_json(create_review(document)))
+    return review.parse(_as_json(create_review(document, username)))
 
 
-def create_review(pod: Any) -> dict[str, Any]:
-    """The AdmissionReview the API server sends /validate and /mutate when `pod` is created."""
+def create_review(pod: Any, username: str = catalogue.KUBEVIRT_CONTROLLERS[0]) -> dict[str, Any]:
+    """The AdmissionReview the API server sends /validate and /mutate when `username` creates
+    `pod`."""
     if not isinstance(pod, dict) or pod.get("kind", "Pod") != "Pod":
         raise BadInput("$.kind", "expected a Pod or an AdmissionReview")
     metadata = pod.get("metadata") if isinstance(pod.get("metadata"), dict) else {}
@@ -93,10 +98,17 @@ def create_review(pod: Any) -> dict[str, Any]:
             "kind": {"group": "", "version": "v1", "kind": "Pod"},
             "resource": {"group": "", "version": "v1", "resource": "pods"},
             "operation": "CREATE",
+            "userInfo": {"username": username},
             "namespace": namespace if isinstance(namespace, str) else "",
             "object": pod,
         },
     }
+
+
+def requester(args: argparse.Namespace, policy: LauncherPolicy) -> str:
+    """Who creates the bare Pods of the input: `--as`, or KubeVirt's controller."""
+    name = getattr(args, "requester", None)
+    return name if isinstance(name, str) else policy.controller
 
 
 def name_of(request: review.Request, entry: Entry) -> str:
@@ -150,7 +162,7 @@ def run_mutate(
     status = ALLOWED
     for entry in found:
         try:
-            request = as_request(entry.document)
+            request = as_request(entry.document, requester(args, policy))
             answer = mutate_review(request, policy)
         except (BadInput, ValueError) as error:
             _bad("mutate", args.file, entry, error, err)
@@ -188,7 +200,7 @@ def run_validate(
     denied = bad = False
     for entry in found:
         try:
-            request = as_request(entry.document)
+            request = as_request(entry.document, requester(args, policy))
             answer = enforce(validate_review(request, policy), args.enforcement)
         except (BadInput, ValueError) as error:
             _bad("validate", args.file, entry, error, err)

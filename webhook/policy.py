@@ -51,6 +51,9 @@ class LauncherPolicy:
     #: SELinux types KubeVirt is configured to render (`selinuxLauncherType`).
     selinux_types: frozenset[str] = frozenset()
     emulation: bool = False
+    #: Who may create launcher and hotplug pods with their release's exceptions
+    #: (`request.userInfo.username`); anyone else's are judged as any pod.
+    kubevirt_controllers: frozenset[str] = frozenset(catalogue.KUBEVIRT_CONTROLLERS)
 
     def __post_init__(self) -> None:
         permitted = frozenset(map(normalise_capability, self.permitted_capabilities))
@@ -70,6 +73,7 @@ class LauncherPolicy:
         permitted_host_paths: Iterable[str] = (),
         selinux_launcher_types: Iterable[str] = (),
         emulation: bool = False,
+        kubevirt_controllers: Iterable[str] = catalogue.KUBEVIRT_CONTROLLERS,
     ) -> LauncherPolicy:
         """The policy as the flags (and config keys) spell it; a bad value is a ValueError
         naming its flag."""
@@ -86,6 +90,12 @@ class LauncherPolicy:
                 raise ValueError(
                     f"--kubevirt-version {kubevirt_version!r}: expected auto or vX.Y[.Z]"
                 )
+        controllers = frozenset(name.strip() for name in kubevirt_controllers if name.strip())
+        if not controllers:
+            raise ValueError(
+                "--kubevirt-controllers: expected at least one username, e.g. "
+                f"{catalogue.KUBEVIRT_CONTROLLERS[0]}"
+            )
         paths = tuple(permitted_host_paths)
         for path in paths:
             if not path.startswith("/"):
@@ -100,7 +110,17 @@ class LauncherPolicy:
             permitted_host_paths=paths,
             selinux_types=frozenset(selinux_launcher_types),
             emulation=emulation,
+            kubevirt_controllers=controllers,
         )
+
+    def trusts(self, username: str) -> bool:
+        """Whether the API server says this requester is KubeVirt's controller."""
+        return username in self.kubevirt_controllers
+
+    @property
+    def controller(self) -> str:
+        """The requester offline tools speak for by default (`--as`)."""
+        return min(self.kubevirt_controllers)
 
     def is_launcher(self, obj: dict[str, Any] | None) -> bool:
         labels = ((obj or {}).get("metadata") or {}).get("labels") or {}

@@ -32,8 +32,8 @@ ROLES: tuple[Role, ...] = (
     "unknown",
 )
 
-#: A trailing `/` in `Profile.host_paths` makes the entry a prefix: KubeVirt names a per-VMI
-#: directory below it (`…/container-disks/<vmi uid>`).
+#: A trailing `/` in `Profile.host_paths` makes the entry per-VM: KubeVirt mounts the directory
+#: of the pod's own VMI below it (`…/container-disks/<vmi uid>`), and nothing else there.
 CONTAINER_DISKS = "/var/run/kubevirt/container-disks/"
 
 
@@ -67,14 +67,21 @@ class Profile:
         """The releases it covers: `v0.44-v0.52`, `v1.7+` for the newest, `v0.7` for one."""
         return self.title or _NAMES.get(self.since) or _span(self)
 
-    def mounts(self, path: str) -> bool:
-        """Whether the release mounts this (normalised) host path itself."""
+    def mounts(self, path: str, *, vmi: str = "") -> bool:
+        """Whether the release mounts this (normalised) host path itself. A per-VM entry
+        (ending in `/`) names exactly one directory: the one of the pod's own VMI, whose uid
+        KubeVirt writes in the `kubevirt.io/created-by` label (`T@v0.20.0:751-757,793`) — not
+        any directory below it, where another VM's launcher may have left a symlink."""
         if path in self.host_paths:
             return True
-        return any(
-            entry.endswith("/") and (path.startswith(entry) or path == entry.rstrip("/"))
-            for entry in self.host_paths
-        )
+        if not _is_name(vmi):
+            return False
+        return any(entry.endswith("/") and path == entry + vmi for entry in self.host_paths)
+
+
+def _is_name(text: str) -> bool:
+    """One path component (a uid), never `..` nor a path of its own."""
+    return bool(text) and "/" not in text and text not in (".", "..") and "\0" not in text
 
 
 S = "pkg/virt-controller/services/"

@@ -20,7 +20,7 @@ from typing import Any
 from virtdev import catalogue
 from webhook import baseline
 from webhook.answer import MAX_WARNING
-from webhook.launcher import Launcher, Slot, allowed_capabilities, permitted
+from webhook.launcher import Launcher, Slot, permitted
 from webhook.policy import LauncherPolicy, normalise_capability, normalise_host_path
 
 
@@ -137,7 +137,8 @@ def _pod_level(
             continue
         path = host_path.get("path") or ""
         who = launcher.release.exceptions
-        if who and (profile.mounts(normalise_host_path(path)) or policy.host_path_permitted(path)):
+        normal = normalise_host_path(path)
+        if who and (profile.mounts(normal, vmi=launcher.vmi) or policy.host_path_permitted(path)):
             continue
         reason = "Pod Security baseline forbids hostPath volumes"
         if who:
@@ -162,14 +163,20 @@ def _container_level(
     name = str(container.get("name"))
     key = (slot.list_field, name)
     security = container.get("securityContext") or {}
+    # Who grants this container exceptions: its release, or nobody (added or changed by a
+    # tenant, whose containers are judged by baseline alone).
+    who = launcher.release.exceptions if slot.trusted else ""
+    if not slot.trusted:
+        selinux_types = baseline.SELINUX_TYPES
+        yield from _host_path_mounts(slot, launcher)
     if security.get("privileged") is True:
         reason = "Pod Security baseline forbids privileged containers"
-        if launcher.release.exceptions:
+        if who:
             reason += ", virtdev provides /dev/kvm and /dev/net/tun to launchers as devices"
         yield Violation(f"{where}.privileged", "true", reason, (*key, "privileged"))
     adds = (security.get("capabilities") or {}).get("add") or ()
     if adds:
-        allowed = allowed_capabilities(launcher.profile, slot.role, policy)
+        allowed = launcher.capabilities_for(slot, policy)
         reason = ""
         for index, capability in enumerate(adds):
             # One set lookup for the common spelling; a pod of a million capabilities is
@@ -178,20 +185,20 @@ def _container_level(
                 continue
             if not reason:
                 reason = "beyond Pod Security baseline"
-                if launcher.release.exceptions:
+                if who:
                     reason += (
-                        f", and {launcher.release.exceptions} adds to {slot.role} containers "
+                        f", and {who} adds to {slot.role} containers "
                         f"only {_beyond_baseline(allowed)}"
                     )
+                elif not slot.trusted:
+                    reason += _changed_by(launcher)
             yield Violation(
                 f"{where}.capabilities.add[{index}]",
                 capability,
                 reason,
                 (*key, "capability", normalise_capability(capability)),
             )
-    yield from _selinux(
-        security.get("seLinuxOptions"), where, key, selinux_types, launcher.release.exceptions
-    )
+    yield from _selinux(security.get("seLinuxOptions"), where, key, selinux_types, who)
     yield from _profiles(security, where, key)
     proc_mount = security.get("procMount") or ""
     if proc_mount not in baseline.PROC_MOUNTS and launcher.spec.get("hostUsers") is not False:
@@ -211,6 +218,34 @@ def _container_level(
                 (*key, "hostPort", str(host_port)),
             )
     yield from _probe_hosts(slot, key)
+
+
+def _changed_by(launcher: Launcher) -> str:
+    return f" (container added or changed by {launcher.changed_by}, not by KubeVirt's controller)"
+
+
+def _host_path_mounts(slot: Slot, launcher: Launcher) -> Iterator[Violation]:
+    """A container a tenant added or changed may not mount the host paths KubeVirt gave the pod
+    (PSA judges only the volume, which the pod already had)."""
+    host_paths = {
+        volume.get("name"): (volume.get("hostPath") or {}).get("path") or ""
+        for volume in launcher.spec.get("volumes") or ()
+        if volume and volume.get("hostPath") is not None
+    }
+    if not host_paths:
+        return
+    name = str(slot.container.get("name"))
+    for field in ("volumeMounts", "volumeDevices"):
+        for index, mount in enumerate(slot.container.get(field) or ()):
+            volume = (mount or {}).get("name")
+            if volume in host_paths:
+                yield Violation(
+                    f"{slot.path}.{field}[{index}].name",
+                    str(volume),
+                    f"a hostPath volume ({host_paths[volume]}): Pod Security baseline forbids "
+                    "host paths" + _changed_by(launcher),
+                    (slot.list_field, name, "hostPath-mount", str(volume)),
+                )
 
 
 def _probe_hosts(slot: Slot, key: tuple[str, ...]) -> Iterator[Violation]:

@@ -274,9 +274,9 @@ def launcher_pods(draw: st.DrawFn) -> tuple[dict[str, Any], profiles.Profile]:
     profile = draw(st.sampled_from(profiles.PROFILES))
     release = f"v{profile.since[0]}.{profile.since[1]}.{draw(st.integers(0, 3))}"
     containers = []
-    for role in draw(st.lists(st.sampled_from(profiles.ROLES), max_size=4, unique=True)) or [
-        "compute"
-    ]:
+    # KubeVirt renders compute in every launcher, and the release is read from its image alone.
+    roles = draw(st.lists(st.sampled_from(profiles.ROLES), max_size=4, unique=True))
+    for role in roles if "compute" in roles else ["compute", *roles]:
         allowed = sorted(profile.capabilities.get(role, frozenset()) | baseline.CAPABILITIES)
         adds = draw(st.lists(st.sampled_from(allowed + BEYOND), max_size=5))
         security: dict[str, Any] = {}

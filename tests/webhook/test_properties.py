@@ -33,7 +33,7 @@ from virtdev import catalogue
 from webhook import review
 from webhook.admission import mutate_review, validate_review
 from webhook.app import WebhookSettings, create_app
-from webhook.launcher import read_launcher
+from webhook.launcher import grants_net_admin, read_launcher
 from webhook.policy import LauncherPolicy, normalise_capability
 from webhook.shapes import BadInput
 
@@ -178,12 +178,20 @@ POLICY = st.sampled_from(sorted(POLICIES))
 ENDPOINT = st.sampled_from(["/mutate", "/validate"])
 
 
-def admission_review(pod: dict[str, Any], *, operation: str = "CREATE", old: Any = None) -> bytes:
+def admission_review(
+    pod: dict[str, Any],
+    *,
+    operation: str = "CREATE",
+    old: Any = None,
+    username: str = catalogue.KUBEVIRT_CONTROLLERS[0],
+) -> bytes:
+    """The review the API server sends when `username` (KubeVirt's controller) makes the pod."""
     request: dict[str, Any] = {
         "uid": "f00dfeed-0000-4000-8000-000000000001",
         "kind": {"group": "", "version": "v1", "kind": "Pod"},
         "resource": {"group": "", "version": "v1", "resource": "pods"},
         "operation": operation,
+        "userInfo": {"username": username},
         "namespace": "vms",
         "object": pod,
     }
@@ -261,8 +269,14 @@ def test_a_privileged_compute_is_replaced_and_a_rendered_one_keeps_its_requests(
         for resource in wanted:
             assert resource in compute["resources"]["limits"]
             assert resource in compute["resources"]["requests"]
-        added = {normalise_capability(c) for c in compute["securityContext"]["capabilities"]["add"]}
-        assert "NET_ADMIN" in added
+        added = {
+            normalise_capability(c)
+            for c in ((compute.get("securityContext") or {}).get("capabilities") or {}).get("add")
+            or ()
+        }
+        # v0.7 rendered NET_ADMIN in place of privileged; from v0.41 no release needs it.
+        profile = read_launcher(pod, chosen).profile
+        assert ("NET_ADMIN" in added) is grants_net_admin(profile)
     elif hypervisor:
         after = compute.get("resources") or {}
         for section in ("limits", "requests"):
@@ -369,6 +383,8 @@ REVIEW_FIELDS = {
     ("request", "namespace"),
     ("request", "name"),
     ("request", "object"),
+    ("request", "userInfo"),
+    ("request", "userInfo", "username"),
 }
 POD_FIELDS = {
     "metadata": {"name": 1, "namespace": 1, "generateName": 1, "labels": "map"},

@@ -50,6 +50,7 @@ def request(pod: dict[str, Any], name: str = "virt-launcher-a") -> Request:
         name=name,
         object=pod,
         old_object=None,
+        username=catalogue.KUBEVIRT_CONTROLLERS[0],
     )
 
 

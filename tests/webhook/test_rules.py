@@ -16,6 +16,7 @@ import orjson
 import pytest
 import yaml
 
+from virtdev import catalogue
 from virtdev.config import add_launcher_policy_flags
 from webhook import profiles, review
 from webhook.admission import guard_review, validate_review
@@ -496,6 +497,11 @@ def test_release_exceptions_belong_to_their_role() -> None:
     [
         ("v0.6.0", "/var/run/kubevirt", True),
         ("v0.20.0", "/var/run/kubevirt/container-disks/8f1e", True),
+        # Only the pod's own VMI's directory (its created-by label): not another VM's, not
+        # anything below, where another launcher may have planted a symlink.
+        ("v0.20.0", "/var/run/kubevirt/container-disks/0bad", False),
+        ("v0.20.0", "/var/run/kubevirt/container-disks/8f1e/disk_0.img", False),
+        ("v0.20.0", "/var/run/kubevirt/container-disks", False),
         ("v0.20.0", "/var/lib/kubevirt/init/usr/bin/", True),
         ("v0.20.0", "/var/lib/kubevirt", False),
         ("v0.15.0", "/dev/vfio", True),
@@ -510,6 +516,7 @@ def test_host_paths_are_the_releases_own(release: str, path: str, allowed: bool)
     pod = launcher(
         {"name": "compute"}, release=release, volumes=[{"name": "h", "hostPath": {"path": path}}]
     )
+    pod["metadata"]["labels"]["kubevirt.io/created-by"] = "8f1e"  # the VMI's uid
     assert (paths(pod) == []) is allowed
 
 
@@ -653,13 +660,17 @@ def test_policy_from_flags() -> None:
 # --- /guard: baseline for every pod of a guarded namespace ------------------------------------
 
 
-def created(pod: dict[str, Any]) -> review.Request:
-    """The CREATE review the API server sends for a pod of namespace `vms`."""
+def created(
+    pod: dict[str, Any], username: str = catalogue.KUBEVIRT_CONTROLLERS[0]
+) -> review.Request:
+    """The CREATE review the API server sends when `username` (by default KubeVirt's
+    controller) creates a pod in namespace `vms`."""
     request = {
         "uid": "u-1",
         "kind": {"group": "", "version": "v1", "kind": "Pod"},
         "resource": {"group": "", "version": "v1", "resource": "pods"},
         "operation": "CREATE",
+        "userInfo": {"username": username},
         "namespace": "vms",
         "object": pod,
     }
