@@ -217,7 +217,14 @@ def guard_review(
         )
         if not trusted:
             pod = with_changes_untrusted(pod, old_pod, request.username)
-    return _judged(request, pod, old_pod, policy, subject="pod", trusted=trusted or not hotplug)
+    return _judged(
+        request,
+        pod,
+        old_pod,
+        policy,
+        subject="pod",
+        trusted=_as_kubevirts(pod, trusted, hotplug, updated),
+    )
 
 
 def validate_review(
@@ -255,7 +262,21 @@ def validate_review(
     launcher = read_launcher(new_pod, policy, release=old_launcher.release)
     if not trusted:
         launcher = with_changes_untrusted(launcher, old_launcher, request.username)
-    return _judged(request, launcher, old_launcher, policy, subject="launcher pod", trusted=trusted)
+    return _judged(
+        request,
+        launcher,
+        old_launcher,
+        policy,
+        subject="launcher pod",
+        trusted=_as_kubevirts(launcher, trusted, True, True),
+    )
+
+
+def _as_kubevirts(pod: Launcher, trusted: bool, labelled: bool, updated: bool) -> bool:
+    """Whether the answer goes without the `requester` annotation (and uncounted): KubeVirt's
+    controller's request, a pod without KubeVirt's labels, or another's UPDATE that changed no
+    container (a label edit is no such pod)."""
+    return trusted or not labelled or (updated and not pod.changed_by)
 
 
 def _judged(

@@ -26,6 +26,7 @@ from webhook.admission import mutate_review, validate_review
 from webhook.answer import Answer
 from webhook.cli import launcher_policy
 from webhook.enforcement import enforce
+from webhook.launcher import UNTRUSTED
 from webhook.policy import LauncherPolicy
 from webhook.shapes import BadInput
 
@@ -170,7 +171,15 @@ def run_mutate(
         prefix = f"{name_of(request, entry)}: " if len(found) > 1 else ""
         for warning in answer.warnings:
             print(f"warning: {prefix}{warning}", file=err)
-        if answer.verdict == "skipped":
+        other = answer.audit_annotations.get("requester", "")
+        if other.startswith(UNTRUSTED):
+            who = other.removeprefix(UNTRUSTED)
+            print(
+                f"note: {prefix}created by {who}, not by KubeVirt's controller: /mutate leaves "
+                "it unchanged, /validate judges it by Pod Security baseline",
+                file=err,
+            )
+        elif answer.verdict == "skipped":
             print(f"note: {prefix}not a launcher pod CREATE: /mutate leaves it unchanged", file=err)
         if not answer.allowed:
             status = DENIED
@@ -209,6 +218,8 @@ def run_validate(
         name = name_of(request, entry)
         for warning in answer.warnings:
             print(f"warning: {name}: {warning}", file=err)
+        if not answer.allowed and "requester" in answer.audit_annotations:
+            print(f"note: {name}: judged by {answer.audit_annotations['profile']}", file=err)
         print(verdict_line(name, answer), file=out)
         denied = denied or not answer.allowed
     return BAD_INPUT if bad else DENIED if denied else ALLOWED

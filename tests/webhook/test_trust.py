@@ -383,8 +383,12 @@ def test_virtdev_validate_speaks_for_kubevirts_controller_unless_told_otherwise(
     tenants = run_cli("validate", "--as", TENANT, "-", stdin=document)
     assert tenants.returncode == 1, tenants.stderr
     assert tenants.stdout.startswith("not-a-vm: denied: spec.securityContext.seLinuxOptions.type")
+    assert f"launcher label, but created by {TENANT}, not by KubeVirt's controller" in (
+        tenants.stderr
+    )
     mutated = run_cli("mutate", "--patch", "--as", TENANT, "-", stdin=document)
     assert (mutated.returncode, orjson.loads(mutated.stdout)) == (0, []), mutated.stderr
+    assert f"created by {TENANT}, not by KubeVirt's controller: /mutate leaves" in mutated.stderr
 
 
 # --- over real HTTPS -----------------------------------------------------------------------
