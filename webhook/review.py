@@ -46,7 +46,9 @@ class Request:
     name: str
     object: dict[str, Any] | None
     old_object: dict[str, Any] | None
-    #: `userInfo.username` of the requester, for the log line of a denial ("" when not sent).
+    #: `userInfo.username` of the requester, as the API server vouches for it ("" when not
+    #: sent): whether a launcher gets its release's exceptions (`--kubevirt-controllers`), and
+    #: the log line of a denial.
     username: str = ""
 
     @property
