@@ -39,6 +39,11 @@ List and watch, as the API server does them (for the node view and `virtdev capa
   every page the first page's resourceVersion, and a token older than the last `compact()` is
   410 Expired, as kube-apiserver answers them.
 
+KubeVirt's VirtualMachineInstances (`kubevirt.io/v1`, namespaced) are served as any other
+resource (get, list in a namespace or in all of them, paged, watch); the objects are stored as
+given, status included (what virt-controller wrote), without KubeVirt's webhooks. `missing`
+takes a group/version away, as a cluster without the CRD answers: 404 NotFound.
+
 Lists page with `limit` and `continue` (410 Expired for a token older than the last
 `compact()`); a later page is cut from the store as it is then, not from a snapshot at the
 first page's resourceVersion as etcd serves it.
@@ -104,6 +109,8 @@ RESOURCES: dict[tuple[str, str], Resource] = {
         Resource("v1", "nodes", "Node", False),
         Resource("v1", "namespaces", "Namespace", False),
         Resource("v1", "pods", "Pod", True),
+        # KubeVirt's CRD (`virtdev audit` lists them); `StandIn.missing` takes it away.
+        Resource("kubevirt.io/v1", "virtualmachineinstances", "VirtualMachineInstance", True),
         Resource(
             "admissionregistration.k8s.io/v1",
             "mutatingwebhookconfigurations",
@@ -370,6 +377,9 @@ class StandIn:
         self.gone_as_http = False
         #: A watch without timeoutSeconds ends after this long (the API server picks 30-60 min).
         self.max_watch_seconds = 300.0
+        #: Group/versions the cluster does not serve (a CRD not installed, e.g. "kubevirt.io/v1"):
+        #: every path under them is 404 NotFound, as the API server answers an unknown resource.
+        self.missing: set[str] = set()
         self._server: ThreadingHTTPServer | None = None
         self._watches: set[_Handler] = set()
         self._closing = False
@@ -618,6 +628,8 @@ class _Handler(BaseHTTPRequestHandler):
         group_version = match["core"] or f"{match['group']}/{match['version']}"
         resource = match["resource"]
         spec = RESOURCES.get((group_version, resource))
+        if group_version in self.owner.missing:
+            spec = None
         namespace = match["namespace"] or ""
         misplaced = namespace and not spec.namespaced if spec else False
         unscoped = spec is not None and spec.namespaced and not namespace and match["name"]

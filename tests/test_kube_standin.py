@@ -268,3 +268,62 @@ def test_a_continue_token_older_than_a_compaction_is_410(stand_in: StandIn, core
         410,
         "Expired",
     )
+
+
+def vmi(name: str, namespace: str, **active: str) -> dict[str, Any]:
+    """A VirtualMachineInstance as virt-controller leaves it: its pods in `status.activePods`."""
+    meta = {"name": name, "namespace": namespace}
+    status = {"phase": "Running", "activePods": active}
+    kind = {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance"}
+    return {**kind, "metadata": meta, "status": status}
+
+
+def test_virtual_machine_instances_are_listed_paged_in_a_namespace_and_in_all(
+    stand_in: StandIn, core: Core
+) -> None:
+    custom: Any = client.CustomObjectsApi(core.api_client)
+    for i in range(3):
+        stand_in.put_object(vmi(f"vm{i}", "vms", **{f"uid-{i}": "node-a"}))
+    stand_in.put_object(vmi("db", "prod"))
+    first = custom.list_namespaced_custom_object(
+        "kubevirt.io", "v1", "vms", "virtualmachineinstances", limit=2
+    )
+    assert first["kind"] == "VirtualMachineInstanceList"
+    assert [v["metadata"]["name"] for v in first["items"]] == ["vm0", "vm1"]
+    assert first["items"][0]["status"]["activePods"] == {"uid-0": "node-a"}, "status as stored"
+    token = first["metadata"]["continue"]
+    rest = custom.list_namespaced_custom_object(
+        "kubevirt.io", "v1", "vms", "virtualmachineinstances", limit=2, _continue=token
+    )
+    assert [v["metadata"]["name"] for v in rest["items"]] == ["vm2"]
+    assert "continue" not in rest["metadata"]
+    everywhere = custom.list_cluster_custom_object("kubevirt.io", "v1", "virtualmachineinstances")
+    assert [(v["metadata"]["namespace"], v["metadata"]["name"]) for v in everywhere["items"]] == [
+        ("prod", "db"),
+        ("vms", "vm0"),
+        ("vms", "vm1"),
+        ("vms", "vm2"),
+    ]
+    paths = [r.path for r in stand_in.requests]
+    assert paths == [
+        "/apis/kubevirt.io/v1/namespaces/vms/virtualmachineinstances",
+        "/apis/kubevirt.io/v1/namespaces/vms/virtualmachineinstances",
+        "/apis/kubevirt.io/v1/virtualmachineinstances",
+    ]
+
+
+def test_a_group_the_cluster_does_not_serve_is_404_as_without_its_crd(
+    stand_in: StandIn, core: Core
+) -> None:
+    custom: Any = client.CustomObjectsApi(core.api_client)
+    stand_in.put_object(vmi("vm", "vms"))
+    stand_in.missing.add("kubevirt.io/v1")
+    assert status_of(
+        lambda: custom.list_cluster_custom_object("kubevirt.io", "v1", "virtualmachineinstances")
+    ) == (404, "NotFound")
+    assert status_of(
+        lambda: custom.list_namespaced_custom_object(
+            "kubevirt.io", "v1", "vms", "virtualmachineinstances"
+        )
+    ) == (404, "NotFound")
+    assert core.list_namespaced_pod("vms").items == [], "the other groups are still served"
