@@ -7,6 +7,15 @@ the CREATE review the API server would send for it (`webhook.offline.create_revi
 virt-controller next creates a launcher like it — a VM restart, a migration — or a controller
 re-creates the pod, this is what the webhook will answer. The enforcement is not applied: the
 audit says what `deny` would do, whatever the webhook runs with now.
+
+The webhook grants a release's exceptions only to pods KubeVirt's controller asks for; a running
+pod does not say who created it. The audit counts a launcher (or hotplug pod) as KubeVirt's only
+where KubeVirt's own state vouches for it: the VirtualMachineInstance that controls it lists it
+in `status.activePods`, which only KubeVirt may write (`webhook.vouching`, with the sources).
+The VMIs of the namespaces audited are listed first, page by page, and kept as a small index;
+every other launcher is judged as any pod, by Pod Security baseline, and each line says which.
+When the VMIs cannot be listed (KubeVirt not installed, or no permission), the audit says so on
+stderr and vouches for none.
 """
 
 from __future__ import annotations
@@ -14,9 +23,9 @@ from __future__ import annotations
 import argparse
 import functools
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, TextIO
+from typing import Any, Literal, Protocol, TextIO
 
 import orjson
 
@@ -28,9 +37,13 @@ from webhook.cli import launcher_policy
 from webhook.offline import ALLOWED, BAD_INPUT, DENIED, create_review, verdict_line
 from webhook.policy import LauncherPolicy
 from webhook.shapes import BadInput
+from webhook.vouching import KUBEVIRT_GROUP, Index, Vouching, read_instance, vouch
 
 CONNECT_TIMEOUT_SECONDS = 5
 LIST_TIMEOUT_SECONDS = 60
+#: The requester of the reviews of pods KubeVirt's state does not vouch for (messages name it).
+UNVOUCHED = "a requester KubeVirt's state does not vouch for"
+VMI_VERSION, VMI_PLURAL = "v1", "virtualmachineinstances"
 
 
 #: A verdict of the rules, or error: the pod could not be judged. skipped: the label matched but
@@ -45,6 +58,11 @@ class Judged:
     verdict: Judgement
     violations: list[str] = field(default_factory=list)
     message: str = ""
+    #: For launcher- and hotplug-labelled pods: whether KubeVirt's state vouches for the pod
+    #: (judged with its release's exceptions) or not (judged as any pod); None for other pods.
+    vouched: bool | None = None
+    #: What vouches for it, or what is missing.
+    vouching: str = ""
 
     @property
     def line(self) -> str:
@@ -57,23 +75,48 @@ class Judged:
             message=self.message,
             violations=self.violations,
         )
-        return verdict_line(name, answer)
+        if self.vouched is None:
+            return verdict_line(name, answer)
+        if self.vouched:
+            return f"{verdict_line(name, answer)} [KubeVirt's: {self.vouching}]"
+        basis = "judged as any pod, not vouched for by KubeVirt"
+        return f"{verdict_line(name, answer)} [{basis}: {self.vouching}]"
 
 
-Decide = Callable[[review.Request, LauncherPolicy], Answer]
+class Decide(Protocol):
+    """`validate_review` or `guard_review`: `trusted` stands for the requester the audit cannot
+    see."""
+
+    def __call__(
+        self, request: review.Request, policy: LauncherPolicy, *, trusted: bool | None = None
+    ) -> Answer: ...
+
+
 #: The namespaces /guard judges: the label the second validating webhook selects.
 GUARDED = f"{catalogue.GUARD_LABEL_KEY}={catalogue.GUARD_LABEL_VALUE}"
 
 
-def judge(pod: dict[str, Any], policy: LauncherPolicy, decide: Decide = validate_review) -> Judged:
-    """What /validate (or /guard) would answer if `pod` were created now."""
+def judge(
+    pod: dict[str, Any],
+    policy: LauncherPolicy,
+    decide: Decide = validate_review,
+    *,
+    vouching: Vouching | None = None,
+) -> Judged:
+    """What /validate (or /guard) would answer if `pod` were created now: by KubeVirt's
+    controller when `vouching` says KubeVirt's state vouches for it, else by someone else."""
     metadata = pod.get("metadata") if isinstance(pod.get("metadata"), dict) else {}
     namespace = str((metadata or {}).get("namespace") or "")
     name = str((metadata or {}).get("name") or "")
+    trusted = vouching is not None and vouching.vouched
+    basis: dict[str, Any] = {}
+    if vouching is not None:
+        basis = {"vouched": vouching.vouched, "vouching": vouching.why}
     try:
-        answer = decide(review.parse(orjson.dumps(create_review(pod))), policy)
+        created = create_review(pod) if trusted else create_review(pod, UNVOUCHED)
+        answer = decide(review.parse(orjson.dumps(created)), policy, trusted=trusted)
     except BadInput as error:
-        return Judged(namespace, name, "error", message=str(error))
+        return Judged(namespace, name, "error", message=str(error), **basis)
     verdict: Judgement = (
         "denied" if not answer.allowed else "skipped" if answer.verdict == "skipped" else "allowed"
     )
@@ -83,7 +126,44 @@ def judge(pod: dict[str, Any], policy: LauncherPolicy, decide: Decide = validate
         verdict,
         violations=list(answer.violations),
         message=answer.message,
+        **basis,
     )
+
+
+def virtual_machine_instances(custom: Any, *, namespace: str | None, chunk_size: int) -> Index:
+    """The VMIs of one namespace (or all), read page by page into a small index."""
+    from webhook.paging import pages
+
+    where = (KUBEVIRT_GROUP, VMI_VERSION)
+    list_call = (
+        functools.partial(custom.list_cluster_custom_object, *where, VMI_PLURAL)
+        if namespace is None
+        else functools.partial(custom.list_namespaced_custom_object, *where, namespace, VMI_PLURAL)
+    )
+    index = Index()
+    timeout = (CONNECT_TIMEOUT_SECONDS, LIST_TIMEOUT_SECONDS)
+    for page in pages(list_call, limit=chunk_size, request_timeout=timeout):
+        for item in page.get("items") or ():
+            instance = read_instance(item)
+            if instance is not None:
+                index.add(instance)
+    return index
+
+
+def unreadable(error: Any, where: str) -> tuple[Index, str]:
+    """No index, and the one line that says why (a 404: KubeVirt not installed; 403: RBAC)."""
+    status = f"{error.status} {error.reason}"
+    hint = {
+        404: "is KubeVirt installed?",
+        403: "needs virtualmachineinstances list in API group kubevirt.io",
+    }.get(error.status)
+    line = (
+        f"virtdev audit: cannot list VirtualMachineInstances {where}: {status}"
+        + (f" ({hint})" if hint else "")
+        + ": KubeVirt's state vouches for no pod, every launcher and hotplug pod is judged as "
+        "any pod (Pod Security baseline)"
+    )
+    return Index(unreadable=status), line
 
 
 def guarded_namespaces(core: Any, namespace: str | None) -> list[str]:
@@ -154,16 +234,25 @@ def run_audit(
     judged: list[Judged] = []
     guarded: list[str] = []
 
+    index = Index()
+
     def report(pods: Iterator[dict[str, Any]], decide: Decide) -> None:
         for pod in pods:
-            judged.append(judge(pod, policy, decide))
+            judged.append(judge(pod, policy, decide, vouching=vouch(pod, index, policy)))
             if args.output == "table":
                 print(judged[-1].line, file=out)
 
+    where = f"in namespace {namespace}" if namespace else "in all namespaces"
     with api as api_client:
         core = client.CoreV1Api(api_client)
         pages = {"namespace": namespace, "chunk_size": args.chunk_size}
         try:
+            try:  # first: the launchers are judged as their pages arrive
+                custom = client.CustomObjectsApi(api_client)
+                index = virtual_machine_instances(custom, **pages)
+            except ApiException as error:
+                index, line = unreadable(error, where)
+                print(line, file=err)
             if args.guard:  # every pod, as /guard would judge it once the label is set
                 report(launcher_pods(core, selector="", **pages), guard_review)
             else:
@@ -181,7 +270,6 @@ def run_audit(
                     pods = {"namespace": name, "chunk_size": args.chunk_size}
                     report(launcher_pods(core, selector=others, **pods), guard_review)
         except ApiException as error:
-            where = f"in namespace {namespace}" if namespace else "in all namespaces"
             print(
                 f"virtdev audit: the API server refused to list pods {where}: "
                 f"{error.status} {error.reason} (needs pods list; see docs/install.md)",
@@ -193,6 +281,7 @@ def run_audit(
             return 1
     denied = sum(j.verdict == "denied" for j in judged)
     errors = sum(j.verdict == "error" for j in judged)
+    unvouched = sum(j.vouched is False for j in judged)
     what = "pods" if args.guard else f"launcher pods ({selector})"
     if guarded:
         what += f" and the other pods of guarded namespaces ({', '.join(guarded)})"
@@ -203,12 +292,16 @@ def run_audit(
             "guarded": guarded,
             "pods": [asdict(j) for j in judged],
             "denied": denied,
+            # Launcher and hotplug pods judged as any pod, and why no VMI could vouch if none.
+            "not_vouched": unvouched,
+            "vmis_unreadable": index.unreadable or None,
         }
         out.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         scope = f"namespace {namespace}" if namespace else "all namespaces"
         print(
             f"{len(judged)} {what} in {scope}: {denied} would be denied"
+            + (f", {unvouched} judged as any pod (not KubeVirt's)" if unvouched else "")
             + (f", {errors} not judged" if errors else ""),
             file=err,
         )

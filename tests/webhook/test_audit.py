@@ -1,4 +1,9 @@
-"""`virtdev audit` through the real `kubernetes` client against the API stand-in."""
+"""`virtdev audit` through the real `kubernetes` client against the API stand-in.
+
+Launchers that KubeVirt runs are stored as virt-controller leaves them: controlled by their
+VirtualMachineInstance, which lists them in `status.activePods` (`run_by_kubevirt`). The pods an
+attacker makes carry the same labels and images, and whatever owner they like.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +14,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from tests.kube_standin import StandIn, write_kubeconfig
+from tests.kube_standin import ApiError, StandIn, write_kubeconfig
 from tests.support import free_port
 from tests.webhook.conftest import load_fixture
 from virtdev.cli import main
 
 PRIVILEGED = load_fixture("v1-launcher-2018-privileged.json")["request"]["object"]
 NON_LAUNCHER = load_fixture("v1-non-launcher-pod.json")["request"]["object"]
+RENDERS = Path(__file__).resolve().parent.parent / "fixtures" / "kubevirt"
+VMIS = ("kubevirt.io/v1", "virtualmachineinstances")
+
+
+def render(name: str) -> dict[str, Any]:
+    """A pod of tests/fixtures/kubevirt/ as KubeVirt's template code renders it."""
+    pod: dict[str, Any] = yaml.safe_load((RENDERS / name).read_text(encoding="utf-8"))
+    return pod
 
 
 def as_stored(pod: dict[str, Any], name: str, namespace: str) -> dict[str, Any]:
@@ -38,6 +52,59 @@ def unprivileged(pod: dict[str, Any]) -> dict[str, Any]:
     return jsonpatch.apply_patch(pod, answer.patch)  # type: ignore[no-any-return]
 
 
+def vmi(stand_in: StandIn, name: str, namespace: str) -> dict[str, Any]:
+    """The VMI `namespace/name`, created (status as virt-api's mutator leaves it) if need be."""
+    try:
+        return stand_in.get_object(*VMIS, namespace, name)
+    except ApiError:
+        meta = {"name": name, "namespace": namespace}
+        kind = {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance"}
+        return stand_in.put_object({**kind, "metadata": meta, "status": {"phase": "Pending"}})
+
+
+def controlled_by(owner: dict[str, Any], **changes: Any) -> list[dict[str, Any]]:
+    """The controlling ownerReference virt-controller writes (`changes` forge it)."""
+    reference = {
+        "apiVersion": owner["apiVersion"],
+        "kind": owner["kind"],
+        "name": owner["metadata"]["name"],
+        "uid": owner["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+    return [{**reference, **changes}]
+
+
+def count(stand_in: StandIn, instance: dict[str, Any], pod: dict[str, Any]) -> None:
+    """virt-controller lists the pod in the VMI's `status.activePods` (uid -> node)."""
+    instance = stand_in.get_object(
+        *VMIS, instance["metadata"]["namespace"], instance["metadata"]["name"]
+    )
+    instance["status"].setdefault("activePods", {})[pod["metadata"]["uid"]] = "node-a"
+    stand_in.replace_object(instance)
+
+
+def run_by_kubevirt(
+    stand_in: StandIn, pod: dict[str, Any], name: str, namespace: str, *, vm: str = ""
+) -> dict[str, Any]:
+    """The launcher as virt-controller runs it for the VMI `vm` (default: one of its own)."""
+    instance = vmi(stand_in, vm or name, namespace)
+    stored = as_stored(pod, name, namespace)
+    stored["metadata"]["ownerReferences"] = controlled_by(instance)
+    created = stand_in.put_object(stored)
+    count(stand_in, instance, created)
+    return created
+
+
+def kubevirts(namespace: str, vm: str) -> str:
+    """The end of a vouched-for launcher's line."""
+    return f" [KubeVirt's: VMI {namespace}/{vm} lists it in status.activePods]"
+
+
+def not_vouched(why: str) -> str:
+    return f" [judged as any pod, not vouched for by KubeVirt: {why}]"
+
+
 @pytest.fixture
 def stand_in() -> Iterator[StandIn]:
     with StandIn().running() as running:
@@ -50,10 +117,10 @@ def kubeconfig(stand_in: StandIn, tmp_path: Path) -> str:
 
 
 def populate(stand_in: StandIn) -> None:
-    stand_in.put_object(as_stored(PRIVILEGED, "old-vm", "vms"))
+    run_by_kubevirt(stand_in, PRIVILEGED, "old-vm", "vms")
     for i in range(5):
-        stand_in.put_object(unprivileged(as_stored(PRIVILEGED, f"vm-{i}", "vms")))
-    stand_in.put_object(unprivileged(as_stored(PRIVILEGED, "vm-x", "prod")))
+        run_by_kubevirt(stand_in, unprivileged(PRIVILEGED), f"vm-{i}", "vms")
+    run_by_kubevirt(stand_in, unprivileged(PRIVILEGED), "vm-x", "prod")
     stand_in.put_object(as_stored(NON_LAUNCHER, "debugger", "vms"))
 
 
@@ -64,10 +131,11 @@ def test_every_launcher_in_every_namespace_gets_one_line(
     assert main(["audit", "--kubeconfig", kubeconfig, "-A"]) == 1
     out, err = capsys.readouterr()
     lines = out.splitlines()
-    assert lines[0] == "prod/vm-x: allowed"
+    assert lines[0] == "prod/vm-x: allowed" + kubevirts("prod", "vm-x")
     assert lines[1].startswith("vms/old-vm: denied: spec.containers[")
     assert "securityContext.privileged" in lines[1]
-    assert lines[2:] == [f"vms/vm-{i}: allowed" for i in range(5)]
+    assert lines[1].endswith(kubevirts("vms", "old-vm")), "privileged is never an exception"
+    assert lines[2:] == [f"vms/vm-{i}: allowed" + kubevirts("vms", f"vm-{i}") for i in range(5)]
     assert (
         err == "7 launcher pods (kubevirt.io=virt-launcher) in all namespaces: 1 would be denied\n"
     )
@@ -84,6 +152,13 @@ def test_the_list_is_paged_and_filtered_by_the_launcher_label(
     assert all("labelSelector=kubevirt.io%3Dvirt-launcher" in r.query for r in lists)
     assert all("limit=3" in r.query for r in lists)
     assert ["continue=" in r.query for r in lists] == [False, True, True]
+    # The VMIs first (7 of them), paged the same way, so that each page of pods is judged as it
+    # arrives.
+    vmis = [r for r in stand_in.requests if r.resource == "virtualmachineinstances"]
+    assert stand_in.requests[: len(vmis)] == vmis
+    assert [r.path for r in vmis] == ["/apis/kubevirt.io/v1/virtualmachineinstances"] * 3
+    assert ["limit=3" in r.query for r in vmis] == [True] * 3
+    assert ["continue=" in r.query for r in vmis] == [False, True, True]
     assert {r.method for r in stand_in.requests} == {"GET"}, "read-only"
 
 
@@ -94,12 +169,24 @@ def test_one_namespace_with_json_output(
     assert main(["audit", "--kubeconfig", kubeconfig, "-n", "prod", "-o", "json"]) == 0
     document = json.loads(capsys.readouterr().out)
     assert document["pods"] == [
-        {"namespace": "prod", "name": "vm-x", "verdict": "allowed", "violations": [], "message": ""}
+        {
+            "namespace": "prod",
+            "name": "vm-x",
+            "verdict": "allowed",
+            "violations": [],
+            "message": "",
+            "vouched": True,
+            "vouching": "VMI prod/vm-x lists it in status.activePods",
+        }
     ]
     assert document["denied"] == 0
+    assert document["not_vouched"] == 0
+    assert document["vmis_unreadable"] is None
     assert document["guarded"] == []
-    # The launchers, then whether the namespace is guarded (its other pods would be judged).
+    # The VMIs, the launchers, then whether the namespace is guarded (its other pods would be
+    # judged).
     assert [r.path for r in stand_in.requests] == [
+        "/apis/kubevirt.io/v1/namespaces/prod/virtualmachineinstances",
         "/api/v1/namespaces/prod/pods",
         "/api/v1/namespaces/prod",
     ]
@@ -121,7 +208,7 @@ def test_the_config_files_policy_is_the_webhooks(
 ) -> None:
     pod = load_fixture("v1-launcher-current-nonroot.json")["request"]["object"]
     pod["spec"]["containers"][0]["securityContext"]["capabilities"]["add"].append("SYS_PTRACE")
-    stand_in.put_object(as_stored(pod, "a", "vms"))
+    run_by_kubevirt(stand_in, pod, "a", "vms")
     assert main(["audit", "--kubeconfig", kubeconfig, "-A"]) == 1
     assert "SYS_PTRACE" in capsys.readouterr().out
     config = tmp_path / "virtdev.yaml"
@@ -160,10 +247,9 @@ def test_an_unreachable_cluster_is_one_line_exit_1(
 def test_a_refusal_names_the_permission(
     stand_in: StandIn, kubeconfig: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from tests.kube_standin import ApiError
-
     def forbid(method: str, key: Any) -> None:
-        raise ApiError(403, "Forbidden", 'pods is forbidden: cannot list resource "pods"')
+        if key[1] == "pods":
+            raise ApiError(403, "Forbidden", 'pods is forbidden: cannot list resource "pods"')
 
     stand_in.before = forbid
     assert main(["audit", "--kubeconfig", kubeconfig, "-n", "vms"]) == 1
@@ -199,9 +285,9 @@ def test_the_other_pods_of_a_guarded_namespace_are_judged_as_guard_would(
     out, err = capsys.readouterr()
     lines = out.splitlines()
     assert lines[:7] == [
-        "prod/vm-x: allowed",
+        "prod/vm-x: allowed" + kubevirts("prod", "vm-x"),
         lines[1],
-        *[f"vms/vm-{i}: allowed" for i in range(5)],
+        *[f"vms/vm-{i}: allowed" + kubevirts("vms", f"vm-{i}") for i in range(5)],
     ]
     # The fixture's node debugger (hostPID, privileged) and the tool: baseline refuses both.
     assert lines[7].startswith("vms/debugger: denied: spec.hostPID: true (")
@@ -227,7 +313,7 @@ def test_guard_previews_a_namespace_not_labelled_yet(
     assert verdicts["vms/debugger"].startswith("denied: spec.hostPID")
     assert verdicts["vms/tool"].startswith("denied: spec.containers[0].securityContext.privileged")
     assert verdicts["vms/old-vm"].startswith("denied: "), "launchers as /validate judges them"
-    assert verdicts["vms/vm-0"] == "allowed"
+    assert verdicts["vms/vm-0"] == "allowed" + kubevirts("vms", "vm-0")
     assert err == "8 pods in namespace vms: 3 would be denied\n"
     assert all("labelSelector" not in r.query for r in stand_in.requests if r.resource == "pods")
 
@@ -235,8 +321,6 @@ def test_guard_previews_a_namespace_not_labelled_yet(
 def test_namespaces_that_cannot_be_read_are_said_and_the_launchers_still_audited(
     stand_in: StandIn, kubeconfig: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from tests.kube_standin import ApiError
-
     def forbid(method: str, key: Any) -> None:
         if key[1] == "namespaces":
             raise ApiError(403, "Forbidden", "namespaces is forbidden")
@@ -250,3 +334,192 @@ def test_namespaces_that_cannot_be_read_are_said_and_the_launchers_still_audited
         "virtdev audit: cannot read the namespaces' labels (403 Forbidden, needs namespaces "
         "get/list): the other pods of guarded namespaces are not audited\n"
     )
+
+
+# --- who vouches for a launcher: KubeVirt's state, not the pod's labels -------------------------
+
+V0_20 = render("v0.20.0.yaml")  # root, spc_t, /var/run/kubevirt, NET_ADMIN: beyond baseline
+V1_9 = render("v1.9.0-nonroot.yaml")  # baseline-compliant: allowed either way
+BASELINE_REFUSES = "spec.securityContext.seLinuxOptions.type: spc_t (Pod Security baseline"
+
+
+def line_of(out: str, name: str) -> str:
+    (line,) = [line for line in out.splitlines() if line.startswith(f"{name}: ")]
+    return line
+
+
+def forge(stand_in: StandIn, how: str, pod: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """A launcher-labelled pod a tenant of `vms` creates, with the owner `how` names, and the
+    reason the audit should give for not vouching for it."""
+    instance = vmi(stand_in, "testvmi", "vms")
+    stored = as_stored(pod, "forged", "vms")
+    metadata = stored["metadata"]
+    metadata.pop("ownerReferences", None)
+    why = ""
+    if how == "no owner":
+        why = "no controlling ownerReference to a VirtualMachineInstance"
+    elif how == "an owner, not the controller":
+        metadata["ownerReferences"] = controlled_by(instance, controller=False)
+        why = "no controlling ownerReference to a VirtualMachineInstance"
+    elif how == "a look-alike kind":
+        metadata["ownerReferences"] = controlled_by(instance, apiVersion="evil.example/v1")
+        why = "no controlling ownerReference to a VirtualMachineInstance"
+    elif how == "the real VMI, which does not count it":
+        metadata["ownerReferences"] = controlled_by(instance)
+        why = "VMI vms/testvmi does not list it in status.activePods"
+    elif how == "a VMI that does not exist":
+        metadata["ownerReferences"] = controlled_by(instance, name="ghost")
+        why = "its controller, VMI vms/ghost, does not exist"
+    elif how == "another uid":
+        metadata["ownerReferences"] = controlled_by(instance, uid="0" * 8 + "-forged")
+        why = "its controlling ownerReference has another uid than VMI vms/testvmi"
+    elif how == "a VMI of another namespace that counts it":
+        elsewhere = vmi(stand_in, "theirs", "other")
+        metadata["ownerReferences"] = controlled_by(elsewhere)
+        why = "its controller, VMI vms/theirs, does not exist"
+    created = stand_in.put_object(stored)
+    if how == "another uid":  # even counted, the owner's uid must be the VMI's
+        count(stand_in, instance, created)
+    if how == "a VMI of another namespace that counts it":
+        count(stand_in, elsewhere, created)
+    return created, why
+
+
+FORGERIES = (
+    "no owner",
+    "an owner, not the controller",
+    "a look-alike kind",
+    "the real VMI, which does not count it",
+    "a VMI that does not exist",
+    "another uid",
+    "a VMI of another namespace that counts it",
+)
+
+
+@pytest.mark.parametrize("how", FORGERIES)
+def test_a_forged_launcher_is_judged_as_any_pod_and_the_real_one_keeps_its_release(
+    how: str, stand_in: StandIn, kubeconfig: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_by_kubevirt(stand_in, V0_20, "virt-launcher-testvmi-abcde", "vms", vm="testvmi")
+    _, why = forge(stand_in, how, V0_20)  # the same render, label and image tag
+    assert main(["audit", "--kubeconfig", kubeconfig, "-A"]) == 1
+    out, err = capsys.readouterr()
+    real_line = line_of(out, "vms/virt-launcher-testvmi-abcde")
+    assert real_line == "vms/virt-launcher-testvmi-abcde: allowed" + kubevirts("vms", "testvmi")
+    forged = line_of(out, "vms/forged")
+    assert forged.startswith("vms/forged: denied: " + BASELINE_REFUSES), forged
+    assert "/var/run/kubevirt (Pod Security baseline forbids hostPath volumes)" in forged
+    assert "NET_ADMIN (beyond Pod Security baseline)" in forged
+    assert forged.endswith(not_vouched(why)), forged
+    assert err.endswith(": 1 would be denied, 1 judged as any pod (not KubeVirt's)\n"), err
+
+
+def test_json_output_says_who_vouched_for_each_launcher(
+    stand_in: StandIn, kubeconfig: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_by_kubevirt(stand_in, V1_9, "real", "vms", vm="testvmi")
+    forge(stand_in, "the real VMI, which does not count it", V1_9)
+    assert main(["audit", "--kubeconfig", kubeconfig, "-n", "vms", "-o", "json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    pods = {p["name"]: p for p in document["pods"]}
+    assert pods["real"]["vouched"] is True
+    assert pods["real"]["vouching"] == "VMI vms/testvmi lists it in status.activePods"
+    # Baseline allows a v1.9 launcher either way; the audit still says it is not KubeVirt's.
+    assert pods["forged"]["verdict"] == "allowed"
+    assert pods["forged"]["vouched"] is False
+    assert pods["forged"]["vouching"] == "VMI vms/testvmi does not list it in status.activePods"
+    assert document["not_vouched"] == 1
+
+
+def hotplug_v0_44() -> dict[str, Any]:
+    """KubeVirt's v1.9 attachment pod with the image and host network of a v0.41 - v0.46 one."""
+    pod = render("hotplug-v1.9.0.yaml")
+    pod["spec"]["containers"][0]["image"] = "quay.io/kubevirt/virt-launcher:v0.44.0"
+    pod["spec"]["hostNetwork"] = True
+    return pod
+
+
+def attach(stand_in: StandIn, owner: dict[str, Any], name: str, *, named: bool = True) -> None:
+    """virt-controller's attachment pod `name` for the launcher `owner`; `named`: the VMI names
+    it in status.volumeStatus, as virt-controller does for the attachment pod it works with."""
+    pod = as_stored(hotplug_v0_44(), name, "vms")
+    pod["metadata"]["ownerReferences"] = controlled_by(owner)
+    created = stand_in.put_object(pod)
+    if named:
+        instance = stand_in.get_object(*VMIS, "vms", "testvmi")
+        hotplug = {"attachPodName": name, "attachPodUID": created["metadata"]["uid"]}
+        volume = {"name": "hotplugdisk1", "target": "sda", "hotplugVolume": hotplug}
+        instance["status"].setdefault("volumeStatus", []).append(volume)
+        stand_in.replace_object(instance)
+
+
+def test_a_hotplug_pod_is_kubevirts_only_where_its_launcher_is_and_the_vmi_names_it(
+    stand_in: StandIn, kubeconfig: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real = run_by_kubevirt(stand_in, V1_9, "virt-launcher-testvmi-abcde", "vms", vm="testvmi")
+    forged_launcher, _ = forge(stand_in, "the real VMI, which does not count it", V1_9)
+    attach(stand_in, real, "hp-volume-real")
+    attach(stand_in, real, "hp-volume-unnamed", named=False)
+    attach(stand_in, forged_launcher, "hp-volume-forged-owner")
+    orphan = as_stored(hotplug_v0_44(), "hp-volume-orphan", "vms")
+    del orphan["metadata"]["ownerReferences"]
+    stand_in.put_object(orphan)
+    assert main(["audit", "--kubeconfig", kubeconfig, "--guard", "-n", "vms"]) == 1
+    out, _ = capsys.readouterr()
+    assert line_of(out, "vms/hp-volume-real") == (
+        "vms/hp-volume-real: allowed [KubeVirt's: VMI vms/testvmi lists its owner "
+        "virt-launcher-testvmi-abcde in status.activePods and it in volumeStatus]"
+    )
+    host_network = "denied: spec.hostNetwork: true (Pod Security baseline forbids host namespaces)"
+    for name, why in (
+        ("hp-volume-unnamed", "VMI vms/testvmi does not name it in status.volumeStatus"),
+        (
+            "hp-volume-forged-owner",
+            "no VMI of vms lists its owner forged in status.activePods",
+        ),
+        ("hp-volume-orphan", "no controlling ownerReference to a launcher pod"),
+    ):
+        assert line_of(out, f"vms/{name}") == f"vms/{name}: {host_network}" + not_vouched(why)
+
+
+@pytest.mark.parametrize(
+    ("status", "said"),
+    [
+        (404, "404 Not Found (is KubeVirt installed?)"),
+        (403, "403 Forbidden (needs virtualmachineinstances list in API group kubevirt.io)"),
+        (500, "500 Internal Server Error"),
+    ],
+)
+def test_vmis_that_cannot_be_listed_are_said_in_one_line_and_no_launcher_is_vouched_for(
+    status: int,
+    said: str,
+    stand_in: StandIn,
+    kubeconfig: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    run_by_kubevirt(stand_in, V0_20, "old", "vms")
+    run_by_kubevirt(stand_in, V1_9, "new", "vms")
+    if status == 404:  # KubeVirt is not installed: no such API
+        stand_in.missing.add("kubevirt.io/v1")
+    else:
+
+        def refuse(method: str, key: Any) -> None:
+            if key[1] == "virtualmachineinstances":
+                reason = "Forbidden" if status == 403 else "InternalError"
+                raise ApiError(status, reason, "virtualmachineinstances: refused")
+
+        stand_in.before = refuse
+    assert main(["audit", "--kubeconfig", kubeconfig, "-n", "vms"]) == 1
+    out, err = capsys.readouterr()
+    assert err.splitlines() == [
+        f"virtdev audit: cannot list VirtualMachineInstances in namespace vms: {said}: KubeVirt's "
+        "state vouches for no pod, every launcher and hotplug pod is judged as any pod (Pod "
+        "Security baseline)",
+        "2 launcher pods (kubevirt.io=virt-launcher) in namespace vms: 1 would be denied, 2 "
+        "judged as any pod (not KubeVirt's)",
+    ]
+    reason = said.split(" (")[0]
+    assert line_of(out, "vms/new") == "vms/new: allowed" + not_vouched(
+        f"VirtualMachineInstances not read ({reason})"
+    )
+    assert line_of(out, "vms/old").startswith("vms/old: denied: " + BASELINE_REFUSES)
