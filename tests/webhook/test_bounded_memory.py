@@ -4,18 +4,26 @@ A pod's placement fields, resource names and image references are the requester'
 up to the API server's request limit. The remembered scheduling decisions and the image-tag
 cache keep at most a fixed number of entries; these tests show each entry is of bounded size
 too: the decisions are keyed by a digest, their texts held to a byte budget, and long image
-references are worked out each time instead of kept.
+references are worked out each time instead of kept. And what the real process logs of a pod
+with a mebibyte name is a line of normal size.
 """
 
 from __future__ import annotations
 
 import gc
+import json
 import tracemalloc
+from pathlib import Path
 from typing import Any
 
+import orjson
+import pytest
+
+from tests.webhook.conftest import fixture_bytes
+from tests.webhook.test_e2e import start_webhook
 from tests.webhook.test_feasibility import BOTH, TUN, node, pod
 from tests.webhook.test_node_index import assert_same_decisions, indexed
-from virtdev import catalogue
+from virtdev import catalogue, logs
 from webhook import profiles
 from webhook.feasibility import KVM, MAX_QUESTION_BYTES, Pod, decide, launcher_question
 from webhook.node_index import ANSWER_BYTES, ANSWERS, NodeIndex, _weight
@@ -124,3 +132,27 @@ def test_the_image_tag_cache_holds_a_bounded_number_of_bytes() -> None:
     finally:
         tracemalloc.stop()
     assert held < 64 * (longest + 200) + 16 * 1024, f"{held} bytes held"
+
+
+# --- the log --------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_real_process_logs_a_mebibyte_generate_name_in_a_line_of_normal_size(
+    tmp_path: Path,
+) -> None:
+    review = orjson.loads(fixture_bytes("v1-launcher-2018-privileged.json"))
+    name = "virt-launcher-" + "n" * (1024 * 1024)
+    review["request"]["object"]["metadata"]["generateName"] = name
+    server = start_webhook(tmp_path)
+    try:
+        assert server.review("/mutate", review)["patchType"] == "JSONPatch"
+        assert server.review("/validate", review)["allowed"] is False
+    finally:
+        server.stop()  # every buffered line written out
+    lines = server.log.read_bytes().splitlines()
+    assert max(map(len, lines)) < 4096
+    logged = [json.loads(line) for line in lines if b'"admission ' in line]
+    assert [entry["msg"] for entry in logged] == ["admission patched", "admission denied"]
+    for entry in logged:
+        assert entry["pod"] == f"vms/{name}"[: logs.FIELD_CHARS] + f"…({len(name) + 4} chars)"
