@@ -96,6 +96,14 @@ def add_launcher_policy_flags(parser: argparse.ArgumentParser) -> None:
         f"(default: {catalogue.COMPUTE_CONTAINER})",
     )
     group.add_argument(
+        "--baseline-version",
+        default="latest",
+        metavar="latest|v1.N",
+        help="the Pod Security baseline version every pod is judged by, as "
+        "pod-security.kubernetes.io/enforce-version spells it: latest (default) is the newest "
+        "this virtdev knows; pin the version your cluster enforces elsewhere",
+    )
+    group.add_argument(
         "--kubevirt-controllers",
         type=csv_list,
         default=list(catalogue.KUBEVIRT_CONTROLLERS),

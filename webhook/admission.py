@@ -299,7 +299,8 @@ def _judged(
         else:  # the verdict is long known: stop looking
             more = -1
             break
-    profile_note = {"profile": launcher.release.describe()}
+    judged_by = launcher.release.describe(policy.baseline.name)
+    profile_note = {"profile": judged_by}
     if not trusted:
         profile_note["requester"] = requester_note(False, request.username)
     if shown:
@@ -311,7 +312,7 @@ def _judged(
             verdict="denied",
             status_code=403,
             message=f"{subject} {request.display_name} refused by virtdev "
-            f"({launcher.release.describe()}): " + "; ".join(listed),
+            f"({judged_by}): " + "; ".join(listed),
             audit_annotations={
                 "violations": "; ".join(v.path for v in shown)[:1024],
                 **profile_note,

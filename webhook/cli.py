@@ -161,6 +161,7 @@ def launcher_policy(args: argparse.Namespace) -> LauncherPolicy:
         devices=args.devices,
         kubevirt_version=args.kubevirt_version,
         kubevirt_controllers=args.kubevirt_controllers,
+        baseline_version=args.baseline_version,
         permitted_capabilities=args.permitted_capabilities,
         permitted_host_paths=args.permitted_host_paths,
         selinux_launcher_types=args.selinux_launcher_types,

@@ -28,10 +28,13 @@ class Release:
     profile: Profile
     why: str
 
-    def describe(self) -> str:
+    def describe(self, baseline: str = "") -> str:
+        """`KubeVirt v0.20 profile on Pod Security baseline v1.37, image tag v0.20`: what judged
+        the pod (and on which baseline version, where given) and why."""
         if self.profile is profiles.BASELINE:
-            return f"{self.profile.name}, {self.why}"
-        return f"KubeVirt {self.profile.name} profile, {self.why}"
+            return f"{self.profile.name}{' ' + baseline if baseline else ''}, {self.why}"
+        on = f" on Pod Security baseline {baseline}" if baseline else ""
+        return f"KubeVirt {self.profile.name} profile{on}, {self.why}"
 
     @property
     def exceptions(self) -> str:

@@ -111,13 +111,23 @@ def _restrict_privileges(
     current = list((capabilities or {}).get("add") or ())
     allowed = launcher.capabilities_for(slot, policy)
     distinct = list(dict.fromkeys(current))
-    kept = [cap for cap in distinct if permitted(allowed, cap)]
-    have = {normalise_capability(cap) for cap in kept}
+    # Pod Security compares names as spelt: an allowed one spelt otherwise (`chown`) is written
+    # as Kubernetes spells it, so that /validate allows what /mutate kept.
+    kept = list(
+        dict.fromkeys(
+            cap if cap in allowed else normalise_capability(cap)
+            for cap in distinct
+            if permitted(allowed, cap)
+        )
+    )
+    have = set(kept)
     wanted = kept + [cap for cap in required if cap not in have]
     if wanted == current:
         return
-    keep = set(kept)
-    removed = [cap for cap in distinct if cap not in keep]
+    removed = [cap for cap in distinct if not permitted(allowed, cap)]
+    respelt = [cap for cap in distinct if cap not in allowed and permitted(allowed, cap)]
+    if respelt:
+        mutation.warn(f"{label}: capabilities written as Kubernetes spells them: {respelt[:8]}")
     if capabilities is None:
         mutation.add(base + "/securityContext/capabilities", {"add": wanted})
     elif capabilities.get("add") is None:

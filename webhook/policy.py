@@ -16,6 +16,8 @@ from typing import Any
 
 from virtdev import catalogue
 from virtdev.catalogue import Device
+from webhook import baseline
+from webhook.baseline import Baseline
 from webhook.profiles import Version, parse_version
 
 CONTAINER_LISTS = ("containers", "initContainers", "ephemeralContainers")
@@ -54,6 +56,8 @@ class LauncherPolicy:
     #: Who may create launcher and hotplug pods with their release's exceptions
     #: (`request.userInfo.username`); anyone else's are judged as any pod.
     kubevirt_controllers: frozenset[str] = frozenset(catalogue.KUBEVIRT_CONTROLLERS)
+    #: The Pod Security baseline version every pod is judged by (`--baseline-version`).
+    baseline: Baseline = baseline.DEFAULT
 
     def __post_init__(self) -> None:
         permitted = frozenset(map(normalise_capability, self.permitted_capabilities))
@@ -74,6 +78,7 @@ class LauncherPolicy:
         selinux_launcher_types: Iterable[str] = (),
         emulation: bool = False,
         kubevirt_controllers: Iterable[str] = catalogue.KUBEVIRT_CONTROLLERS,
+        baseline_version: str = "latest",
     ) -> LauncherPolicy:
         """The policy as the flags (and config keys) spell it; a bad value is a ValueError
         naming its flag."""
@@ -111,6 +116,7 @@ class LauncherPolicy:
             selinux_types=frozenset(selinux_launcher_types),
             emulation=emulation,
             kubevirt_controllers=controllers,
+            baseline=baseline.parse_version(baseline_version),
         )
 
     def trusts(self, username: str) -> bool:

@@ -40,20 +40,27 @@ class Violation:
 
 
 def _allowed_types(launcher: Launcher, policy: LauncherPolicy) -> frozenset[str]:
+    types = policy.baseline.controls.selinux_types
     if not launcher.release.exceptions:  # not a launcher: baseline's types only
-        return baseline.SELINUX_TYPES
+        return types
     extra = {launcher.profile.selinux_type} if launcher.profile.selinux_type else set()
-    return baseline.SELINUX_TYPES | extra | policy.selinux_types
+    return types | extra | policy.selinux_types
 
 
 def _selinux(
-    options: Any, where: str, key: tuple[str, ...], allowed: frozenset[str], who: str
+    options: Any,
+    where: str,
+    key: tuple[str, ...],
+    allowed: frozenset[str],
+    who: str,
+    policy: LauncherPolicy,
 ) -> Iterator[Violation]:
     if not options:
         return
     kind = options.get("type") or ""
     if kind not in allowed:
-        reason = "Pod Security baseline allows container_t, container_init_t, container_kvm_t"
+        types = ", ".join(sorted(t for t in policy.baseline.controls.selinux_types if t))
+        reason = f"Pod Security baseline allows {types}"
         if who:
             reason += f", {who} does not render it, an admin may allow it with "
             reason += "--selinux-launcher-types"
@@ -69,12 +76,14 @@ def _selinux(
             )
 
 
-def _profiles(security: dict[str, Any], where: str, key: tuple[str, ...]) -> Iterator[Violation]:
+def _profiles(
+    security: dict[str, Any], where: str, key: tuple[str, ...], policy: LauncherPolicy
+) -> Iterator[Violation]:
     """seccomp, AppArmor and Windows hostProcess: the same rules at pod and container level."""
-    for field, allowed in (
-        ("seccompProfile", baseline.SECCOMP_TYPES),
-        ("appArmorProfile", baseline.APPARMOR_TYPES),
-    ):
+    fields: list[tuple[str, frozenset[str]]] = [("appArmorProfile", baseline.APPARMOR_TYPES)]
+    if policy.baseline.controls.seccomp_fields:  # before 1.19: the annotations only
+        fields.insert(0, ("seccompProfile", baseline.SECCOMP_TYPES))
+    for field, allowed in fields:
         kind = (security.get(field) or {}).get("type")
         if kind is not None and kind not in allowed:
             yield Violation(
@@ -110,18 +119,22 @@ def _pod_level(
         ("pod",),
         selinux_types,
         launcher.release.exceptions,
+        policy,
     )
-    yield from _profiles(security, "spec.securityContext", ("pod",))
+    yield from _profiles(security, "spec.securityContext", ("pod",), policy)
+    safe = policy.baseline.controls.sysctls
     for index, sysctl in enumerate(security.get("sysctls") or ()):
         name = (sysctl or {}).get("name") or ""
-        if name not in baseline.SYSCTLS:
+        if name not in safe:
             yield Violation(
                 f"spec.securityContext.sysctls[{index}].name",
                 name,
-                "not one of the sysctls Pod Security baseline calls safe",
+                f"not one of the sysctls Pod Security baseline {policy.baseline.name} calls safe",
                 ("sysctl", name),
             )
     annotations = (launcher.pod.get("metadata") or {}).get("annotations") or {}
+    if not policy.baseline.controls.seccomp_fields:
+        yield from _seccomp_annotations(launcher, annotations)
     for key, value in annotations.items():
         if key.startswith(baseline.APPARMOR_ANNOTATION_PREFIX):
             if not baseline.apparmor_annotation_allowed(value):
@@ -152,6 +165,25 @@ def _pod_level(
         )
 
 
+def _seccomp_annotations(launcher: Launcher, annotations: dict[str, Any]) -> Iterator[Violation]:
+    """Before 1.19 baseline judges seccomp by the alpha annotations: the pod's and those of the
+    pod's containers (check_seccompProfile_baseline.go:86-115)."""
+    names = {baseline.SECCOMP_POD_ANNOTATION}
+    names.update(
+        baseline.SECCOMP_CONTAINER_ANNOTATION_PREFIX + str(slot.container.get("name"))
+        for slot in launcher.slots
+    )
+    for key, value in annotations.items():
+        if key in names and not baseline.seccomp_annotation_allowed(str(value)):
+            yield Violation(
+                f"metadata.annotations[{key}]",
+                str(value),
+                "Pod Security baseline allows runtime/default, docker/default or "
+                "localhost/<profile>",
+                ("seccomp-annotation", key, str(value)),
+            )
+
+
 def _beyond_baseline(allowed: frozenset[str]) -> str:
     return ", ".join(sorted(allowed - baseline.CAPABILITIES)) or "none"
 
@@ -167,7 +199,7 @@ def _container_level(
     # tenant, whose containers are judged by baseline alone).
     who = launcher.release.exceptions if slot.trusted else ""
     if not slot.trusted:
-        selinux_types = baseline.SELINUX_TYPES
+        selinux_types = policy.baseline.controls.selinux_types
         yield from _host_path_mounts(slot, launcher)
     if security.get("privileged") is True:
         reason = "Pod Security baseline forbids privileged containers"
@@ -179,9 +211,18 @@ def _container_level(
         allowed = launcher.capabilities_for(slot, policy)
         reason = ""
         for index, capability in enumerate(adds):
-            # One set lookup for the common spelling; a pod of a million capabilities is
-            # answered in bounded time by the caller, which stops counting.
-            if permitted(allowed, capability):
+            # Compared as spelt, as Pod Security compares them: one set lookup; a pod of a
+            # million capabilities is answered in bounded time by the caller, which stops.
+            if capability in allowed:
+                continue
+            if permitted(allowed, capability):  # allowed, but not as the runtime spells it
+                canonical = normalise_capability(capability)
+                yield Violation(
+                    f"{where}.capabilities.add[{index}]",
+                    capability,
+                    f"Pod Security compares capability names as spelt: write {canonical}",
+                    (*key, "capability-spelling", capability),
+                )
                 continue
             if not reason:
                 reason = "beyond Pod Security baseline"
@@ -198,10 +239,13 @@ def _container_level(
                 reason,
                 (*key, "capability", normalise_capability(capability)),
             )
-    yield from _selinux(security.get("seLinuxOptions"), where, key, selinux_types, who)
-    yield from _profiles(security, where, key)
+    yield from _selinux(security.get("seLinuxOptions"), where, key, selinux_types, who, policy)
+    yield from _profiles(security, where, key, policy)
     proc_mount = security.get("procMount") or ""
-    if proc_mount not in baseline.PROC_MOUNTS and launcher.spec.get("hostUsers") is not False:
+    own_user_namespace = launcher.spec.get("hostUsers") is False
+    if proc_mount not in baseline.PROC_MOUNTS and not (
+        own_user_namespace and policy.baseline.controls.user_namespaces
+    ):
         yield Violation(
             f"{where}.procMount",
             proc_mount,
@@ -217,7 +261,8 @@ def _container_level(
                 "Pod Security baseline forbids host ports",
                 (*key, "hostPort", str(host_port)),
             )
-    yield from _probe_hosts(slot, key)
+    if policy.baseline.controls.host_probes:
+        yield from _probe_hosts(slot, key)
 
 
 def _changed_by(launcher: Launcher) -> str:

@@ -412,7 +412,9 @@ def test_guard_denies_a_pod_beyond_baseline_naming_the_field(
     response = webhook.review("/guard", guard_review(pod))
     assert response["allowed"] is False
     message = response["status"]["message"]
-    assert message.startswith("pod vms/web-7d9f- refused by virtdev (Pod Security baseline, ")
+    assert message.startswith(
+        "pod vms/web-7d9f- refused by virtdev (Pod Security baseline latest (v1.37), "
+    )
     assert f"): {path} (" in message
 
 

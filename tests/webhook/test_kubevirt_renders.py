@@ -241,7 +241,10 @@ def test_a_denial_names_the_profile_that_decided() -> None:
     pod = pinned(load("v1.9.0-nonroot.yaml"))
     compute_of(pod)["securityContext"]["capabilities"]["add"].append("SYS_ADMIN")
     message = denial(pod)
-    assert "(KubeVirt v1.7+ profile, the newest, image pinned by digest or untagged): " in message
+    assert (
+        "(KubeVirt v1.7+ profile on Pod Security baseline latest (v1.37), the newest, "
+        "image pinned by digest or untagged): "
+    ) in message
 
 
 def test_the_number_of_violations_named_is_capped() -> None:

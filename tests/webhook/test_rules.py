@@ -714,7 +714,9 @@ def test_guard_gives_other_pods_none_of_the_launcher_exceptions() -> None:
             "spec.containers[0].securityContext.seLinuxOptions.type",
         ]
     )
-    assert answer.message.startswith("pod vms/web refused by virtdev (Pod Security baseline, ")
+    assert answer.message.startswith(
+        "pod vms/web refused by virtdev (Pod Security baseline latest (v1.37), "
+    )
 
 
 def test_guard_judges_a_launcher_exactly_as_validate_does() -> None:
