@@ -166,16 +166,18 @@ PROFILES: tuple[Profile, ...] = (
         needs_net_admin=True,
         source=f"{T}@v0.20.0:354-370,683-757,884-889,923-939",
     ),
-    # v0.21: SYS_RESOURCE gone (T@v0.21.0:949-959).
+    # v0.21: SYS_RESOURCE gone (T@v0.21.0:949-959); pod type virt_launcher.process, no longer
+    # spc_t (T@v0.21.0:910-915, commit bd181f2223 "use a dedicated selinux label for
+    # virt-launcher"; the same to v0.26: T@v0.26.0:963-968).
     Profile(
         since=(0, 21),
         capabilities={"compute": _caps("NET_ADMIN", "SYS_NICE")},
         host_paths=frozenset(
             {SHARE_DIR, "/var/lib/kubevirt/init/usr/bin", CONTAINER_DISKS, SYS_DEVICES}
         ),
-        selinux_type="spc_t",
+        selinux_type="virt_launcher.process",
         needs_net_admin=True,
-        source=f"{T}@v0.21.0:949-959",
+        source=f"{T}@v0.21.0:910-915,949-959, {T}@v0.26.0:963-968",
     ),
     # v0.27: pod type virt_launcher.process (T@v0.27.0:957-982); compute privileged when
     # virt-controller runs on ppc64le (T@v0.27.0:324-327).
