@@ -55,3 +55,19 @@ def test_the_v021_row_names_its_selinux_type() -> None:
     assert row.since == (0, 21) and row.name == "v0.21-v0.26"
     assert row.selinux_type == "virt_launcher.process"
     assert profiles.profile_for((0, 20)).selinux_type == "spc_t"
+
+
+# v0.27 renders virt_launcher.process unless the admin configures a type; v0.28 none unless
+# configured, with an empty seLinuxOptions (template.go@v0.27.0:957-961, @v0.28.0:986-990).
+
+
+def test_v027_refuses_spc_t_and_v028_refuses_a_type_it_does_not_render() -> None:
+    v027 = render("v0.27.0.yaml")
+    v027["spec"]["securityContext"]["seLinuxOptions"]["type"] = "spc_t"
+    assert "spec.securityContext.seLinuxOptions.type: spc_t" in refusal(v027)
+    v028 = render("v0.28.0.yaml")
+    assert v028["spec"]["securityContext"]["seLinuxOptions"] == {}
+    v028["spec"]["securityContext"]["seLinuxOptions"]["type"] = "virt_launcher.process"
+    assert "seLinuxOptions.type: virt_launcher.process" in refusal(v028)
+    admins = LauncherPolicy(selinux_types=frozenset({"virt_launcher.process"}))
+    assert validate_review(as_request(v028), admins).allowed
