@@ -145,14 +145,15 @@ PROFILES: tuple[Profile, ...] = (
         needs_net_admin=True,
         source=f"{T}@v0.11.0:187-239, {T}@v0.18.0:343-395",
     ),
-    # v0.19: SR-IOV unprivileged with SYS_RESOURCE (T@v0.19.0:921-937).
+    # v0.19: SR-IOV unprivileged with SYS_RESOURCE (T@v0.19.0:921-937), mounting the PCI bus,
+    # devices and VFIO still (T@v0.19.0:343-387).
     Profile(
         since=(0, 19),
         capabilities={"compute": _caps("NET_ADMIN", "SYS_NICE", "SYS_RESOURCE")},
         host_paths=frozenset({SHARE_DIR, PCI_BUS, SYS_DEVICES, DEV_VFIO}),
         selinux_type="spc_t",
         needs_net_admin=True,
-        source=f"{T}@v0.19.0:921-937",
+        source=f"{T}@v0.19.0:343-387,882-887,921-937",
     ),
     # v0.20: container disks through the host (T@v0.20.0:729-757), SR-IOV mounts /sys/devices
     # only (T@v0.20.0:354-370), SYS_RESOURCE still (T@v0.20.0:923-939).
@@ -203,15 +204,15 @@ PROFILES: tuple[Profile, ...] = (
         needs_net_admin=True,
         source=f"{T}@v0.28.0:829-864,986-1009",
     ),
-    # v0.29: the share dir and container disks become emptyDirs (T@v0.30.0:880-905); only
-    # SR-IOV or GPU VMIs mount /sys/devices (T@v0.30.0:363-379).
+    # v0.29: the share dir and container disks become emptyDirs (T@v0.29.0:833-858); only
+    # SR-IOV or GPU VMIs mount /sys/devices (T@v0.29.0:362-378).
     Profile(
         since=(0, 29),
         capabilities={"compute": _caps("NET_ADMIN", "SYS_NICE")},
         privileged=frozenset({"compute"}),
         host_paths=frozenset({SYS_DEVICES}),
         needs_net_admin=True,
-        source=f"{T}@v0.29.0:1047-1091",
+        source=f"{T}@v0.29.0:318-326,362-378,833-858,1047-1091",
     ),
     # v0.30 - v0.35: NET_RAW beside NET_ADMIN (T@v0.30.0:1147-1161).
     Profile(
@@ -254,7 +255,7 @@ PROFILES: tuple[Profile, ...] = (
         hotplug_host_network=True,
         source=f"{T}@v0.36.0:376-392,901-918,1141-1178,1306-1321",
     ),
-    # v0.37: no hostPath left (T@v0.37.0).
+    # v0.37: no hostPath left: VFIO's /sys/devices (T@v0.36.0:376-392) is gone (T@v0.37.0:340-374).
     Profile(
         since=(0, 37),
         capabilities={"compute": _caps("NET_ADMIN", "SYS_NICE", "SYS_ADMIN")},
@@ -262,7 +263,7 @@ PROFILES: tuple[Profile, ...] = (
         selinux_type="virt_launcher.process",
         needs_net_admin=True,
         hotplug_host_network=True,
-        source=f"{T}@v0.37.0",
+        source=f"{T}@v0.37.0:325-374,884-896,1194-1265,1289-1304",
     ),
     # v0.39: SYS_RESOURCE with SRIOVLiveMigration (T@v0.39.0:1348-1371); v0.40 adds
     # virtiofsd's set with virtiofs (T@v0.40.0:1375-1412).
@@ -300,15 +301,15 @@ PROFILES: tuple[Profile, ...] = (
         hotplug_host_network=True,
         source=f"{T}@v0.42.0:1453-1466",
     ),
-    # v0.44: NET_BIND_SERVICE for DHCP/slirp (T@v0.44.0:1707-1724); on ppc64le hook sidecars
-    # and container-disk-binary share compute's privileged (T@v0.50.0:512-515,1139,1327,1391).
+    # v0.44: NET_BIND_SERVICE for DHCP/slirp (T@v0.44.0:1689-1724); on ppc64le hook sidecars
+    # and container-disk-binary share compute's privileged (T@v0.44.0:441-444,1267-1270,1331-1334).
     Profile(
         since=(0, 44),
         capabilities={"compute": _caps("NET_BIND_SERVICE", "SYS_NICE", "SYS_ADMIN") | VIRTIOFSD},
         privileged=frozenset({"compute", "hook-sidecar", "container-disk"}),
         selinux_type="virt_launcher.process",
         hotplug_host_network=True,
-        source=f"{T}@v0.44.0:1707-1724, {T}@v0.50.0:512-515,1133-1168,1318-1400,1788-1822",
+        source=f"{T}@v0.44.0:441-444,1082-1108,1251-1284,1327-1345,1689-1724",
     ),
     # v0.47: hotplug attachment pods leave the host's network (T@v0.46.0:1553,1698 had it,
     # T@v0.50.0:1533-1657 has not); launchers as in v0.44.
@@ -367,7 +368,9 @@ PROFILES: tuple[Profile, ...] = (
         selinux_type="virt_launcher.process",
         source=f"{S}rendercontainer.go@v0.59.0:88-118,184-199,263-273, {T}@v0.59.0:285-300,609-672",
     ),
-    # v1.3: a SELinux type only where the admin configures one (T@v1.9.0:1473-1500).
+    # v1.3: a SELinux type only where the admin configures one, passt VMIs included (T@v1.3.0:604,
+    # 1275-1302; virt-config.go@v1.3.0:68); virtiofs-<vol> root with nine capabilities for PVCs
+    # (S/virtiofs.go@v1.3.0:99-133,162-168); privileged on ppc64le (T@v1.3.0:720-722,739-741).
     Profile(
         since=(1, 3),
         capabilities={
@@ -375,14 +378,16 @@ PROFILES: tuple[Profile, ...] = (
             "virtiofs": VIRTIOFSD | {"SYS_CHROOT"},
         },
         privileged=frozenset({"compute", "container-disk"}),
-        source=f"{T}@v1.3.0",
+        source=f"{T}@v1.3.0:604,720-741,1275-1302, {S}virtiofs.go@v1.3.0:99-133,162-168",
     ),
-    # v1.5: virtiofsd unprivileged: uid 107, drop ALL (S/virtiofs.go@v1.5.0).
+    # v1.5: virtiofsd unprivileged, root VMI or not: uid 107, drop ALL
+    # (S/virtiofs.go@v1.5.0:94-145); compute as in v1.3 (S/rendercontainer.go@v1.5.0:203-218,
+    # 282-292, T@v1.5.0:768-770,784-790).
     Profile(
         since=(1, 5),
         capabilities={"compute": _caps("NET_BIND_SERVICE", "SYS_NICE")},
         privileged=frozenset({"compute", "container-disk"}),
-        source=f"{S}virtiofs.go@v1.5.0",
+        source=f"{S}virtiofs.go@v1.5.0:94-145, {S}rendercontainer.go@v1.5.0:203-218,282-292",
     ),
     # v1.7 - v1.9 (and main): `privileged` no longer rendered at all, ppc64le included
     # (S/rendercontainer.go@v1.7.0:206, S/rendercontainer.go@v1.9.0:99-129,207-221,285-295);
