@@ -95,11 +95,13 @@ class ConnectionLimits:
 
         Half, because the API server reaches the webhook from few addresses, often one (its
         host, a konnectivity or egress proxy, a node's SNAT): its share must hold every call it
-        makes at once. Those are bounded by its in-flight limits (--max-mutating-requests-inflight
-        200 by default; every admission call uses one connection of Go's pool): under 500 of the
-        default 1000. And any one other peer, however many it opens, leaves the other half free
-        for the API server. What this does not do: several hoarding addresses together take
-        every slot, and one behind the API server's own address shares its half. Only keeping
+        makes at once, one connection each. Those are bounded by its requests in flight: 600 of
+        every kind by default (--max-requests-inflight 400 plus --max-mutating-requests-inflight
+        200), shared out among priority levels by API Priority and Fairness, of which pod
+        creations get one level's share: under 500 of the default 1000. And any one other peer,
+        however many it opens, leaves the other half free for the API server. What this does
+        not do: several hoarding addresses together take every slot, and one behind the API
+        server's own address shares its half. Only keeping
         others from the port answers those: manifests/base/network-policies.yaml cannot name
         the API server portably and admits the port from anywhere; a cluster that knows its
         API server's addresses can narrow it. (--client-ca refuses them only after the TLS
