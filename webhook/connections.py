@@ -101,11 +101,11 @@ class ConnectionLimits:
         creations get one level's share: under 500 of the default 1000. And any one other peer,
         however many it opens, leaves the other half free for the API server. What this does
         not do: several hoarding addresses together take every slot, and one behind the API
-        server's own address shares its half. Only keeping
-        others from the port answers those: manifests/base/network-policies.yaml cannot name
-        the API server portably and admits the port from anywhere; a cluster that knows its
-        API server's addresses can narrow it. (--client-ca refuses them only after the TLS
-        handshake, which holds a slot for up to --head-timeout.)
+        server's own address shares its half. Only keeping others from the port answers those:
+        manifests/base/network-policies.yaml cannot name the API server portably and admits the
+        port from anywhere; a cluster that knows its API server's addresses can narrow it.
+        (--client-ca refuses them only after the TLS handshake, which holds a slot for up to
+        --head-timeout.)
         """
         return max(1, self.max_connections // 2)
 
