@@ -311,14 +311,17 @@ PROFILES: tuple[Profile, ...] = (
         hotplug_host_network=True,
         source=f"{T}@v0.44.0:441-444,1082-1108,1251-1284,1327-1345,1689-1724",
     ),
-    # v0.47: hotplug attachment pods leave the host's network (T@v0.46.0:1553,1698 had it,
-    # T@v0.50.0:1533-1657 has not); launchers as in v0.44.
+    # v0.47 (first release v0.47.1: kubevirt has no v0.47.0 tag): hotplug attachment pods leave
+    # the host's network (T@v0.46.0:1553,1698 had it; T@v0.47.1:1501-1741 has not, commit
+    # 10c42f3783). Launchers as in v0.44: privileged on ppc64le for compute, hook sidecars and
+    # container-disk-binary (T@v0.47.1:502-505,1300-1303,1364-1367); SYS_ADMIN and virtiofsd's
+    # set with virtiofs (T@v0.47.1:1743-1790).
     Profile(
         since=(0, 47),
         capabilities={"compute": _caps("NET_BIND_SERVICE", "SYS_NICE", "SYS_ADMIN") | VIRTIOFSD},
         privileged=frozenset({"compute", "hook-sidecar", "container-disk"}),
         selinux_type="virt_launcher.process",
-        source=f"{T}@v0.46.0:1553,1698, {T}@v0.50.0:1533-1657",
+        source=f"{T}@v0.47.1:502-505,1115-1126,1300-1303,1364-1367,1425-1428,1501-1741,1743-1790",
     ),
     # v0.53: SYS_PTRACE for libvirt and swtpm, root or not (T@v0.53.0:1143-1162,1798-1816).
     Profile(
@@ -389,15 +392,17 @@ PROFILES: tuple[Profile, ...] = (
         privileged=frozenset({"compute", "container-disk"}),
         source=f"{S}virtiofs.go@v1.5.0:94-145, {S}rendercontainer.go@v1.5.0:203-218,282-292",
     ),
-    # v1.7 - v1.9 (and main): `privileged` no longer rendered at all, ppc64le included
-    # (S/rendercontainer.go@v1.7.0:206, S/rendercontainer.go@v1.9.0:99-129,207-221,285-295);
-    # guest-console-log, container disks and hook sidecars drop ALL
-    # (S/serialconsolelog.go@v1.9.0:37-45, pkg/container-disk/container-disk.go@v1.9.0:294-322,
-    # T@v1.9.0:877-923).
+    # v1.7 - v1.9 (and main): `privileged` no longer rendered at all, ppc64le included (commits
+    # c4945d8efe, 4ca8638972; S/rendercontainer.go@v1.7.0:206-220, T@v1.7.0:808-848); the Root
+    # gate's compute adds SYS_NICE (S/rendercontainer.go@v1.7.0:284-295); guest-console-log,
+    # container disks, virtiofs-<vol> and non-root VMIs' hook sidecars drop ALL
+    # (S/serialconsolelog.go@v1.7.0:37-44, pkg/container-disk/container-disk.go@v1.7.0:294-322,
+    # S/virtiofs.go@v1.7.0:134-144, T@v1.7.0:793-796); the same in v1.9
+    # (S/rendercontainer.go@v1.9.0:99-129,207-221,285-295, T@v1.9.0:877-923).
     Profile(
         since=(1, 7),
         capabilities={"compute": _caps("NET_BIND_SERVICE", "SYS_NICE")},
-        source=f"{S}rendercontainer.go@v1.9.0:99-129,207-221,285-295, {T}@v1.9.0:374-393,877-965",
+        source=f"{S}rendercontainer.go@v1.7.0:98-128,206-220,284-295, {T}@v1.7.0:313-332,769-848",
     ),
 )
 
