@@ -272,6 +272,11 @@ def validate_review(
     )
 
 
+def profile_label(release: Release) -> str:
+    """The profile as a metric label and report property: `v0.20`, `v1.7+` or `baseline`."""
+    return "baseline" if release.profile is profiles.BASELINE else release.profile.name
+
+
 def _as_kubevirts(pod: Launcher, trusted: bool, labelled: bool, updated: bool) -> bool:
     """Whether the answer goes without the `requester` annotation (and uncounted): KubeVirt's
     controller's request, a pod without KubeVirt's labels, or another's UPDATE that changed no
@@ -290,8 +295,10 @@ def _judged(
 ) -> Answer:
     """The verdict on a pod read once: its new violations, the first few named, the rest counted."""
     shown: list[Violation] = []
+    controls: set[str] = set()
     more = 0
     for violation in new_violations(launcher, old_launcher, policy):
+        controls.add(violation.control)
         if len(shown) < MAX_VIOLATIONS:
             shown.append(violation)
         elif more < MAX_COUNTED:
@@ -318,6 +325,8 @@ def _judged(
                 **profile_note,
             },
             violations=listed,
+            controls=tuple(sorted(controls)),
+            profile=profile_label(launcher.release),
         )
     warnings = []
     if request.operation == "CREATE" and launcher.release.exceptions:

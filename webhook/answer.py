@@ -32,6 +32,10 @@ class Answer:
     #: On a denial by the rules: each violation as `"<field path>: <message>"`, for the log line,
     #: `virtdev audit` and the warn enforcement (webhook.enforcement).
     violations: list[str] = field(default_factory=list)
+    #: On a denial by the rules: the Pod Security checks broken (PSA's ids), and the profile that
+    #: judged (`v0.20`, `v1.7+`, or `baseline` for any other pod), for metrics and reports.
+    controls: tuple[str, ...] = ()
+    profile: str = ""
 
 
 def fit_warning(text: str) -> str:

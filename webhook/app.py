@@ -157,6 +157,8 @@ def create_app(
     def counted(name: str, answer: Answer) -> Answer:
         if answer.audit_annotations.get("requester", "").startswith(UNTRUSTED):
             metrics.untrusted_pods.labels(name).inc()
+        for control in answer.controls:  # only on a denial (or a would-be one, under warn)
+            metrics.denials.labels(name, answer.verdict, control, answer.profile).inc()
         return answer
 
     def validate(parsed: review.Request) -> Answer:

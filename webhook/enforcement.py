@@ -44,4 +44,6 @@ def enforce(answer: Answer, enforcement: Enforcement) -> Answer:
             "would-deny": "; ".join(answer.violations)[:MAX_ANNOTATION],
         },
         violations=answer.violations,
+        controls=answer.controls,
+        profile=answer.profile,
     )

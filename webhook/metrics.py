@@ -95,25 +95,25 @@ class _Count:
 
 
 class Tally:
-    """A counter with one label, counted on the hot path: `labels(value).inc()` as
+    """A counter with labels, counted on the hot path: `labels(*values).inc()` as
     prometheus_client's Counter, but a dict look-up and an addition (the Counter's
     `labels().inc()` takes a lock and validates the labels: ~12,000 instructions a request);
     the family is built when /metrics is scraped."""
 
-    def __init__(self, name: str, documentation: str, label: str) -> None:
-        self.name, self.documentation, self.label = name, documentation, label
-        self._counts: dict[str, _Count] = {}
+    def __init__(self, name: str, documentation: str, *labels: str) -> None:
+        self.name, self.documentation, self.label_names = name, documentation, list(labels)
+        self._counts: dict[tuple[str, ...], _Count] = {}
 
-    def labels(self, value: str) -> _Count:
-        count = self._counts.get(value)
+    def labels(self, *values: str) -> _Count:
+        count = self._counts.get(values)
         if count is None:
-            count = self._counts[value] = _Count()
+            count = self._counts[values] = _Count()
         return count
 
     def collect(self) -> Iterator[Metric]:
-        family = CounterMetricFamily(self.name, self.documentation, labels=[self.label])
-        for value, count in sorted(list(self._counts.items())):
-            family.add_metric([value], count.value)
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.label_names)
+        for values, count in sorted(list(self._counts.items())):
+            family.add_metric(list(values), count.value)
         yield family
 
     def describe(self) -> Iterator[Metric]:
@@ -153,6 +153,8 @@ class WebhookMetrics:
     scheduling_decisions: Tally
     #: Launcher- or hotplug-labelled pods from anyone but KubeVirt's controller, by endpoint.
     untrusted_pods: Tally
+    #: Pods refused (or, under --enforcement warn, that would be), by check broken and profile.
+    denials: Tally
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> WebhookMetrics:
@@ -172,7 +174,17 @@ class WebhookMetrics:
             "controller (--kubevirt-controllers), judged by Pod Security baseline, by endpoint.",
             "endpoint",
         )
-        for collector in (feasible_nodes, scheduling_decisions, untrusted_pods):
+        denials = Tally(
+            "virtdev_webhook_denials",
+            "Pods refused by the rules (verdict denied), or admitted with warnings under "
+            "--enforcement warn (verdict warned), by endpoint, Pod Security check broken "
+            "(control, PSA's id) and the profile that judged (v0.20, v1.7+, baseline).",
+            "endpoint",
+            "verdict",
+            "control",
+            "profile",
+        )
+        for collector in (feasible_nodes, scheduling_decisions, untrusted_pods, denials):
             registry.register(collector)
         return cls(
             registry=registry,
@@ -191,4 +203,5 @@ class WebhookMetrics:
             feasible_nodes=feasible_nodes,
             scheduling_decisions=scheduling_decisions,
             untrusted_pods=untrusted_pods,
+            denials=denials,
         )

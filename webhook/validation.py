@@ -34,6 +34,9 @@ class Violation:
     reason: str
     #: What the violation is, independent of list positions, to compare a pod with its old self.
     key: tuple[str, ...]
+    #: The Pod Security check it breaks, by PSA's own id (`capabilities_baseline`, `sysctls`…):
+    #: the rule in a PolicyReport, the label of the denials metric.
+    control: str = ""
 
     def __str__(self) -> str:
         return f"{self.path}: {self.value} ({self.reason})"
@@ -64,7 +67,13 @@ def _selinux(
         if who:
             reason += f", {who} does not render it, an admin may allow it with "
             reason += "--selinux-launcher-types"
-        yield Violation(f"{where}.seLinuxOptions.type", kind, reason, (*key, "selinux-type", kind))
+        yield Violation(
+            f"{where}.seLinuxOptions.type",
+            kind,
+            reason,
+            (*key, "selinux-type", kind),
+            "seLinuxOptions",
+        )
     for field in ("user", "role"):
         value = options.get(field) or ""
         if value:
@@ -73,6 +82,7 @@ def _selinux(
                 value,
                 f"Pod Security baseline forbids a custom SELinux {field}",
                 (*key, f"selinux-{field}", value),
+                "seLinuxOptions",
             )
 
 
@@ -91,6 +101,7 @@ def _profiles(
                 kind,
                 f"Pod Security baseline allows {' or '.join(sorted(allowed, reverse=True))}",
                 (*key, field, kind),
+                "seccompProfile_baseline" if field == "seccompProfile" else "appArmorProfile",
             )
     if (security.get("windowsOptions") or {}).get("hostProcess") is True:
         yield Violation(
@@ -98,6 +109,7 @@ def _profiles(
             "true",
             "Pod Security baseline forbids Windows host processes",
             (*key, "hostProcess"),
+            "windowsHostProcess",
         )
 
 
@@ -110,7 +122,11 @@ def _pod_level(
             continue  # KubeVirt v0.36 - v0.46 render their hotplug pods so
         if spec.get(name) is True:
             yield Violation(
-                f"spec.{name}", "true", "Pod Security baseline forbids host namespaces", (name,)
+                f"spec.{name}",
+                "true",
+                "Pod Security baseline forbids host namespaces",
+                (name,),
+                "hostNamespaces",
             )
     security = spec.get("securityContext") or {}
     yield from _selinux(
@@ -131,6 +147,7 @@ def _pod_level(
                 name,
                 f"not one of the sysctls Pod Security baseline {policy.baseline.name} calls safe",
                 ("sysctl", name),
+                "sysctls",
             )
     annotations = (launcher.pod.get("metadata") or {}).get("annotations") or {}
     if not policy.baseline.controls.seccomp_fields:
@@ -143,6 +160,7 @@ def _pod_level(
                     value,
                     "Pod Security baseline allows runtime/default or localhost/<profile>",
                     ("apparmor-annotation", key, value),
+                    "appArmorProfile",
                 )
     for index, volume in enumerate(spec.get("volumes") or ()):
         host_path = (volume or {}).get("hostPath")
@@ -162,6 +180,7 @@ def _pod_level(
             path,
             reason,
             ("hostPath", str(volume.get("name")), normalise_host_path(path)),
+            "hostPathVolumes",
         )
 
 
@@ -181,6 +200,7 @@ def _seccomp_annotations(launcher: Launcher, annotations: dict[str, Any]) -> Ite
                 "Pod Security baseline allows runtime/default, docker/default or "
                 "localhost/<profile>",
                 ("seccomp-annotation", key, str(value)),
+                "seccompProfile_baseline",
             )
 
 
@@ -205,7 +225,7 @@ def _container_level(
         reason = "Pod Security baseline forbids privileged containers"
         if who:
             reason += ", virtdev provides /dev/kvm and /dev/net/tun to launchers as devices"
-        yield Violation(f"{where}.privileged", "true", reason, (*key, "privileged"))
+        yield Violation(f"{where}.privileged", "true", reason, (*key, "privileged"), "privileged")
     adds = (security.get("capabilities") or {}).get("add") or ()
     if adds:
         allowed = launcher.capabilities_for(slot, policy)
@@ -222,6 +242,7 @@ def _container_level(
                     capability,
                     f"Pod Security compares capability names as spelt: write {canonical}",
                     (*key, "capability-spelling", capability),
+                    "capabilities_baseline",
                 )
                 continue
             if not reason:
@@ -238,6 +259,7 @@ def _container_level(
                 capability,
                 reason,
                 (*key, "capability", normalise_capability(capability)),
+                "capabilities_baseline",
             )
     yield from _selinux(security.get("seLinuxOptions"), where, key, selinux_types, who, policy)
     yield from _profiles(security, where, key, policy)
@@ -251,6 +273,7 @@ def _container_level(
             proc_mount,
             "Pod Security baseline requires the default /proc masks outside a user namespace",
             (*key, "procMount", proc_mount),
+            "procMount",
         )
     for index, port in enumerate(container.get("ports") or ()):
         host_port = (port or {}).get("hostPort") or 0
@@ -260,6 +283,7 @@ def _container_level(
                 str(host_port),
                 "Pod Security baseline forbids host ports",
                 (*key, "hostPort", str(host_port)),
+                "hostPorts",
             )
     if policy.baseline.controls.host_probes:
         yield from _probe_hosts(slot, key)
@@ -290,6 +314,7 @@ def _host_path_mounts(slot: Slot, launcher: Launcher) -> Iterator[Violation]:
                     f"a hostPath volume ({host_paths[volume]}): Pod Security baseline forbids "
                     "host paths" + _changed_by(launcher),
                     (slot.list_field, name, "hostPath-mount", str(volume)),
+                    "hostPathVolumes",
                 )
 
 
@@ -309,6 +334,7 @@ def _probe_hosts(slot: Slot, key: tuple[str, ...]) -> Iterator[Violation]:
                     host,
                     "Pod Security baseline forbids probe and lifecycle hosts",
                     (*key, "probe-host", where, host),
+                    "hostProbesAndHostLifecycle",
                 )
 
 

@@ -120,6 +120,9 @@ def test_a_forged_launcher_from_a_tenant_is_judged_by_baseline_and_told_why() ->
     )
     assert answer.audit_annotations["requester"] == f"other: {TENANT}"
     assert "Pod Security baseline" in answer.audit_annotations["profile"]
+    # What the denials metric and the audit's reports are labelled with: PSA's check ids.
+    assert answer.controls == ("capabilities_baseline", "hostPathVolumes", "seLinuxOptions")
+    assert answer.profile == "baseline"
 
 
 def test_the_same_pod_from_kubevirts_controller_gets_the_v020_exceptions() -> None:
@@ -478,3 +481,8 @@ def test_over_https_each_attack_is_refused_and_kubevirts_pods_pass(server: Any) 
     assert 'virtdev_webhook_untrusted_pods_total{endpoint="validate"} 4.0' in metrics
     assert 'virtdev_webhook_untrusted_pods_total{endpoint="guard"} 2.0' in metrics
     assert 'virtdev_webhook_untrusted_pods_total{endpoint="mutate"} 1.0' in metrics
+    denials = (
+        'virtdev_webhook_denials_total{control="seLinuxOptions",endpoint="validate",'
+        'profile="baseline",verdict="denied"} 1.0'
+    )
+    assert denials in metrics
