@@ -327,6 +327,7 @@ def _judged(
             violations=listed,
             controls=tuple(sorted(controls)),
             profile=profile_label(launcher.release),
+            findings=[(v.control, text) for v, text in zip(shown, listed, strict=False)],
         )
     warnings = []
     if request.operation == "CREATE" and launcher.release.exceptions:

@@ -36,6 +36,8 @@ class Answer:
     #: judged (`v0.20`, `v1.7+`, or `baseline` for any other pod), for metrics and reports.
     controls: tuple[str, ...] = ()
     profile: str = ""
+    #: Each violation named in `violations` with the check it breaks: (control, text).
+    findings: list[tuple[str, str]] = field(default_factory=list)
 
 
 def fit_warning(text: str) -> str:

@@ -46,4 +46,5 @@ def enforce(answer: Answer, enforcement: Enforcement) -> Answer:
         violations=answer.violations,
         controls=answer.controls,
         profile=answer.profile,
+        findings=answer.findings,
     )
