@@ -378,7 +378,8 @@ def assert_denial_names_a_field(reply: dict[str, Any]) -> None:
     first = violations.split("; ")[0]
     assert first.startswith("spec."), violations
     assert re.search(
-        rf" refused by virtdev \(KubeVirt \S+ profile, [^)]*\): {re.escape(first)}: ",
+        r" refused by virtdev \(KubeVirt \S+ profile on Pod Security baseline "
+        rf"latest \(v1\.\d+\), [^)]*\): {re.escape(first)}: ",
         reply["status"]["message"],
     ), reply["status"]
 
