@@ -44,6 +44,7 @@ def test_every_namespaced_object_is_in_virtdevs_namespace(
         "ClusterRole",
         "ClusterRoleBinding",
         "SecurityContextConstraints",
+        "CustomResourceDefinition",
         *WEBHOOK_KINDS,
     }
     wrong = [
@@ -215,14 +216,20 @@ def test_kubelet_directory_overlays_move_only_the_host_side(
 
 #: The port the API server's endpoints listen on, per distribution (what a CNI enforcing
 #: NetworkPolicy sees after the `kubernetes` Service address is translated).
-API_SERVER_PORTS = {"base": 6443, "overlays/k0s": 6443, "overlays/microk8s": 16443}
+API_SERVER_PORTS = {
+    "base": 6443,
+    "overlays/k0s": 6443,
+    "overlays/microk8s": 16443,
+    "overlays/policy-reports": 6443,
+}
 
 
 @pytest.mark.parametrize(("kustomization", "port"), API_SERVER_PORTS.items())
 def test_pods_that_call_the_api_server_may_reach_its_port(
     kustomization: str, port: int, rendered: dict[str, Objects]
 ) -> None:
-    for name in ("virtdev-webhook", "virtdev-certs"):
+    policies = {p["metadata"]["name"] for p in find_all(rendered[kustomization], "NetworkPolicy")}
+    for name in ("virtdev-webhook", "virtdev-certs", *({"virtdev-audit"} & policies)):
         policy = find(rendered[kustomization], "NetworkPolicy", name)
         allowed = {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]}
         assert {443, port} <= allowed, f"{kustomization}: {name} cannot reach the API server"

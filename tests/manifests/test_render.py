@@ -16,6 +16,7 @@ DOCUMENTED = {
     "overlays/openshift",
     "overlays/emulation",
     "overlays/static-certs",
+    "overlays/policy-reports",
 }
 
 
