@@ -39,6 +39,22 @@ List and watch, as the API server does them (for the node view and `virtdev capa
   every page the first page's resourceVersion, and a token older than the last `compact()` is
   410 Expired, as kube-apiserver answers them.
 
+Server-side apply (`PATCH` with `application/apply-patch+yaml`, `fieldManager` required,
+`force`), minimal but honest, as `virtdev audit --report` uses it: an absent object is created
+(201); else the fields the body sets are set, the fields the same manager applied before and no
+longer sets are taken away (unless another manager applied them too; maps left empty go with
+them), and the object is written, with a new resourceVersion and a MODIFIED event, only when
+that changes it. Each manager's fields are kept beside the object (not as `managedFields`); a
+field another manager applied with another value is a 409 Conflict unless `force`, which takes
+it over. Lists are atomic, maps are walked, as for a CRD whose schema names no list or map type
+(PolicyReport's); fields created by POST or PUT belong to no manager. An object larger than
+etcd's default request limit (1.5 MiB of JSON) is refused with 500 `etcdserver: request is too
+large`, as the API server relays etcd's refusal.
+
+PolicyReports (`wgpolicyk8s.io/v1alpha2`, namespaced) are checked as their CRD's schema checks
+what virtdev writes: each result names a `policy`, `result` and `severity` are of their enums,
+`properties` are strings, `summary` holds counts.
+
 KubeVirt's VirtualMachineInstances (`kubevirt.io/v1`, namespaced) are served as any other
 resource (get, list in a namespace or in all of them, paged, watch); the objects are stored as
 given, status included (what virt-controller wrote), without KubeVirt's webhooks. `missing`
@@ -51,8 +67,9 @@ first page's resourceVersion as etcd serves it.
 What it does NOT cover: authentication and RBAC (tests assert the calls made instead, through
 `requests`), pages served from one snapshot (later pages read the current store, so an object
 changed between pages shows its newer state: the watch from the list's resourceVersion then
-replays the change), set-based label selectors, strategic merge and server-side apply,
-defaulting and schema validation beyond the above, admission, finalizers and
+replays the change), set-based label selectors, strategic merge, server-side apply beyond the
+above (`managedFields`, list and map merge keys, ownership shared by managers that applied the
+same value), defaulting and schema validation beyond the above, admission, finalizers and
 `deletionTimestamp`, `generation`, subresources, `dryRun`, protobuf, and TLS.
 """
 
@@ -77,9 +94,11 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import jsonpatch
+import yaml
 
 Key = tuple[str, str, str, str]  # (group/version, resource, namespace, name)
 Object = dict[str, Any]
+Path = tuple[str, ...]  # a field, as server-side apply tracks it
 
 
 @dataclass(frozen=True)
@@ -101,6 +120,35 @@ def _validate_secret(new: Object, old: Object | None) -> str | None:
     return None
 
 
+_RESULTS = ("pass", "fail", "warn", "error", "skip")
+_SEVERITIES = ("critical", "high", "low", "medium", "info")
+
+
+def _validate_policy_report(new: Object, old: Object | None) -> str | None:
+    """What the PolicyReport CRD's schema (wgpolicyk8s.io/v1alpha2, as Kyverno ships it) checks
+    of the fields virtdev writes."""
+    results = new.get("results")
+    if results is not None and not isinstance(results, list):
+        return "results: Invalid value: must be an array"
+    for index, result in enumerate(results or ()):
+        where = f"results[{index}]"
+        if not isinstance(result, dict):
+            return f"{where}: Invalid value: must be an object"
+        if not isinstance(result.get("policy"), str):
+            return f"{where}.policy: Required value"
+        if "result" in result and result["result"] not in _RESULTS:
+            return f"{where}.result: Unsupported value: {result['result']!r}"
+        if "severity" in result and result["severity"] not in _SEVERITIES:
+            return f"{where}.severity: Unsupported value: {result['severity']!r}"
+        properties = result.get("properties") or {}
+        if not all(isinstance(v, str) for v in properties.values()):
+            return f"{where}.properties: Invalid value: values must be strings"
+    for key, count in (new.get("summary") or {}).items():
+        if key not in _RESULTS or not isinstance(count, int):
+            return f"summary.{key}: Invalid value: {count!r}"
+    return None
+
+
 RESOURCES: dict[tuple[str, str], Resource] = {
     (r.group_version, r.resource): r
     for r in (
@@ -111,6 +159,14 @@ RESOURCES: dict[tuple[str, str], Resource] = {
         Resource("v1", "pods", "Pod", True),
         # KubeVirt's CRD (`virtdev audit` lists them); `StandIn.missing` takes it away.
         Resource("kubevirt.io/v1", "virtualmachineinstances", "VirtualMachineInstance", True),
+        # The Policy WG's CRD (`virtdev audit --report` applies them); `missing` takes it away.
+        Resource(
+            "wgpolicyk8s.io/v1alpha2",
+            "policyreports",
+            "PolicyReport",
+            True,
+            _validate_policy_report,
+        ),
         Resource(
             "admissionregistration.k8s.io/v1",
             "mutatingwebhookconfigurations",
@@ -182,6 +238,8 @@ class Store:
     compacted: int = 0
     #: The keys in order, for paging; None when an object was created or deleted since.
     _sorted: builtins.list[Key] | None = None
+    #: Server-side apply: the field paths each field manager applied, per object.
+    managed: dict[Key, dict[str, set[Path]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         #: Notified on every write, so watches wake up at once.
@@ -310,9 +368,54 @@ class Store:
             self._record("MODIFIED", key, obj, previous)
             return copy.deepcopy(obj)
 
+    def apply(self, key: Key, body: Object, manager: str, *, force: bool) -> tuple[int, Object]:
+        """Server-side apply: create the object if absent; else set the fields `body` sets, take
+        away those `manager` applied before and no longer does (unless another manager owns
+        them), and write only when that changes the object. A field another manager applied
+        with another value is a 409 Conflict unless `force`, which takes it over."""
+        with self.lock:
+            wanted = (body.get("metadata") or {}).get("resourceVersion")
+            fields = {p: v for p, v in _leaves(body).items() if p not in _SYSTEM_FIELDS}
+            current = self.objects.get(key)
+            if current is None:
+                if wanted:
+                    raise _not_found(key)
+                created = self.create(key, body)
+                self.managed[key] = {manager: set(fields)}
+                return 201, created
+            if wanted and wanted != current["metadata"]["resourceVersion"]:
+                raise ApiError(409, "Conflict", f'the object "{key[3]}" has been modified')
+            owners = self.managed.setdefault(key, {})
+            others = {
+                path: name for name, owned in owners.items() if name != manager for path in owned
+            }
+            clashes = [
+                (others[p], p) for p, v in fields.items() if p in others and _at(current, p) != v
+            ]
+            if clashes and not force:
+                said = ", ".join(f'conflict with "{name}": .{".".join(p)}' for name, p in clashes)
+                raise ApiError(
+                    409, "Conflict", f"Apply failed with {len(clashes)} conflict(s): {said}"
+                )
+            new = copy.deepcopy(current)
+            for path in owners.get(manager, set()) - set(fields):
+                if path not in others:
+                    _remove(new, path)
+            for path, value in fields.items():
+                _put(new, path, copy.deepcopy(value))
+            if force:  # the fields applied are this manager's alone now
+                for name, owned in owners.items():
+                    if name != manager:
+                        owned -= set(fields)
+            owners[manager] = set(fields)
+            if new == current:  # nothing changed: no write, the same resourceVersion
+                return 200, copy.deepcopy(current)
+            return 200, self.update(key, new)
+
     def delete(self, key: Key) -> Object:
         with self.lock:
             old = self.get(key)
+            self.managed.pop(key, None)
             del self.objects[key]
             self._sorted = None
             old["metadata"]["resourceVersion"] = self._next()
@@ -340,7 +443,66 @@ class Store:
         problem = spec.validate(obj, old)
         if problem:
             raise ApiError(422, "Invalid", f'{spec.kind} "{name}" is invalid: {problem}')
+        if len(json.dumps(obj)) > MAX_OBJECT_BYTES:  # as etcd refuses it
+            raise ApiError(500, "InternalError", "etcdserver: request is too large")
         return obj
+
+
+#: etcd's default `--max-request-bytes`: a larger object is never stored.
+MAX_OBJECT_BYTES = 1536 * 1024
+#: What server-side apply never takes from the body (the server's, or the object's identity).
+_SYSTEM_FIELDS = {
+    ("apiVersion",),
+    ("kind",),
+    ("metadata", "name"),
+    ("metadata", "namespace"),
+    ("metadata", "resourceVersion"),
+    ("metadata", "uid"),
+    ("metadata", "creationTimestamp"),
+    ("metadata", "managedFields"),
+}
+
+
+def _leaves(obj: Object, prefix: Path = ()) -> dict[Path, Any]:
+    """The fields an applied object sets: maps are walked, lists and scalars are leaves (lists
+    are atomic, as for a CRD whose schema names no list type)."""
+    found: dict[Path, Any] = {}
+    for name, value in obj.items():
+        path = (*prefix, name)
+        if isinstance(value, dict) and value:
+            found.update(_leaves(value, path))
+        else:
+            found[path] = value
+    return found
+
+
+def _at(obj: Any, path: Path) -> Any:
+    for name in path:
+        obj = obj.get(name) if isinstance(obj, dict) else None
+    return obj
+
+
+def _put(obj: Object, path: Path, value: Any) -> None:
+    for name in path[:-1]:
+        if not isinstance(obj.get(name), dict):
+            obj[name] = {}
+        obj = obj[name]
+    obj[path[-1]] = value
+
+
+def _remove(obj: Object, path: Path) -> None:
+    """Take the field away, and the maps it leaves empty."""
+    parents = [obj]
+    for name in path[:-1]:
+        child = parents[-1].get(name)
+        if not isinstance(child, dict):
+            return
+        parents.append(child)
+    parents[-1].pop(path[-1], None)
+    for depth in range(len(path) - 1, 0, -1):
+        if parents[depth]:
+            break
+        parents[depth - 1].pop(path[depth - 1], None)
 
 
 def _not_found(key: Key) -> ApiError:
@@ -685,6 +847,18 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "DELETE":
             store.delete(key)
             return 200, {"kind": "Status", "apiVersion": "v1", "status": "Success"}
+        if method == "PATCH" and content_type == APPLY_PATCH:
+            manager = params.get("fieldManager", "")
+            if not manager:
+                raise ApiError(400, "BadRequest", "fieldManager is required for apply patch")
+            force = params.get("force", "").lower() in ("true", "1")
+            applied = _yaml(body)
+            if not isinstance(applied, dict):
+                raise ApiError(400, "BadRequest", "an apply patch must be an object")
+            kind = RESOURCES[(gv, resource)].kind
+            if applied.get("apiVersion") != gv or applied.get("kind") != kind:
+                raise ApiError(400, "BadRequest", f"apiVersion and kind must be {gv} {kind}")
+            return store.apply(key, applied, manager, force=force)
         if method == "PATCH":
             with store.lock:  # read, patch and write as one step, as the API server retries
                 current = store.get(key)
@@ -830,6 +1004,21 @@ def _apply_patch(current: Object, content_type: str, body: bytes) -> Object:
         "UnsupportedMediaType",
         f"the body of the request was in an unknown format: {content_type}",
     )
+
+
+APPLY_PATCH = "application/apply-patch+yaml"
+
+
+def _yaml(body: bytes) -> Any:
+    """An apply patch: YAML, of which JSON is a part (the `kubernetes` client sends JSON)."""
+    try:
+        return json.loads(body or b"null")
+    except ValueError:
+        pass
+    try:
+        return yaml.safe_load(body)
+    except yaml.YAMLError as error:
+        raise ApiError(400, "BadRequest", f"the request body is not YAML: {error}") from None
 
 
 def _json(body: bytes) -> Any:

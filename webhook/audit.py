@@ -5,8 +5,18 @@ Each pod is judged by `validate_review` (launchers) or `guard_review` (every oth
 namespace labelled `virtdev.io/guard=baseline`, or of the namespaces named with `--guard`) on
 the CREATE review the API server would send for it (`webhook.offline.create_review`): when
 virt-controller next creates a launcher like it — a VM restart, a migration — or a controller
-re-creates the pod, this is what the webhook will answer. The enforcement is not applied: the
-audit says what `deny` would do, whatever the webhook runs with now.
+re-creates the pod, this is what the webhook will answer. The lines and the exit status say what
+`deny` would do, whatever the webhook runs with now; `--enforcement warn` makes only the
+reports' results `warn` instead of `fail`.
+
+With `--report`, the judgements are also written as PolicyReports, one per namespace judged
+(`webhook.policy_reports` makes them, sizes them and says why there are no timestamps): each
+applied server-side under the field manager `virtdev-audit` with force (the fields are the
+audit's alone), so a rerun updates the report in place and one over unchanged pods changes
+nothing (same resourceVersion); then the audit's reports (by label and name) of the namespaces
+in scope that had nothing to judge this time are deleted. The reports are applied after every
+pod is judged: a run that cannot list the pods writes and deletes nothing. `-o yaml` prints them
+instead, reading and writing no PolicyReport.
 
 The webhook grants a release's exceptions only to pods KubeVirt's controller asks for; a running
 pod does not say who created it. The audit counts a launcher (or hotplug pod) as KubeVirt's only
@@ -24,18 +34,20 @@ import argparse
 import functools
 import sys
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Protocol, TextIO
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol, TextIO
 
 import orjson
+import yaml
 
 from virtdev import catalogue
-from webhook import review
+from webhook import policy_reports, review
 from webhook.admission import guard_review, validate_review
 from webhook.answer import Answer
 from webhook.cli import launcher_policy
 from webhook.offline import ALLOWED, BAD_INPUT, DENIED, create_review, verdict_line
 from webhook.policy import LauncherPolicy
+from webhook.policy_reports import GUARD_POLICY, LAUNCHER_POLICY, Judged, Judgement, profile_of
 from webhook.shapes import BadInput
 from webhook.vouching import KUBEVIRT_GROUP, Index, Vouching, read_instance, vouch
 
@@ -44,43 +56,27 @@ LIST_TIMEOUT_SECONDS = 60
 #: The requester of the reviews of pods KubeVirt's state does not vouch for (messages name it).
 UNVOUCHED = "a requester KubeVirt's state does not vouch for"
 VMI_VERSION, VMI_PLURAL = "v1", "virtualmachineinstances"
+_Dumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
-#: A verdict of the rules, or error: the pod could not be judged. skipped: the label matched but
-#: /validate would not look.
-Judgement = Literal["allowed", "denied", "skipped", "error"]
-
-
-@dataclass(frozen=True)
-class Judged:
-    namespace: str
-    name: str
-    verdict: Judgement
-    violations: list[str] = field(default_factory=list)
-    message: str = ""
-    #: For launcher- and hotplug-labelled pods: whether KubeVirt's state vouches for the pod
-    #: (judged with its release's exceptions) or not (judged as any pod); None for other pods.
-    vouched: bool | None = None
-    #: What vouches for it, or what is missing.
-    vouching: str = ""
-
-    @property
-    def line(self) -> str:
-        name = f"{self.namespace}/{self.name}"
-        if self.verdict == "error":
-            return f"{name}: not judged: {self.message}"
-        answer = Answer(
-            allowed=self.verdict != "denied",
-            verdict=self.verdict,
-            message=self.message,
-            violations=self.violations,
-        )
-        if self.vouched is None:
-            return verdict_line(name, answer)
-        if self.vouched:
-            return f"{verdict_line(name, answer)} [KubeVirt's: {self.vouching}]"
-        basis = "judged as any pod, not vouched for by KubeVirt"
-        return f"{verdict_line(name, answer)} [{basis}: {self.vouching}]"
+def line(judged: Judged) -> str:
+    """The pod's line on stdout: `NAMESPACE/NAME: allowed` or `...: denied: <violations>`, as
+    `virtdev validate` prints it, and for launcher- and hotplug-labelled pods who vouched."""
+    name = f"{judged.namespace}/{judged.name}"
+    if judged.verdict == "error":
+        return f"{name}: not judged: {judged.message}"
+    answer = Answer(
+        allowed=judged.verdict != "denied",
+        verdict=judged.verdict,
+        message=judged.message,
+        violations=judged.violations,
+    )
+    if judged.vouched is None:
+        return verdict_line(name, answer)
+    if judged.vouched:
+        return f"{verdict_line(name, answer)} [KubeVirt's: {judged.vouching}]"
+    basis = "judged as any pod, not vouched for by KubeVirt"
+    return f"{verdict_line(name, answer)} [{basis}: {judged.vouching}]"
 
 
 class Decide(Protocol):
@@ -109,9 +105,12 @@ def judge(
     namespace = str((metadata or {}).get("namespace") or "")
     name = str((metadata or {}).get("name") or "")
     trusted = vouching is not None and vouching.vouched
-    basis: dict[str, Any] = {}
+    basis: dict[str, Any] = {
+        "uid": str((metadata or {}).get("uid") or ""),
+        "policy": LAUNCHER_POLICY if policy.is_launcher(pod) else GUARD_POLICY,
+    }
     if vouching is not None:
-        basis = {"vouched": vouching.vouched, "vouching": vouching.why}
+        basis.update(vouched=vouching.vouched, vouching=vouching.why)
     try:
         created = create_review(pod) if trusted else create_review(pod, UNVOUCHED)
         answer = decide(review.parse(orjson.dumps(created)), policy, trusted=trusted)
@@ -126,6 +125,9 @@ def judge(
         verdict,
         violations=list(answer.violations),
         message=answer.message,
+        findings=tuple(answer.findings),
+        controls=answer.controls,
+        profile=profile_of(answer),
         **basis,
     )
 
@@ -212,6 +214,122 @@ def launcher_pods(
         yield from page.get("items") or ()
 
 
+def existing_reports(custom: Any, *, namespace: str | None, chunk_size: int) -> dict[str, str]:
+    """The audit's own reports in scope (labelled, named `virtdev-audit`): namespace ->
+    resourceVersion."""
+    from webhook.paging import pages
+
+    where = (policy_reports.GROUP, policy_reports.VERSION)
+    plural = policy_reports.PLURAL
+    list_call = (
+        functools.partial(custom.list_cluster_custom_object, *where, plural)
+        if namespace is None
+        else functools.partial(custom.list_namespaced_custom_object, *where, namespace, plural)
+    )
+    found: dict[str, str] = {}
+    timeout = (CONNECT_TIMEOUT_SECONDS, LIST_TIMEOUT_SECONDS)
+    selector = policy_reports.SELECTOR
+    for page in pages(
+        list_call, limit=chunk_size, request_timeout=timeout, label_selector=selector
+    ):
+        for item in page.get("items") or ():
+            metadata = item.get("metadata") or {}
+            if metadata.get("name") == policy_reports.NAME:
+                found[str(metadata.get("namespace"))] = str(metadata.get("resourceVersion"))
+    return found
+
+
+def apply_report(custom: Any, report: dict[str, Any]) -> str:
+    """Server-side apply of one report under the audit's field manager (forced: the fields are
+    the audit's alone); its resourceVersion afterwards."""
+    namespace = report["metadata"]["namespace"]
+    response = custom.patch_namespaced_custom_object(
+        policy_reports.GROUP,
+        policy_reports.VERSION,
+        namespace,
+        policy_reports.PLURAL,
+        policy_reports.NAME,
+        report,
+        field_manager=policy_reports.FIELD_MANAGER,
+        force=True,
+        _content_type="application/apply-patch+yaml",
+        _preload_content=False,
+        _request_timeout=(CONNECT_TIMEOUT_SECONDS, LIST_TIMEOUT_SECONDS),
+    )
+    try:
+        applied = orjson.loads(response.data)
+    finally:
+        response.release_conn()
+    return str((applied.get("metadata") or {}).get("resourceVersion"))
+
+
+def delete_report(custom: Any, namespace: str) -> None:
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        response = custom.delete_namespaced_custom_object(
+            policy_reports.GROUP,
+            policy_reports.VERSION,
+            namespace,
+            policy_reports.PLURAL,
+            policy_reports.NAME,
+            _preload_content=False,
+            _request_timeout=(CONNECT_TIMEOUT_SECONDS, LIST_TIMEOUT_SECONDS),
+        )
+    except ApiException as error:
+        if error.status == 404:  # gone already: what was wanted
+            return
+        raise
+    response.release_conn()
+
+
+@dataclass(frozen=True)
+class Written:
+    """What `--report` did: namespaces whose report was created or changed, left as it was, or
+    deleted (nothing left to judge there)."""
+
+    changed: list[str]
+    unchanged: list[str]
+    deleted: list[str]
+
+    @property
+    def line(self) -> str:
+        return (
+            f"PolicyReports: {len(self.changed)} written, {len(self.unchanged)} unchanged, "
+            f"{len(self.deleted)} deleted"
+        )
+
+
+def write_reports(
+    custom: Any, reports: list[dict[str, Any]], *, namespace: str | None, chunk_size: int
+) -> Written:
+    """Apply every report, then delete the audit's reports of namespaces with nothing judged."""
+    before = existing_reports(custom, namespace=namespace, chunk_size=chunk_size)
+    changed: list[str] = []
+    unchanged: list[str] = []
+    for report in reports:
+        where = report["metadata"]["namespace"]
+        version = apply_report(custom, report)
+        (unchanged if before.get(where) == version else changed).append(where)
+    kept = {report["metadata"]["namespace"] for report in reports}
+    deleted = sorted(set(before) - kept)
+    for where in deleted:
+        delete_report(custom, where)
+    return Written(changed, unchanged, deleted)
+
+
+def report_refused(error: Any) -> str:
+    """One line for a PolicyReport call the API server refused."""
+    hint = {
+        404: "is the PolicyReport CRD (wgpolicyk8s.io/v1alpha2) installed? Kyverno, Policy "
+        "Reporter or manifests/ install it",
+        403: "needs policyreports create, patch, list and delete in API group wgpolicyk8s.io",
+    }.get(error.status)
+    return f"virtdev audit: cannot write PolicyReports: {error.status} {error.reason}" + (
+        f" ({hint})" if hint else ""
+    )
+
+
 def run_audit(
     args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None
 ) -> int:
@@ -222,6 +340,14 @@ def run_audit(
 
     from virtdev import kube
 
+    writing = bool(args.report) and args.output != "yaml"
+    if args.output == "yaml" and not args.report:
+        print(
+            "virtdev audit: --output: yaml prints the PolicyReports --report would write: give "
+            "--report too (see virtdev audit --help)",
+            file=err,
+        )
+        return BAD_INPUT
     try:
         policy = launcher_policy(args)
         api = kube.cli_client(args.kubeconfig, args.context)
@@ -233,6 +359,7 @@ def run_audit(
     namespace = None if args.all_namespaces else args.namespace
     judged: list[Judged] = []
     guarded: list[str] = []
+    written: Written | None = None
 
     index = Index()
 
@@ -240,19 +367,19 @@ def run_audit(
         for pod in pods:
             judged.append(judge(pod, policy, decide, vouching=vouch(pod, index, policy)))
             if args.output == "table":
-                print(judged[-1].line, file=out)
+                print(line(judged[-1]), file=out)
 
     where = f"in namespace {namespace}" if namespace else "in all namespaces"
     with api as api_client:
         core = client.CoreV1Api(api_client)
+        custom = client.CustomObjectsApi(api_client)
         pages = {"namespace": namespace, "chunk_size": args.chunk_size}
         try:
             try:  # first: the launchers are judged as their pages arrive
-                custom = client.CustomObjectsApi(api_client)
                 index = virtual_machine_instances(custom, **pages)
             except ApiException as error:
-                index, line = unreadable(error, where)
-                print(line, file=err)
+                index, unread = unreadable(error, where)
+                print(unread, file=err)
             if args.guard:  # every pod, as /guard would judge it once the label is set
                 report(launcher_pods(core, selector="", **pages), guard_review)
             else:
@@ -279,30 +406,69 @@ def run_audit(
         except (HTTPError, OSError) as error:
             print(f"virtdev audit: cannot reach the API server: {error}", file=err)
             return 1
+        made = policy_reports.reports(judged, enforcement=args.enforcement) if args.report else []
+        if writing:
+            try:
+                written = write_reports(custom, made, **pages)
+            except ApiException as error:
+                print(report_refused(error), file=err)
+                return 1
+            except (HTTPError, OSError) as error:
+                print(f"virtdev audit: cannot reach the API server: {error}", file=err)
+                return 1
     denied = sum(j.verdict == "denied" for j in judged)
     errors = sum(j.verdict == "error" for j in judged)
     unvouched = sum(j.vouched is False for j in judged)
     what = "pods" if args.guard else f"launcher pods ({selector})"
     if guarded:
         what += f" and the other pods of guarded namespaces ({', '.join(guarded)})"
+    scope = f"namespace {namespace}" if namespace else "all namespaces"
     if args.output == "json":
         document = {
             "selector": "" if args.guard else selector,
             "namespace": namespace,
             "guarded": guarded,
-            "pods": [asdict(j) for j in judged],
+            "pods": [as_json(j) for j in judged],
             "denied": denied,
             # Launcher and hotplug pods judged as any pod, and why no VMI could vouch if none.
             "not_vouched": unvouched,
             "vmis_unreadable": index.unreadable or None,
         }
+        if written is not None:
+            document["reports"] = asdict(written)
         out.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
-    else:
-        scope = f"namespace {namespace}" if namespace else "all namespaces"
+    elif args.output == "yaml":
+        yaml.dump_all(made, out, Dumper=_Dumper, sort_keys=False)
+    if args.output != "json":
         print(
             f"{len(judged)} {what} in {scope}: {denied} would be denied"
             + (f", {unvouched} judged as any pod (not KubeVirt's)" if unvouched else "")
             + (f", {errors} not judged" if errors else ""),
             file=err,
         )
+    if args.output == "yaml":
+        print(f"PolicyReports: {len(made)} printed, none written", file=err)
+    elif written is not None and args.output != "json":
+        print(written.line, file=err)
+    for made_report in made:
+        omitted = (made_report["metadata"].get("annotations") or {}).items()
+        said = ", ".join(f"{k}={v}" for k, v in omitted)
+        if said:
+            where_ns = made_report["metadata"]["namespace"]
+            print(f"virtdev audit: PolicyReport {where_ns}/{policy_reports.NAME}: {said}", file=err)
+    if args.report:  # the findings are in the reports: a scheduled run succeeds
+        return ALLOWED
     return BAD_INPUT if errors else DENIED if denied else ALLOWED
+
+
+def as_json(judged: Judged) -> dict[str, Any]:
+    """One pod of `-o json`, as it always was (the report's fields are the reports')."""
+    return {
+        "namespace": judged.namespace,
+        "name": judged.name,
+        "verdict": judged.verdict,
+        "violations": judged.violations,
+        "message": judged.message,
+        "vouched": judged.vouched,
+        "vouching": judged.vouching,
+    }

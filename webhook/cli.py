@@ -320,12 +320,24 @@ def configure_audit(parser: argparse.ArgumentParser) -> None:
     per pod,
     `NAMESPACE/NAME: allowed` or `NAMESPACE/NAME: denied: <violations>`, as `virtdev validate`
     prints them. Run it before switching the webhook on, and again before moving from
-    --enforcement warn to deny (docs/install.md). Read-only; needs `pods list` in the namespace, or
+    --enforcement warn to deny (docs/install.md). Needs `pods list` in the namespace, or
     cluster-wide with -A. Exit 0 all allowed, 1 any would be denied, 2 bad flags or a pod that could
-    not be judged. Example:
+    not be judged.
+
+    With --report it also writes one PolicyReport (wgpolicyk8s.io/v1alpha2, `kubectl get polr`)
+    per namespace judged, named virtdev-audit, by server-side apply (field manager virtdev-audit),
+    and deletes its reports of namespaces with nothing left to judge (-n: that namespace only).
+    A rerun over unchanged pods changes nothing. A report stays under 512 KiB: past that, passes
+    are left out, then messages cut, and annotations virtdev.io/*-omitted say how many. Needs
+    policyreports create, patch, list and delete in the namespaces too. With --report the exit
+    status is 0 once every report is written, whatever they say (1: the cluster could not be read
+    or a report not written; 2: bad flags); --report -o yaml prints the reports instead, writing
+    nothing. Example:
       virtdev audit -A
       kubectl virtdev audit -n vms -o json
       virtdev audit --guard -n vms        # before `kubectl label ns vms virtdev.io/guard=baseline`
+      virtdev audit -A --report           # what a CronJob runs
+      virtdev audit -n vms --report -o yaml
     """
     add_config_flag(parser)
     add_kube_flags(parser)
@@ -337,9 +349,25 @@ def configure_audit(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-o",
         "--output",
-        choices=("table", "json"),
+        choices=("table", "json", "yaml"),
         default="table",
-        help="one line per pod for people, or JSON for scripts (default: table)",
+        help="one line per pod for people, JSON for scripts, or with --report yaml: the "
+        "PolicyReports printed as a YAML stream instead of written (default: table)",
+    )
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="write the judgements as PolicyReports (wgpolicyk8s.io/v1alpha2), one per namespace, "
+        "and delete virtdev's reports of namespaces with nothing left to judge; exit 0 once "
+        "written",
+    )
+    parser.add_argument(
+        "--enforcement",
+        choices=ENFORCEMENTS,
+        default=DEFAULT_ENFORCEMENT,
+        help="the webhook's (config key enforcement): under warn the reports give what the rules "
+        "refuse as warn results, as the webhook admits it with a warning, instead of fail; the "
+        "lines and the exit status say what deny would do either way (default: deny)",
     )
     parser.add_argument(
         "--guard",

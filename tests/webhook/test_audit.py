@@ -526,3 +526,285 @@ def test_vmis_that_cannot_be_listed_are_said_in_one_line_and_no_launcher_is_vouc
         f"VirtualMachineInstances not read ({reason})"
     )
     assert line_of(out, "vms/old").startswith("vms/old: denied: " + BASELINE_REFUSES)
+
+
+# --- --report: PolicyReports, written by server-side apply ---------------------------------------
+
+REPORTS = ("wgpolicyk8s.io/v1alpha2", "policyreports")
+
+
+def report_of(stand_in: StandIn, namespace: str) -> dict[str, Any]:
+    return stand_in.get_object(*REPORTS, namespace, "virtdev-audit")
+
+
+def stored_reports(stand_in: StandIn) -> dict[str, dict[str, Any]]:
+    items, _ = stand_in.store.list(*REPORTS, "")
+    return {r["metadata"]["namespace"]: r for r in items}
+
+
+def writes(stand_in: StandIn) -> list[tuple[str, str, str]]:
+    return [(r.method, r.namespace, r.query) for r in stand_in.requests if r.method != "GET"]
+
+
+def test_report_writes_one_policy_report_per_namespace_by_server_side_apply(
+    stand_in: StandIn, kubeconfig: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    populate(stand_in)
+    assert main(["audit", "--kubeconfig", kubeconfig, "-A", "--report"]) == 0, "written"
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 7, "the lines as ever"
+    assert err.splitlines()[-1] == "PolicyReports: 2 written, 0 unchanged, 0 deleted"
+    assert set(stored_reports(stand_in)) == {"prod", "vms"}
+    vms = report_of(stand_in, "vms")
+    assert vms["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "virtdev"}
+    assert vms["summary"] == {"pass": 5, "fail": 1, "warn": 0, "error": 0, "skip": 0}
+    (fail,) = [r for r in vms["results"] if r["result"] == "fail"]
+    old_vm = stand_in.get_object("v1", "pods", "vms", "old-vm")
+    assert fail["resources"] == [
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "namespace": "vms",
+            "name": "old-vm",
+            "uid": old_vm["metadata"]["uid"],
+        }
+    ]
+    assert (fail["policy"], fail["rule"]) == ("virtdev-launcher", "privileged")
+    assert fail["message"].startswith("spec.containers[1].securityContext.privileged: true (")
+    assert fail["properties"] == {
+        "profile": "<=v0.6",
+        "vouched": "true",
+        "vouching": "VMI vms/old-vm lists it in status.activePods",
+    }
+    patches = [r for r in stand_in.requests if r.method == "PATCH"]
+    assert [r.path for r in patches] == [
+        "/apis/wgpolicyk8s.io/v1alpha2/namespaces/prod/policyreports/virtdev-audit",
+        "/apis/wgpolicyk8s.io/v1alpha2/namespaces/vms/policyreports/virtdev-audit",
+    ]
+    assert {r.content_type for r in patches} == {"application/apply-patch+yaml"}
+    assert all("fieldManager=virtdev-audit" in r.query and "force=true" in r.query for r in patches)
+    (listed,) = [
+        r for r in stand_in.requests if r.resource == "policyreports" and r.method == "GET"
+    ]
+    assert "labelSelector=app.kubernetes.io/managed-by%3Dvirtdev" in listed.query
+
+
+def test_a_rerun_with_nothing_changed_changes_nothing_and_a_change_updates_in_place(
+    stand_in: StandIn, kubeconfig: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    populate(stand_in)
+    assert main(["audit", "--kubeconfig", kubeconfig, "-A", "--report"]) == 0
+    first = {ns: r["metadata"]["resourceVersion"] for ns, r in stored_reports(stand_in).items()}
+    capsys.readouterr()
+    events = len(stand_in.store.events)
+    assert main(["audit", "--kubeconfig", kubeconfig, "-A", "--report"]) == 0
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "PolicyReports: 0 written, 2 unchanged, 0 deleted"
+    )
+    again = {ns: r["metadata"]["resourceVersion"] for ns, r in stored_reports(stand_in).items()}
+    assert again == first
+    assert len(stand_in.store.events) == events, "not one write"
+    stand_in.delete_object(stand_in.get_object("v1", "pods", "vms", "old-vm"))
+    assert main(["audit", "--kubeconfig", kubeconfig, "-A", "--report"]) == 0
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "PolicyReports: 1 written, 1 unchanged, 0 deleted"
+    )
+    vms = report_of(stand_in, "vms")
+    assert vms["metadata"]["uid"] == stored_reports(stand_in)["vms"]["metadata"]["uid"]
+    assert vms["summary"]["fail"] == 0 and vms["summary"]["pass"] == 5
+    assert report_of(stand_in, "prod")["metadata"]["resourceVersion"] == first["prod"]
+
+
+def test_reports_of_namespaces_with_nothing_left_to_judge_are_deleted(
+    stand_in: StandIn, kubeconfig: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    populate(stand_in)
+    theirs = {
+        "apiVersion": "wgpolicyk8s.io/v1alpha2",
+        "kind": "PolicyReport",
+        "metadata": {"name": "kyverno-pods", "namespace": "prod"},
+    }
+    stand_in.put_object(theirs)
+    assert main(["audit", "--kubeconfig", kubeconfig, "-A", "--report"]) == 0
+    stand_in.delete_object(stand_in.get_object("v1", "pods", "prod", "vm-x"))
+    # With -n, only that namespace's report is looked at.
+    assert main(["audit", "--kubeconfig", kubeconfig, "-n", "vms", "--report"]) == 0
+    assert set(stored_reports(stand_in)) == {"prod", "vms"}
+    capsys.readouterr()
+    assert main(["audit", "--kubeconfig", kubeconfig, "-n", "prod", "--report"]) == 0
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "PolicyReports: 0 written, 0 unchanged, 1 deleted"
+    )
+    assert stand_in.get_object(*REPORTS, "prod", "kyverno-pods"), "another's report stays"
+    assert set(stored_reports(stand_in)) == {"prod", "vms"}
+    assert "virtdev-audit" not in {
+        r["metadata"]["name"] for r in stand_in.store.list(*REPORTS, "prod")[0]
+    }
+
+
+def test_yaml_output_prints_the_reports_and_writes_nothing(
+    stand_in: StandIn, kubeconfig: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    populate(stand_in)
+    assert main(["audit", "--kubeconfig", kubeconfig, "-A", "--report", "-o", "yaml"]) == 0
+    out, err = capsys.readouterr()
+    printed = list(yaml.safe_load_all(out))
+    assert [(r["kind"], r["metadata"]["namespace"]) for r in printed] == [
+        ("PolicyReport", "prod"),
+        ("PolicyReport", "vms"),
+    ]
+    assert printed[1]["summary"]["fail"] == 1
+    assert err.splitlines()[-1] == "PolicyReports: 2 printed, none written"
+    assert writes(stand_in) == []
+    assert not any(r.resource == "policyreports" for r in stand_in.requests), "nor read"
+
+
+def test_yaml_output_without_report_is_a_bad_flag(
+    kubeconfig: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["audit", "--kubeconfig", kubeconfig, "-A", "-o", "yaml"]) == 2
+    assert capsys.readouterr().err == (
+        "virtdev audit: --output: yaml prints the PolicyReports --report would write: give "
+        "--report too (see virtdev audit --help)\n"
+    )
+
+
+def test_under_warn_enforcement_the_reports_warn(
+    stand_in: StandIn, kubeconfig: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    populate(stand_in)
+    argv = ["audit", "--kubeconfig", kubeconfig, "-n", "vms", "--report"]
+    assert main([*argv, "--enforcement", "warn"]) == 0
+    assert report_of(stand_in, "vms")["summary"] == {
+        "pass": 5,
+        "fail": 0,
+        "warn": 1,
+        "error": 0,
+        "skip": 0,
+    }
+    assert "vms/old-vm: denied: " in capsys.readouterr().out, "the lines say what deny would do"
+
+
+def test_json_output_with_report_says_what_was_written(
+    stand_in: StandIn, kubeconfig: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    populate(stand_in)
+    assert main(["audit", "--kubeconfig", kubeconfig, "-A", "--report", "-o", "json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["reports"] == {"changed": ["prod", "vms"], "unchanged": [], "deleted": []}
+    assert set(document["pods"][0]) == {
+        "namespace",
+        "name",
+        "verdict",
+        "violations",
+        "message",
+        "vouched",
+        "vouching",
+    }
+
+
+def test_the_other_pods_of_a_guarded_namespace_are_the_guards_results(
+    stand_in: StandIn, kubeconfig: str
+) -> None:
+    populate(stand_in)
+    stand_in.put_object(namespace("vms", **{"virtdev.io/guard": "baseline"}))
+    stand_in.put_object(privileged_tool("tool", "vms"))
+    assert main(["audit", "--kubeconfig", kubeconfig, "-n", "vms", "--report"]) == 0
+    results = report_of(stand_in, "vms")["results"]
+    tool = [r for r in results if r["resources"][0]["name"] == "tool"]
+    assert [(r["policy"], r["rule"], r["result"]) for r in tool] == [
+        ("virtdev-guard", "privileged", "fail")
+    ]
+    assert tool[0]["properties"] == {"profile": "baseline"}
+
+
+@pytest.mark.parametrize(
+    ("status", "said"),
+    [
+        (404, "404 Not Found (is the PolicyReport CRD (wgpolicyk8s.io/v1alpha2) installed?"),
+        (403, "403 Forbidden (needs policyreports create, patch, list and delete in API group"),
+    ],
+)
+def test_reports_that_cannot_be_written_are_one_line_and_exit_1(
+    status: int,
+    said: str,
+    stand_in: StandIn,
+    kubeconfig: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    populate(stand_in)
+    if status == 404:
+        stand_in.missing.add("wgpolicyk8s.io/v1alpha2")
+    else:
+
+        def refuse(method: str, key: Any) -> None:
+            if key[1] == "policyreports":
+                raise ApiError(403, "Forbidden", "policyreports is forbidden")
+
+        stand_in.before = refuse
+    assert main(["audit", "--kubeconfig", kubeconfig, "-A", "--report"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith(f"virtdev audit: cannot write PolicyReports: {said}"), err[-1]
+
+
+# --- 3,000 pods in one namespace ----------------------------------------------------------------
+
+
+def a_crowd(stand_in: StandIn, pods: int, forged_every: int) -> tuple[int, int]:
+    """`pods` launchers in `vms`, copies of KubeVirt's v1.9 render run by KubeVirt, and every
+    `forged_every`th one a v0.20 render no VMI vouches for; (fails expected, pods forged)."""
+    instance = vmi(stand_in, "testvmi", "vms")
+    owner = controlled_by(instance)
+    forged = 0
+    active: dict[str, str] = {}
+    for i in range(pods):
+        is_forged = i % forged_every == 0
+        stored = as_stored(V0_20 if is_forged else V1_9, f"virt-launcher-vm{i:04}-x7k2p", "vms")
+        if not is_forged:
+            stored["metadata"]["ownerReferences"] = owner
+        created = stand_in.put_object(stored)
+        if is_forged:
+            forged += 1
+        else:
+            active[created["metadata"]["uid"]] = "node-a"
+    instance = stand_in.get_object(*VMIS, "vms", "testvmi")
+    instance["status"]["activePods"] = active
+    stand_in.replace_object(instance)
+    return forged * 3, forged  # seLinuxOptions, hostPathVolumes, capabilities_baseline
+
+
+def test_3000_pods_make_a_report_within_the_bound_with_every_fail_and_an_exact_summary(
+    stand_in: StandIn, kubeconfig: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import time
+
+    from webhook.policy_reports import MAX_REPORT_BYTES
+
+    fails, forged = a_crowd(stand_in, 3000, 15)
+    started = time.monotonic()
+    assert main(["audit", "--kubeconfig", kubeconfig, "-n", "vms", "--report"]) == 0
+    took = time.monotonic() - started
+    capsys.readouterr()
+    stored = report_of(stand_in, "vms")
+    written = len(json.dumps(stored, separators=(",", ":"), ensure_ascii=False).encode())
+    assert written <= MAX_REPORT_BYTES + 1024, "and the server's own metadata"
+    assert stored["summary"] == {
+        "pass": 3000 - forged,
+        "fail": fails,
+        "warn": 0,
+        "error": 0,
+        "skip": 0,
+    }
+    failed = [r for r in stored["results"] if r["result"] == "fail"]
+    assert len(failed) == fails
+    assert {r["resources"][0]["name"] for r in failed} == {
+        f"virt-launcher-vm{i:04}-x7k2p" for i in range(0, 3000, 15)
+    }
+    assert not any(r["message"].endswith("…") for r in failed), "whole messages"
+    passes = sum(r["result"] == "pass" for r in stored["results"])
+    annotations = stored["metadata"]["annotations"]
+    assert annotations == {"virtdev.io/passes-omitted": str(3000 - forged - passes)}
+    version = stored["metadata"]["resourceVersion"]
+    assert main(["audit", "--kubeconfig", kubeconfig, "-n", "vms", "--report"]) == 0
+    assert report_of(stand_in, "vms")["metadata"]["resourceVersion"] == version
+    print(f"3000 pods: report {written} bytes, {passes} passes kept, {took:.1f} s")
