@@ -189,7 +189,7 @@ def pod_results(judged: Judged, *, enforcement: Enforcement = "deny") -> list[Re
             "severity": SEVERITY,
             "result": outcome,
             "message": _fit(message, MAX_MESSAGE),
-            "resources": [resource],
+            "resources": [resource.copy()],  # not shared: YAML would print an anchor
         }
         if properties:
             made["properties"] = dict(properties)

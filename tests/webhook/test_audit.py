@@ -646,14 +646,16 @@ def test_yaml_output_prints_the_reports_and_writes_nothing(
     stand_in: StandIn, kubeconfig: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     populate(stand_in)
+    forge(stand_in, "no owner", V0_20)  # three checks broken: three results for one pod
     assert main(["audit", "--kubeconfig", kubeconfig, "-A", "--report", "-o", "yaml"]) == 0
     out, err = capsys.readouterr()
     printed = list(yaml.safe_load_all(out))
+    assert "&id" not in out, "no YAML anchors: each result stands alone"
     assert [(r["kind"], r["metadata"]["namespace"]) for r in printed] == [
         ("PolicyReport", "prod"),
         ("PolicyReport", "vms"),
     ]
-    assert printed[1]["summary"]["fail"] == 1
+    assert printed[1]["summary"]["fail"] == 4
     assert err.splitlines()[-1] == "PolicyReports: 2 printed, none written"
     assert writes(stand_in) == []
     assert not any(r.resource == "policyreports" for r in stand_in.requests), "nor read"
