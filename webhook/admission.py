@@ -340,4 +340,5 @@ def _judged(
         verdict="warned" if warnings else "allowed",
         warnings=warnings,
         audit_annotations=profile_note,
+        profile=profile_label(launcher.release),
     )

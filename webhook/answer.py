@@ -32,8 +32,8 @@ class Answer:
     #: On a denial by the rules: each violation as `"<field path>: <message>"`, for the log line,
     #: `virtdev audit` and the warn enforcement (webhook.enforcement).
     violations: list[str] = field(default_factory=list)
-    #: On a denial by the rules: the Pod Security checks broken (PSA's ids), and the profile that
-    #: judged (`v0.20`, `v1.7+`, or `baseline` for any other pod), for metrics and reports.
+    #: The Pod Security checks a denial breaks (PSA's ids), and the profile that judged any pod
+    #: /validate or /guard looked at (`v0.20`, `v1.7+`, or `baseline`), for metrics and reports.
     controls: tuple[str, ...] = ()
     profile: str = ""
     #: Each violation named in `violations` with the check it breaks: (control, text).

@@ -45,7 +45,6 @@ of PolicyReports (Policy Reporter) receives at most that per change. Past the bo
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -144,20 +143,11 @@ class Result(TypedDict, total=False):
 
 Summary = TypedDict("Summary", {"pass": int, "fail": int, "warn": int, "error": int, "skip": int})
 
-_DESCRIBED = re.compile(r"^KubeVirt (\S+) profile\b")
-
 
 def profile_of(answer: Answer) -> str:
-    """The profile that decided, as `Answer.profile` names it: a denial carries it; an allowed
-    answer says it in its `profile` audit annotation (`KubeVirt v1.7+ profile on ...`, or Pod
-    Security baseline's own description)."""
-    if answer.profile:
-        return answer.profile
-    described = answer.audit_annotations.get("profile", "")
-    if not described:
-        return ""
-    match = _DESCRIBED.match(described)
-    return match.group(1) if match else "baseline"
+    """The profile that decided (`v0.20`, `v1.7+`, `baseline`): every answer /validate and
+    /guard give a pod they judged carries it; "" for one they skipped."""
+    return answer.profile
 
 
 def _fit(text: str, limit: int) -> str:
