@@ -8,6 +8,7 @@ import json
 import logging
 from collections.abc import Iterator
 
+import orjson
 import pytest
 
 from virtdev import logs
@@ -240,3 +241,14 @@ def test_a_text_line_of_wide_characters_is_cut_to_the_line_bound_in_bytes(
     (line,) = lines(stream)
     assert len(line.encode()) + 1 <= logs.LINE_BYTES
     assert line.endswith("…(cut)")
+
+
+def test_a_short_json_line_is_written_as_it_is_and_a_long_one_field_by_field() -> None:
+    """The hot path writes a line of at most SHORT_LINE_BYTES whole; past it, every field is
+    cut, so a field just long enough to make the line long is cut too."""
+    formatter = logs.JSONFormatter()
+    short = {"pod": "p" * 300}
+    assert orjson.loads(formatter.line(0.0, "INFO", "t", "m", short))["pod"] == "p" * 300
+    long = {"pod": "p" * logs.SHORT_LINE_BYTES}
+    written = orjson.loads(formatter.line(0.0, "INFO", "t", "m", long))["pod"]
+    assert written == "p" * logs.FIELD_CHARS + f"…({logs.SHORT_LINE_BYTES} chars)"
