@@ -210,21 +210,14 @@ def guard_review(
     elif hotplug:
         release = Release(profiles.BASELINE, untrusted("hotplug", request.username))
     pod = read_pod(new_pod, policy, release=release)
-    old_pod = None
     if updated and old is not None:
         old_pod = read_pod(
             as_pod(old, request.kind, "$.request.oldObject"), policy, release=release
         )
-        if not trusted:
-            pod = with_changes_untrusted(pod, old_pod, request.username)
-    return _judged(
-        request,
-        pod,
-        old_pod,
-        policy,
-        subject="pod",
-        trusted=_as_kubevirts(pod, trusted, hotplug, updated),
-    )
+        return _update_judged(
+            request, pod, old_pod, policy, subject="pod", trusted=trusted, labelled=hotplug
+        )
+    return _judged(request, pod, None, policy, subject="pod", trusted=trusted or not hotplug)
 
 
 def validate_review(
@@ -260,15 +253,14 @@ def validate_review(
     # pod as admitted, like with like: a new image must not choose another release.
     old_launcher = read_launcher(as_pod(old, request.kind, "$.request.oldObject"), policy)
     launcher = read_launcher(new_pod, policy, release=old_launcher.release)
-    if not trusted:
-        launcher = with_changes_untrusted(launcher, old_launcher, request.username)
-    return _judged(
+    return _update_judged(
         request,
         launcher,
         old_launcher,
         policy,
         subject="launcher pod",
-        trusted=_as_kubevirts(launcher, trusted, True, True),
+        trusted=trusted,
+        labelled=True,
     )
 
 
@@ -277,11 +269,23 @@ def profile_label(release: Release) -> str:
     return "baseline" if release.profile is profiles.BASELINE else release.profile.name
 
 
-def _as_kubevirts(pod: Launcher, trusted: bool, labelled: bool, updated: bool) -> bool:
-    """Whether the answer goes without the `requester` annotation (and uncounted): KubeVirt's
-    controller's request, a pod without KubeVirt's labels, or another's UPDATE that changed no
-    container (a label edit is no such pod)."""
-    return trusted or not labelled or (updated and not pod.changed_by)
+def _update_judged(
+    request: Request,
+    new: Launcher,
+    old: Launcher,
+    policy: LauncherPolicy,
+    *,
+    subject: str,
+    trusted: bool,
+    labelled: bool,
+) -> Answer:
+    """An UPDATE's verdict: what the change introduces, the containers anyone but KubeVirt's
+    controller added or re-imaged judged without exceptions. Annotated and counted as another's
+    pod only where such a container is: a tenant's label edit is no such pod."""
+    if not trusted:
+        new = with_changes_untrusted(new, old, request.username)
+    kubevirts = trusted or not labelled or not new.changed_by
+    return _judged(request, new, old, policy, subject=subject, trusted=kubevirts)
 
 
 def _judged(
