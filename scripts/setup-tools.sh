@@ -5,6 +5,8 @@
 #   .venv-tools/bin/kubernetes-validate  schema checks (--strict) of every rendered object
 #   .venv-checkov/bin/checkov            security checks of the rendered YAML and the Dockerfile
 #                                        (scripts/setup-checkov.sh: it pins many dependencies)
+#   promtool (Debian's `prometheus`)     `promtool test rules` and `check rules` of the Prometheus
+#                                        component's alerts and dashboard queries
 #
 # Why these routes:
 # - kubectl: Debian bookworm's `kubernetes-client` is 1.20 (kustomize v2, which cannot build
@@ -14,6 +16,11 @@
 # - kubernetes-validate: its dependencies (jsonschema, referencing, PyYAML, packaging, ...) do
 #   not conflict with the project's, but it is a test tool that pyproject.toml does not list, so
 #   it lives beside kubectl in a venv of its own rather than drifting the project's `.venv`.
+# - promtool: Debian's `prometheus` package (bookworm: 2.42) ships /usr/bin/promtool; the
+#   Prometheus Operator and kube-prometheus-stack run newer Prometheus releases, but the rule
+#   language the component uses is older than 2.42. Installed with apt as root (CI), without
+#   its recommended node exporter; apt-get update only when apt knows no candidate yet. As
+#   another user, a missing promtool is reported here and its tests skip (but fail under CI=true).
 # Override with KUBECTL=/path/to/kubectl etc. when running the tests (see tests/manifests/tools.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,6 +46,18 @@ if [ ! -f "$stamp" ] || [ scripts/setup-tools.sh -nt "$stamp" ]; then
   "$TOOLS_VENV/bin/kubectl" version --client >/dev/null
   "$TOOLS_VENV/bin/kubernetes-validate" --version >/dev/null
   touch "$stamp"
+fi
+
+if ! command -v promtool >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    if ! apt-cache policy prometheus 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+      apt-get update -qq
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    promtool --version >/dev/null
+  else
+    echo "setup-tools: promtool not found: apt-get install prometheus (as root) for its tests" >&2
+  fi
 fi
 
 scripts/setup-checkov.sh
