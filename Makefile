@@ -2,7 +2,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test check lint typecheck imports pytest setup setup-serve setup-test
+.PHONY: serve test check lint typecheck imports promtool pytest setup setup-serve setup-test
 
 # Runs the main job: the webhook on https://127.0.0.1:8443 with fresh local certificates.
 # Installs only what serving needs (no test or lint tools).
@@ -21,7 +21,7 @@ setup-serve:
 setup-test:
 	@scripts/setup.sh --test-tools
 
-check: lint typecheck imports
+check: lint typecheck imports promtool
 
 lint:
 	$(BIN)/ruff check .
@@ -33,6 +33,12 @@ typecheck:
 # The layers (pyproject.toml's [tool.importlinter]): each package and module imports only downward.
 imports:
 	$(BIN)/lint-imports
+
+# The Prometheus component's alerts (`promtool test rules`: each fires and stays quiet) and
+# every query of its dashboard (`promtool check rules`); promtool is Debian's `prometheus`
+# (scripts/setup-tools.sh). Skipped without promtool, failed without it under CI=true.
+promtool:
+	$(BIN)/pytest -q -p no:randomly tests/manifests/test_monitoring.py -k "not rendered"
 
 pytest:
 	$(BIN)/pytest

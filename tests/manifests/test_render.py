@@ -17,6 +17,7 @@ DOCUMENTED = {
     "overlays/emulation",
     "overlays/static-certs",
     "overlays/policy-reports",
+    "overlays/prometheus",
 }
 
 
