@@ -31,7 +31,9 @@ Objects = list[dict[str, Any]]
 COMPONENT = MANIFESTS / "components" / "prometheus"
 OVERLAY = "overlays/prometheus"
 RUNBOOK = REPO / "docs" / "observability.md"
-RUNBOOK_URL = "https://github.com/virtdev/virtdev/blob/main/docs/observability.md#"
+#: Where each alert's runbook is, in the virtdev source it was installed from (the project
+#: names no canonical URL; an admin who hosts the docs may add a `runbook_url` by a patch).
+RUNBOOK_SECTION = "docs/observability.md#"
 #: Grafana's built-in variables, as a duration PromQL accepts (their values do not matter to
 #: the parser); any other `$` in a query is a variable the dashboard does not define.
 GRAFANA_VARIABLES = {"$__rate_interval": "2m", "$__interval": "1m", "$__range": "1h"}
@@ -155,8 +157,8 @@ def test_every_alert_names_its_runbook_section_and_a_severity() -> None:
     anchors = heading_anchors(RUNBOOK.read_text(encoding="utf-8"))
     for rule in alerts():
         name = rule["alert"]
-        url = rule["annotations"]["runbook_url"]
-        assert url == RUNBOOK_URL + name.lower(), f"{name}: runbook_url {url}"
+        section = rule["annotations"]["runbook"]
+        assert section == RUNBOOK_SECTION + name.lower(), f"{name}: runbook {section}"
         assert name.lower() in anchors, f"{name}: no section '{name}' in {RUNBOOK.name}"
         assert rule["labels"]["severity"] in {"critical", "warning"}, name
         assert rule["annotations"]["summary"] and rule["annotations"]["description"], name
