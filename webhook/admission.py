@@ -200,7 +200,7 @@ def guard_review(
     if trusted is None:
         trusted = policy.trusts(request.username)
     new_pod = as_pod(obj, request.kind, "$.request.object")
-    hotplug = is_hotplug(obj, policy) or is_hotplug(old, policy)
+    hotplug = is_hotplug(obj) or is_hotplug(old)
     updated = request.operation == "UPDATE" and old is not None
     release = None
     if hotplug and updated and old is not None:  # admitted as it is: its release stands
@@ -252,7 +252,7 @@ def validate_review(
     # exceptions (labels and annotations stay editable). Both are judged by the release of the
     # pod as admitted, like with like: a new image must not choose another release.
     old_launcher = read_launcher(as_pod(old, request.kind, "$.request.oldObject"), policy)
-    launcher = read_launcher(new_pod, policy, release=old_launcher.release)
+    launcher = read_launcher(new_pod, policy, release=old_launcher.release, vmi=old_launcher.vmi)
     return _update_judged(
         request,
         launcher,

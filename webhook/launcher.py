@@ -101,19 +101,14 @@ class Launcher:
     emulated: bool
     #: A KubeVirt hotplug attachment pod (judged by /guard, by its release).
     hotplug: bool = False
-    #: Who added or changed the untrusted slots (for messages); "" when every slot is trusted.
+    #: Who added or changed the untrusted slots (for messages); "" when no requester did.
     changed_by: str = ""
+    #: The uid of the VMI KubeVirt rendered it for (its `created-by` label as admitted).
+    vmi: str = ""
 
     @property
     def profile(self) -> Profile:
         return self.release.profile
-
-    @property
-    def vmi(self) -> str:
-        """The uid of the VMI KubeVirt rendered this launcher for (its `created-by` label)."""
-        labels = (self.pod.get("metadata") or {}).get("labels") or {}
-        value = labels.get(catalogue.CREATED_BY_LABEL)
-        return value if isinstance(value, str) else ""
 
     @property
     def requested(self) -> set[str]:
@@ -150,7 +145,8 @@ class Launcher:
         if self.profile.requests_devices and privileged is not True:
             return ()
         emulated = emulate or policy.emulation or self.emulated
-        have = _device_resources(self.compute.container)
+        # Requested in limits and requests both: one in a single section is completed.
+        have = _device_resources(self.compute.container, both=True)
         return tuple(
             device
             for device in policy.devices
@@ -227,19 +223,29 @@ def choose_release(container: dict[str, Any] | None, policy: LauncherPolicy) -> 
     return Release(profiles.newest(), "the newest, no virt-launcher image tag")
 
 
-def _device_resources(container: dict[str, Any]) -> set[str]:
+def _device_resources(container: dict[str, Any], *, both: bool = False) -> set[str]:
+    """The `devices.kubevirt.io/*` resources in the container's limits or requests (`both`:
+    in each of them)."""
     resources = container.get("resources") or {}
-    names: set[str] = set()
-    for section in ("limits", "requests"):
-        names.update(name for name in resources.get(section) or () if name.startswith(_DOMAIN))
-    return names
+    limits, requests = (
+        {name for name in resources.get(section) or () if name.startswith(_DOMAIN)}
+        for section in ("limits", "requests")
+    )
+    return limits & requests if both else limits | requests
 
 
 def read_launcher(
-    pod: dict[str, Any], policy: LauncherPolicy, *, release: Release | None = None
+    pod: dict[str, Any],
+    policy: LauncherPolicy,
+    *,
+    release: Release | None = None,
+    vmi: str | None = None,
 ) -> Launcher:
-    """Read the pod once; `release` judges it by a profile already chosen (an UPDATE's old
-    object is compared under the new one's)."""
+    """Read the pod once; `release` and `vmi` judge it as the pod was admitted (an UPDATE's new
+    object by its old one's: a label edit changes neither).
+
+    Ephemeral containers are never KubeVirt's (`kubectl debug` adds them): they get no
+    launcher exception whoever asks, so the audit of a running pod judges them so too."""
     spec = pod.get("spec") or {}
     slots: list[Slot] = []
     compute = None
@@ -248,7 +254,7 @@ def read_launcher(
         if role == "compute":
             if compute is not None:  # a second container of that name is not KubeVirt's
                 role = "unknown"
-        slot = Slot(list_field, index, container, role)
+        slot = Slot(list_field, index, container, role, list_field != "ephemeralContainers")
         if role == "compute" and compute is None:
             compute = slot
         slots.append(slot)
@@ -259,12 +265,21 @@ def read_launcher(
         slots=tuple(slots),
         compute=compute,
         emulated=compute is not None and runs_emulated(compute.container),
+        vmi=_created_by(pod) if vmi is None else vmi,
     )
 
 
-def is_hotplug(pod: dict[str, Any] | None, policy: LauncherPolicy) -> bool:
+def _created_by(pod: dict[str, Any]) -> str:
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    value = labels.get(catalogue.CREATED_BY_LABEL)
+    return value if isinstance(value, str) else ""
+
+
+def is_hotplug(pod: dict[str, Any] | None) -> bool:
+    """KubeVirt labels its hotplug attachment pods `kubevirt.io=hotplug-disk`, whatever
+    `--launcher-selector` says of launchers."""
     labels = ((pod or {}).get("metadata") or {}).get("labels") or {}
-    return bool(labels.get(policy.label_key) == catalogue.HOTPLUG_LABEL_VALUE)
+    return bool(labels.get(catalogue.LAUNCHER_LABEL_KEY) == catalogue.HOTPLUG_LABEL_VALUE)
 
 
 def read_pod(
@@ -281,7 +296,9 @@ def read_pod(
         pod=pod,
         spec=spec,
         release=release or NOT_A_LAUNCHER,
-        slots=tuple(Slot(f, i, c, "unknown") for f, i, c in containers(spec)),
+        slots=tuple(
+            Slot(f, i, c, "unknown", f != "ephemeralContainers") for f, i, c in containers(spec)
+        ),
         compute=None,
         emulated=False,
         hotplug=hotplug,

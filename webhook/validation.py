@@ -118,7 +118,7 @@ def _pod_level(
 ) -> Iterator[Violation]:
     spec, profile = launcher.spec, launcher.profile
     for name in baseline.HOST_NAMESPACES:
-        if name == "hostNetwork" and launcher.hotplug and profile.hotplug_host_network:
+        if name == "hostNetwork" and _hotplug_host_network(launcher):
             continue  # KubeVirt v0.36 - v0.46 render their hotplug pods so
         if spec.get(name) is True:
             yield Violation(
@@ -204,12 +204,25 @@ def _seccomp_annotations(launcher: Launcher, annotations: dict[str, Any]) -> Ite
             )
 
 
+def _hotplug_host_network(launcher: Launcher) -> bool:
+    """Whether the pod is a hotplug pod its release puts on the host's network (v0.36 - v0.46)."""
+    return (
+        launcher.hotplug
+        and launcher.profile.hotplug_host_network
+        and (launcher.spec.get("hostNetwork") is True)
+    )
+
+
 def _beyond_baseline(allowed: frozenset[str]) -> str:
     return ", ".join(sorted(allowed - baseline.CAPABILITIES)) or "none"
 
 
 def _container_level(
-    slot: Slot, launcher: Launcher, policy: LauncherPolicy, selinux_types: frozenset[str]
+    slot: Slot,
+    launcher: Launcher,
+    policy: LauncherPolicy,
+    selinux_types: frozenset[str],
+    host_paths: dict[Any, str],
 ) -> Iterator[Violation]:
     container, where = slot.container, f"{slot.path}.securityContext"
     name = str(container.get("name"))
@@ -219,8 +232,9 @@ def _container_level(
     # tenant, whose containers are judged by baseline alone).
     who = launcher.release.exceptions if slot.trusted else ""
     if not slot.trusted:
-        selinux_types = policy.baseline.controls.selinux_types
-        yield from _host_path_mounts(slot, launcher)
+        baseline_types = policy.baseline.controls.selinux_types
+        yield from _untrusted_container(slot, launcher, selinux_types, baseline_types, host_paths)
+        selinux_types = baseline_types
     if security.get("privileged") is True:
         reason = "Pod Security baseline forbids privileged containers"
         if who:
@@ -290,17 +304,63 @@ def _container_level(
 
 
 def _changed_by(launcher: Launcher) -> str:
+    if not launcher.changed_by:  # the audit of a running pod: who added it is not known
+        return " (an ephemeral container: KubeVirt renders none)"
     return f" (container added or changed by {launcher.changed_by}, not by KubeVirt's controller)"
 
 
-def _host_path_mounts(slot: Slot, launcher: Launcher) -> Iterator[Violation]:
-    """A container a tenant added or changed may not mount the host paths KubeVirt gave the pod
-    (PSA judges only the volume, which the pod already had)."""
-    host_paths = {
+def _host_path_volumes(launcher: Launcher) -> dict[Any, str]:
+    """The pod's hostPath volumes by name (worked out once per pod, not once per container)."""
+    return {
         volume.get("name"): (volume.get("hostPath") or {}).get("path") or ""
         for volume in launcher.spec.get("volumes") or ()
         if volume and volume.get("hostPath") is not None
     }
+
+
+def _untrusted_container(
+    slot: Slot,
+    launcher: Launcher,
+    granted: frozenset[str],
+    types: frozenset[str],
+    host_paths: dict[Any, str],
+) -> Iterator[Violation]:
+    """What the pod's own exceptions would lend a container that a tenant added or re-imaged,
+    and baseline forbids it: the pod's hostPath volumes (PSA judges only the volume, which the
+    pod already had), the host namespaces the pod shares (a v0.36 - v0.46 hotplug pod's
+    network), and the pod's SELinux type where the container sets none of its own."""
+    name = str(slot.container.get("name"))
+    spec = launcher.spec
+    # The one host namespace a release grants (its hotplug pod's network): not to this one.
+    if _hotplug_host_network(launcher):
+        yield Violation(
+            "spec.hostNetwork",
+            "true",
+            f"Pod Security baseline forbids host namespaces, and {name} would share it"
+            + _changed_by(launcher),
+            (slot.list_field, name, "host-namespace", "hostNetwork"),
+            "hostNamespaces",
+        )
+    # The pod's type, granted by its release (an ungranted one is the pod's own violation).
+    own = ((slot.container.get("securityContext") or {}).get("seLinuxOptions") or {}).get("type")
+    inherited = ((spec.get("securityContext") or {}).get("seLinuxOptions") or {}).get("type")
+    if not own and inherited and inherited in granted and inherited not in types:
+        yield Violation(
+            f"{slot.path}.securityContext.seLinuxOptions.type",
+            f"{inherited} (the pod's)",
+            "Pod Security baseline allows "
+            + ", ".join(sorted(t for t in types if t))
+            + ": set one of them on the container"
+            + _changed_by(launcher),
+            (slot.list_field, name, "selinux-inherited", str(inherited)),
+            "seLinuxOptions",
+        )
+    yield from _host_path_mounts(slot, launcher, host_paths)
+
+
+def _host_path_mounts(
+    slot: Slot, launcher: Launcher, host_paths: dict[Any, str]
+) -> Iterator[Violation]:
     if not host_paths:
         return
     name = str(slot.container.get("name"))
@@ -342,8 +402,11 @@ def violations(launcher: Launcher, policy: LauncherPolicy) -> Iterator[Violation
     """Every reason to refuse this launcher pod, pod-level first, in the pod's order."""
     selinux_types = _allowed_types(launcher, policy)
     yield from _pod_level(launcher, policy, selinux_types)
+    host_paths = {}
+    if not all(slot.trusted for slot in launcher.slots):
+        host_paths = _host_path_volumes(launcher)
     for slot in launcher.slots:
-        yield from _container_level(slot, launcher, policy, selinux_types)
+        yield from _container_level(slot, launcher, policy, selinux_types, host_paths)
 
 
 #: How many of an UPDATE's old violations are remembered (far more than any real pod has).

@@ -32,6 +32,7 @@ from webhook.admission import guard_review, mutate_review, validate_review
 from webhook.answer import Answer
 from webhook.launcher import read_launcher
 from webhook.policy import LauncherPolicy
+from webhook.shapes import BadInput
 
 RENDERS = Path(__file__).resolve().parent.parent / "fixtures" / "kubevirt"
 CONTROLLER = catalogue.KUBEVIRT_CONTROLLERS[0]
@@ -262,6 +263,7 @@ def test_a_tenants_image_swap_on_compute_loses_the_launcher_exceptions() -> None
     swapped = updated(running, set_compute_image("evil/shell:latest"))
     answer = validate_review(request(swapped, TENANT, old=running), POLICY)
     assert denied_paths(answer) == [
+        "spec.containers[1].securityContext.seLinuxOptions.type",  # the pod's spc_t
         "spec.containers[1].volumeMounts[1].name",  # container-disks
         "spec.containers[1].volumeMounts[2].name",  # virt-share-dir
         "spec.containers[1].securityContext.capabilities.add[0]",  # NET_ADMIN
@@ -297,7 +299,10 @@ def test_a_tenants_debug_container_may_not_mount_the_launchers_host_paths() -> N
     answer = validate_review(
         request(attached, TENANT, old=running, sub_resource="ephemeralcontainers"), POLICY
     )
-    assert denied_paths(answer) == ["spec.ephemeralContainers[0].volumeMounts[0].name"]
+    assert denied_paths(answer) == [
+        "spec.ephemeralContainers[0].securityContext.seLinuxOptions.type",  # the pod's spc_t
+        "spec.ephemeralContainers[0].volumeMounts[0].name",
+    ]
     assert "a hostPath volume (/var/run/kubevirt)" in answer.message
 
 
@@ -486,3 +491,86 @@ def test_over_https_each_attack_is_refused_and_kubevirts_pods_pass(server: Any) 
         'profile="baseline",verdict="denied"} 1.0'
     )
     assert denials in metrics
+
+
+# --- what the pod's own exceptions would lend a tenant's container (review of issue 20) --------
+
+
+def test_a_tenants_debug_container_in_a_hotplug_pod_may_not_join_the_hosts_network() -> None:
+    """v0.36 - v0.46 put their hotplug pods on the host's network; a container a tenant adds
+    would share it: refused, though the pod itself keeps its exception."""
+    running = hotplug_pod()
+    attached = updated(running, debug({"name": "debugger", "image": "busybox"}))
+    answer = guard_review(
+        request(attached, TENANT, old=running, sub_resource="ephemeralcontainers"), POLICY
+    )
+    assert denied_paths(answer) == ["spec.hostNetwork"]
+    assert "debugger would share it" in answer.message
+    relabelled = updated(running, lambda pod: pod["metadata"]["labels"].update(team="a"))
+    assert guard_review(request(relabelled, TENANT, old=running), POLICY).allowed
+
+
+def test_a_tenants_container_without_a_type_of_its_own_may_not_run_as_the_pods_spc_t() -> None:
+    running = render("v0.20.0.yaml")
+    plain = updated(running, debug({"name": "debugger", "image": "busybox"}))
+    answer = validate_review(
+        request(plain, TENANT, old=running, sub_resource="ephemeralcontainers"), POLICY
+    )
+    assert answer.violations == [
+        "spec.ephemeralContainers[0].securityContext.seLinuxOptions.type: spc_t (the pod's) "
+        "(Pod Security baseline allows container_engine_t, container_init_t, container_kvm_t, "
+        "container_t: set one of them on the container (container added or changed by "
+        f"{TENANT}, not by KubeVirt's controller))"
+    ]
+    typed = updated(
+        running,
+        debug(
+            {
+                "name": "debugger",
+                "image": "busybox",
+                "securityContext": {"seLinuxOptions": {"type": "container_t"}},
+            }
+        ),
+    )
+    assert validate_review(
+        request(typed, TENANT, old=running, sub_resource="ephemeralcontainers"), POLICY
+    ).allowed
+
+
+def test_a_tenant_may_edit_the_created_by_label_of_a_running_launcher() -> None:
+    """The per-VM container-disk path is judged by the VMI the pod was admitted for."""
+    running = render("v0.20.0.yaml")
+    for value in ("other-uid", "", "../x"):
+        edited = updated(
+            running,
+            lambda pod, value=value: pod["metadata"]["labels"].update(
+                {catalogue.CREATED_BY_LABEL: value}
+            ),
+        )
+        assert validate_review(request(edited, TENANT, old=running), POLICY).allowed, value
+
+
+def test_an_ephemeral_container_is_never_kubevirts_even_from_its_controller() -> None:
+    """KubeVirt renders none; `virtdev audit` judges a running pod as its controller's CREATE,
+    so a debug container there gets no exception either."""
+    pod = render("v0.20.0.yaml")
+    debug(
+        {
+            "name": "debugger",
+            "image": "evil/shell",
+            "volumeMounts": [{"name": "virt-share-dir", "mountPath": "/host"}],
+        }
+    )(pod)
+    answer = validate_review(request(pod, CONTROLLER), POLICY)
+    assert "spec.ephemeralContainers[0].volumeMounts[0].name" in denied_paths(answer)
+    assert "an ephemeral container: KubeVirt renders none" in answer.message
+
+
+@pytest.mark.parametrize("mounts", [["x"], [{"name": ["a"]}]])
+def test_a_malformed_volume_mount_is_bad_input_not_a_crash(mounts: list[Any]) -> None:
+    running = render("v0.20.0.yaml")
+    attached = updated(running, debug({"name": "d", "image": "b", "volumeMounts": mounts}))
+    with pytest.raises(BadInput, match=r"volumeMounts\[0\]"):
+        validate_review(
+            request(attached, TENANT, old=running, sub_resource="ephemeralcontainers"), POLICY
+        )
