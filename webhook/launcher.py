@@ -226,12 +226,16 @@ def choose_release(container: dict[str, Any] | None, policy: LauncherPolicy) -> 
 def _device_resources(container: dict[str, Any], *, both: bool = False) -> set[str]:
     """The `devices.kubevirt.io/*` resources in the container's limits or requests (`both`:
     in each of them)."""
-    resources = container.get("resources") or {}
-    limits, requests = (
-        {name for name in resources.get(section) or () if name.startswith(_DOMAIN)}
-        for section in ("limits", "requests")
-    )
-    return limits & requests if both else limits | requests
+    resources = container.get("resources")
+    if not resources:
+        return set()
+    limits = resources.get("limits") or {}
+    requests = resources.get("requests") or {}
+    if both:
+        return {name for name in limits if name in requests and name.startswith(_DOMAIN)}
+    names = {name for name in limits if name.startswith(_DOMAIN)}
+    names.update(name for name in requests if name.startswith(_DOMAIN))
+    return names
 
 
 def read_launcher(

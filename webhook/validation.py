@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from virtdev import catalogue
-from webhook import baseline
+from webhook import baseline, shapes
 from webhook.answer import MAX_WARNING
 from webhook.launcher import Launcher, Slot, permitted
 from webhook.policy import LauncherPolicy, normalise_capability, normalise_host_path
@@ -365,7 +365,9 @@ def _host_path_mounts(
         return
     name = str(slot.container.get("name"))
     for field in ("volumeMounts", "volumeDevices"):
-        for index, mount in enumerate(slot.container.get(field) or ()):
+        mounts = slot.container.get(field)
+        shapes.check(mounts, shapes.MOUNTS, f"$.request.object.{slot.path}.{field}")
+        for index, mount in enumerate(mounts or ()):
             volume = (mount or {}).get("name")
             if volume in host_paths:
                 yield Violation(
