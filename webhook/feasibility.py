@@ -194,16 +194,22 @@ _LAUNCHER_TAG = b"launcher:"
 #: placement fields and resources take 0.2-3 KiB (a host-model CPU's feature labels in the node
 #: selector are the most); hashing a hostile 6 MiB one would cost ~6 ms for nothing.
 MAX_QUESTION_BYTES = 64 * 1024
+#: Questions up to this long are their own key: 256 of them hold at most 1 MiB, and hashing
+#: one would cost more than all else a remembered decision does (blake2b: ~10,000
+#: instructions for a 200-byte question, bench/webhook_instructions.py's method).
+RAW_KEY_BYTES = 4 * 1024
 
 
 def question_key(raw: bytes) -> bytes | None:
-    """A remembered decision's key: 16 bytes of BLAKE2b of the question, or None past
+    """A remembered decision's key: the question itself up to `RAW_KEY_BYTES`, else `#` and 16
+    bytes of BLAKE2b of it (JSON starts with `[`: the two never meet), or None past
     `MAX_QUESTION_BYTES`. A pod's placement fields may be megabytes; the index keeps 256 keys.
-    128 bits: no two questions share a key by chance, nor by search (2^64 tries to find a pair).
-    0.5 µs for a 176-byte question, as much again as writing it (docs/benchmarks.md)."""
+    128 bits: no two questions share a key by chance, nor by search (2^64 tries to find a pair)."""
+    if len(raw) <= RAW_KEY_BYTES:
+        return raw
     if len(raw) > MAX_QUESTION_BYTES:
         return None
-    return hashlib.blake2b(raw, digest_size=16).digest()
+    return b"#" + hashlib.blake2b(raw, digest_size=16).digest()
 
 
 def _container_requests(container: dict[str, Any], resources: tuple[str, ...]) -> dict[str, int]:

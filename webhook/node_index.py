@@ -26,9 +26,10 @@ read of the pod): the launcher pods of one VM pool ask the same question, and at
 updates a second most updates are heartbeats that change no fact. Admission keys them by the
 pod as it arrived (`feasibility.launcher_question`) and asks `remembered` first, so a pool's
 second launcher skips the shape check and request arithmetic too. Memory stays bounded in
-bytes whatever pods arrive: a key is a 16-byte digest of the question (`question_key`; one of
-over 64 KiB is not remembered), and the texts of the remembered decisions (reasons that may
-name a pod's resources, messages) are held to `ANSWER_BYTES`; both limits forget all at once.
+bytes whatever pods arrive: a key is the question itself up to 4 KiB, else a 16-byte digest
+of it (`question_key`; one over 64 KiB is not remembered), and the keys and texts of the
+remembered decisions (reasons that may name a pod's resources, messages) are held to
+`ANSWER_BYTES`; both limits forget all at once.
 """
 
 from __future__ import annotations
@@ -74,8 +75,8 @@ DENSE = 32
 ANSWERS = 256
 #: ... and characters of their texts (`_weight`), so that they stay bounded in bytes too.
 ANSWER_BYTES = 1024 * 1024
-#: What one remembered decision holds besides its texts: the dict's entry, the key (a digest
-#: with its tag), the Decision and its ruled_out dict (measured with sys.getsizeof: ~420).
+#: What one remembered decision holds besides its texts and its key: the dict's entry, the
+#: Decision and its ruled_out dict (measured with sys.getsizeof: ~420).
 ENTRY_BYTES = 512
 
 Taint = tuple[str, str, str]  # key, value, effect
@@ -387,7 +388,7 @@ class NodeIndex:
             return answer
 
     def _remember(self, question: bytes, answer: Decision) -> None:
-        weight = _weight(answer)
+        weight = _weight(answer) + len(question)
         if weight > ANSWER_BYTES:
             return
         if len(self._answers) >= ANSWERS or self._answer_bytes + weight > ANSWER_BYTES:
