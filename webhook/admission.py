@@ -23,9 +23,9 @@ from webhook.launcher import (
     Release,
     hotplug_release,
     is_hotplug,
+    other_requester,
     read_launcher,
     read_pod,
-    requester_note,
     untrusted,
     with_changes_untrusted,
 )
@@ -97,7 +97,7 @@ def mutate_review_decided(
     if not policy.trusts(request.username):
         # Not KubeVirt's pod, whatever its label says: nothing to rewrite it into (a tenant's
         # privileged pod must not become one that /validate allows). /validate judges it.
-        note = {"requester": requester_note(False, request.username)}
+        note = {"requester": other_requester(request.username)}
         return Answer(allowed=True, verdict="skipped", audit_annotations=note), None
     pod = as_pod(obj, request.kind, "$.request.object")
     launcher = read_launcher(pod, policy)
@@ -200,20 +200,20 @@ def guard_review(
     if trusted is None:
         trusted = policy.trusts(request.username)
     new_pod = as_pod(obj, request.kind, "$.request.object")
+    old_object = None
+    if request.operation == "UPDATE" and old is not None:
+        old_object = as_pod(old, request.kind, "$.request.oldObject")
     hotplug = is_hotplug(obj) or is_hotplug(old)
-    updated = request.operation == "UPDATE" and old is not None
     release = None
-    if hotplug and updated and old is not None:  # admitted as it is: its release stands
-        release = hotplug_release(as_pod(old, request.kind, "$.request.oldObject"), policy)
+    if hotplug and old_object is not None:  # admitted as it is: its release stands
+        release = hotplug_release(old_object, policy)
     elif hotplug and trusted:
         release = hotplug_release(new_pod, policy)
     elif hotplug:
         release = Release(profiles.BASELINE, untrusted("hotplug", request.username))
     pod = read_pod(new_pod, policy, release=release)
-    if updated and old is not None:
-        old_pod = read_pod(
-            as_pod(old, request.kind, "$.request.oldObject"), policy, release=release
-        )
+    if old_object is not None:
+        old_pod = read_pod(old_object, policy, release=release)
         return _update_judged(
             request, pod, old_pod, policy, subject="pod", trusted=trusted, labelled=hotplug
         )
@@ -313,7 +313,7 @@ def _judged(
     judged_by = launcher.release.describe(policy.baseline.name)
     profile_note = {"profile": judged_by}
     if not trusted:
-        profile_note["requester"] = requester_note(False, request.username)
+        profile_note["requester"] = other_requester(request.username)
     if shown:
         listed = [str(violation) for violation in shown]
         if more:

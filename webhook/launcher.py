@@ -48,19 +48,20 @@ NOT_A_LAUNCHER = Release(profiles.BASELINE, "not a launcher pod")
 _MAX_NAME = 253
 
 
-def untrusted(what: str, username: str, *, verb: str = "created") -> str:
+def untrusted(what: str, username: str) -> str:
     """Why a launcher- or hotplug-labelled pod gets no release exceptions: who asked."""
     who = username[:_MAX_NAME] or "a requester the API server did not name"
-    return f"{what} label, but {verb} by {who}, not by KubeVirt's controller"
+    return f"{what} label, but created by {who}, not by KubeVirt's controller"
 
 
 #: How the `requester` audit annotation of a pod from anyone but KubeVirt's controller starts.
 UNTRUSTED = "other: "
 
 
-def requester_note(trusted: bool, username: str) -> str:
-    """The `requester` audit annotation: whose pod the rules took it for (as PSA's `exempt`)."""
-    return "kubevirt-controller" if trusted else f"{UNTRUSTED}{username[:_MAX_NAME]}"
+def other_requester(username: str) -> str:
+    """The `requester` audit annotation of a pod the rules took for another's than KubeVirt's
+    controller (as PSA's `exempt` says which exemption applied)."""
+    return f"{UNTRUSTED}{username[:_MAX_NAME]}"
 
 
 @dataclass(frozen=True, slots=True)

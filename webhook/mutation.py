@@ -110,22 +110,21 @@ def _restrict_privileges(
     capabilities = security.get("capabilities")
     current = list((capabilities or {}).get("add") or ())
     allowed = launcher.capabilities_for(slot, policy)
-    distinct = list(dict.fromkeys(current))
     # Pod Security compares names as spelt: an allowed one spelt otherwise (`chown`) is written
     # as Kubernetes spells it, so that /validate allows what /mutate kept.
-    kept = list(
-        dict.fromkeys(
-            cap if cap in allowed else normalise_capability(cap)
-            for cap in distinct
-            if permitted(allowed, cap)
-        )
-    )
-    have = set(kept)
-    wanted = kept + [cap for cap in required if cap not in have]
+    kept: dict[str, None] = {}
+    removed, respelt = [], []
+    for cap in dict.fromkeys(current):
+        if cap in allowed:
+            kept[cap] = None
+        elif permitted(allowed, cap):
+            kept[normalise_capability(cap)] = None
+            respelt.append(cap)
+        else:
+            removed.append(cap)
+    wanted = [*kept, *(cap for cap in required if cap not in kept)]
     if wanted == current:
         return
-    removed = [cap for cap in distinct if not permitted(allowed, cap)]
-    respelt = [cap for cap in distinct if cap not in allowed and permitted(allowed, cap)]
     if respelt:
         mutation.warn(f"{label}: capabilities written as Kubernetes spells them: {respelt[:8]}")
     if capabilities is None:

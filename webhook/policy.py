@@ -55,7 +55,7 @@ class LauncherPolicy:
     emulation: bool = False
     #: Who may create launcher and hotplug pods with their release's exceptions
     #: (`request.userInfo.username`); anyone else's are judged as any pod.
-    kubevirt_controllers: frozenset[str] = frozenset(catalogue.KUBEVIRT_CONTROLLERS)
+    kubevirt_controllers: tuple[str, ...] = catalogue.KUBEVIRT_CONTROLLERS
     #: The Pod Security baseline version every pod is judged by (`--baseline-version`).
     baseline: Baseline = baseline.DEFAULT
 
@@ -95,7 +95,7 @@ class LauncherPolicy:
                 raise ValueError(
                     f"--kubevirt-version {kubevirt_version!r}: expected auto or vX.Y[.Z]"
                 )
-        controllers = frozenset(name.strip() for name in kubevirt_controllers if name.strip())
+        controllers = tuple(dict.fromkeys(n.strip() for n in kubevirt_controllers if n.strip()))
         if not controllers:
             raise ValueError(
                 "--kubevirt-controllers: expected at least one username, e.g. "
@@ -125,8 +125,8 @@ class LauncherPolicy:
 
     @property
     def controller(self) -> str:
-        """The requester offline tools speak for by default (`--as`)."""
-        return min(self.kubevirt_controllers)
+        """The requester offline tools speak for by default (`--as`): the first one listed."""
+        return self.kubevirt_controllers[0]
 
     def is_launcher(self, obj: dict[str, Any] | None) -> bool:
         labels = ((obj or {}).get("metadata") or {}).get("labels") or {}

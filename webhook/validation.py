@@ -62,8 +62,7 @@ def _selinux(
         return
     kind = options.get("type") or ""
     if kind not in allowed:
-        types = ", ".join(sorted(t for t in policy.baseline.controls.selinux_types if t))
-        reason = f"Pod Security baseline allows {types}"
+        reason = _baseline_allows(policy.baseline.controls.selinux_types)
         if who:
             reason += f", {who} does not render it, an admin may allow it with "
             reason += "--selinux-launcher-types"
@@ -86,14 +85,18 @@ def _selinux(
             )
 
 
+def _baseline_allows(selinux_types: frozenset[str]) -> str:
+    return "Pod Security baseline allows " + ", ".join(sorted(t for t in selinux_types if t))
+
+
 def _profiles(
     security: dict[str, Any], where: str, key: tuple[str, ...], policy: LauncherPolicy
 ) -> Iterator[Violation]:
     """seccomp, AppArmor and Windows hostProcess: the same rules at pod and container level."""
-    fields: list[tuple[str, frozenset[str]]] = [("appArmorProfile", baseline.APPARMOR_TYPES)]
+    fields = [("appArmorProfile", baseline.APPARMOR_TYPES, "appArmorProfile")]
     if policy.baseline.controls.seccomp_fields:  # before 1.19: the annotations only
-        fields.insert(0, ("seccompProfile", baseline.SECCOMP_TYPES))
-    for field, allowed in fields:
+        fields.insert(0, ("seccompProfile", baseline.SECCOMP_TYPES, "seccompProfile_baseline"))
+    for field, allowed, control in fields:
         kind = (security.get(field) or {}).get("type")
         if kind is not None and kind not in allowed:
             yield Violation(
@@ -101,7 +104,7 @@ def _profiles(
                 kind,
                 f"Pod Security baseline allows {' or '.join(sorted(allowed, reverse=True))}",
                 (*key, field, kind),
-                "seccompProfile_baseline" if field == "seccompProfile" else "appArmorProfile",
+                control,
             )
     if (security.get("windowsOptions") or {}).get("hostProcess") is True:
         yield Violation(
@@ -179,7 +182,7 @@ def _pod_level(
             f"spec.volumes[{index}].hostPath.path",
             path,
             reason,
-            ("hostPath", str(volume.get("name")), normalise_host_path(path)),
+            ("hostPath", str(volume.get("name")), normal),
             "hostPathVolumes",
         )
 
@@ -348,10 +351,7 @@ def _untrusted_container(
         yield Violation(
             f"{slot.path}.securityContext.seLinuxOptions.type",
             f"{inherited} (the pod's)",
-            "Pod Security baseline allows "
-            + ", ".join(sorted(t for t in types if t))
-            + ": set one of them on the container"
-            + _changed_by(launcher),
+            _baseline_allows(types) + ": set one of them on the container" + _changed_by(launcher),
             (slot.list_field, name, "selinux-inherited", str(inherited)),
             "seLinuxOptions",
         )
