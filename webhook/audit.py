@@ -47,7 +47,7 @@ from webhook.answer import Answer
 from webhook.cli import launcher_policy
 from webhook.offline import ALLOWED, BAD_INPUT, DENIED, create_review, verdict_line
 from webhook.policy import LauncherPolicy
-from webhook.policy_reports import GUARD_POLICY, LAUNCHER_POLICY, Judged, Judgement, profile_of
+from webhook.policy_reports import GUARD_POLICY, LAUNCHER_POLICY, Judged, Judgement
 from webhook.shapes import BadInput
 from webhook.vouching import KUBEVIRT_GROUP, Index, Vouching, read_instance, vouch
 
@@ -127,28 +127,44 @@ def judge(
         message=answer.message,
         findings=tuple(answer.findings),
         controls=answer.controls,
-        profile=profile_of(answer),
+        profile=answer.profile,
         **basis,
     )
 
 
-def virtual_machine_instances(custom: Any, *, namespace: str | None, chunk_size: int) -> Index:
-    """The VMIs of one namespace (or all), read page by page into a small index."""
+def custom_objects(
+    custom: Any,
+    group: str,
+    version: str,
+    plural: str,
+    *,
+    namespace: str | None,
+    chunk_size: int,
+    **params: Any,
+) -> Iterator[dict[str, Any]]:
+    """Every object of a custom resource in one namespace (or all), page by page."""
     from webhook.paging import pages
 
-    where = (KUBEVIRT_GROUP, VMI_VERSION)
+    where = (group, version)
     list_call = (
-        functools.partial(custom.list_cluster_custom_object, *where, VMI_PLURAL)
+        functools.partial(custom.list_cluster_custom_object, *where, plural)
         if namespace is None
-        else functools.partial(custom.list_namespaced_custom_object, *where, namespace, VMI_PLURAL)
+        else functools.partial(custom.list_namespaced_custom_object, *where, namespace, plural)
     )
-    index = Index()
     timeout = (CONNECT_TIMEOUT_SECONDS, LIST_TIMEOUT_SECONDS)
-    for page in pages(list_call, limit=chunk_size, request_timeout=timeout):
-        for item in page.get("items") or ():
-            instance = read_instance(item)
-            if instance is not None:
-                index.add(instance)
+    for page in pages(list_call, limit=chunk_size, request_timeout=timeout, **params):
+        yield from page.get("items") or ()
+
+
+def virtual_machine_instances(custom: Any, *, namespace: str | None, chunk_size: int) -> Index:
+    """The VMIs of one namespace (or all), read page by page into a small index."""
+    index = Index()
+    for item in custom_objects(
+        custom, KUBEVIRT_GROUP, VMI_VERSION, VMI_PLURAL, namespace=namespace, chunk_size=chunk_size
+    ):
+        instance = read_instance(item)
+        if instance is not None:
+            index.add(instance)
     return index
 
 
@@ -217,25 +233,19 @@ def launcher_pods(
 def existing_reports(custom: Any, *, namespace: str | None, chunk_size: int) -> dict[str, str]:
     """The audit's own reports in scope (labelled, named `virtdev-audit`): namespace ->
     resourceVersion."""
-    from webhook.paging import pages
-
-    where = (policy_reports.GROUP, policy_reports.VERSION)
-    plural = policy_reports.PLURAL
-    list_call = (
-        functools.partial(custom.list_cluster_custom_object, *where, plural)
-        if namespace is None
-        else functools.partial(custom.list_namespaced_custom_object, *where, namespace, plural)
-    )
     found: dict[str, str] = {}
-    timeout = (CONNECT_TIMEOUT_SECONDS, LIST_TIMEOUT_SECONDS)
-    selector = policy_reports.SELECTOR
-    for page in pages(
-        list_call, limit=chunk_size, request_timeout=timeout, label_selector=selector
+    for item in custom_objects(
+        custom,
+        policy_reports.GROUP,
+        policy_reports.VERSION,
+        policy_reports.PLURAL,
+        namespace=namespace,
+        chunk_size=chunk_size,
+        label_selector=policy_reports.SELECTOR,
     ):
-        for item in page.get("items") or ():
-            metadata = item.get("metadata") or {}
-            if metadata.get("name") == policy_reports.NAME:
-                found[str(metadata.get("namespace"))] = str(metadata.get("resourceVersion"))
+        metadata = item.get("metadata") or {}
+        if metadata.get("name") == policy_reports.NAME:
+            found[str(metadata.get("namespace"))] = str(metadata.get("resourceVersion"))
     return found
 
 

@@ -52,7 +52,6 @@ from typing import Any, Literal, TypedDict
 
 import orjson
 
-from webhook.answer import Answer
 from webhook.options import Enforcement
 
 GROUP, VERSION, PLURAL = "wgpolicyk8s.io", "v1alpha2", "policyreports"
@@ -142,12 +141,6 @@ class Result(TypedDict, total=False):
 
 
 Summary = TypedDict("Summary", {"pass": int, "fail": int, "warn": int, "error": int, "skip": int})
-
-
-def profile_of(answer: Answer) -> str:
-    """The profile that decided (`v0.20`, `v1.7+`, `baseline`): every answer /validate and
-    /guard give a pod they judged carries it; "" for one they skipped."""
-    return answer.profile
 
 
 def _fit(text: str, limit: int) -> str:

@@ -23,7 +23,6 @@ from webhook.policy_reports import (
     OMITTED,
     Judged,
     pod_results,
-    profile_of,
     report,
     reports,
 )
@@ -147,13 +146,13 @@ def test_checks_beyond_the_named_violations_still_have_their_result() -> None:
 def test_the_profile_is_the_denials_or_the_one_an_allowed_answer_describes() -> None:
     policy = LauncherPolicy()
     refused = validate_review(as_request(render("v0.20.0.yaml")), policy, trusted=False)
-    assert not refused.allowed and profile_of(refused) == "baseline"
+    assert not refused.allowed and refused.profile == "baseline"
     kubevirts = validate_review(as_request(render("v1.9.0-nonroot.yaml")), policy, trusted=True)
-    assert kubevirts.allowed and profile_of(kubevirts) == "v1.7+"
+    assert kubevirts.allowed and kubevirts.profile == "v1.7+"
     old = validate_review(as_request(render("v0.20.0.yaml")), policy, trusted=True)
-    assert old.allowed and profile_of(old) == "v0.20"
+    assert old.allowed and old.profile == "v0.20"
     anyones = validate_review(as_request(render("v1.9.0-nonroot.yaml")), policy, trusted=False)
-    assert anyones.allowed and profile_of(anyones) == "baseline"
+    assert anyones.allowed and anyones.profile == "baseline"
 
 
 # --- the report -----------------------------------------------------------------------------------
