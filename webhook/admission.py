@@ -26,6 +26,7 @@ from webhook.launcher import (
     other_requester,
     read_launcher,
     read_pod,
+    requester_name,
     untrusted,
     with_changes_untrusted,
 )
@@ -98,7 +99,13 @@ def mutate_review_decided(
         # Not KubeVirt's pod, whatever its label says: nothing to rewrite it into (a tenant's
         # privileged pod must not become one that /validate allows). /validate judges it.
         note = {"requester": other_requester(request.username)}
-        return Answer(allowed=True, verdict="skipped", audit_annotations=note), None
+        answer = Answer(
+            allowed=True,
+            verdict="skipped",
+            audit_annotations=note,
+            other_requester=requester_name(request.username),
+        )
+        return answer, None
     pod = as_pod(obj, request.kind, "$.request.object")
     launcher = read_launcher(pod, policy)
     profile_note = {"profile": launcher.release.describe()}
@@ -312,7 +319,8 @@ def _judged(
             break
     judged_by = launcher.release.describe(policy.baseline.name)
     profile_note = {"profile": judged_by}
-    if not trusted:
+    other = "" if trusted else requester_name(request.username)
+    if other:
         profile_note["requester"] = other_requester(request.username)
     if shown:
         listed = [str(violation) for violation in shown]
@@ -332,6 +340,7 @@ def _judged(
             controls=tuple(sorted(controls)),
             profile=profile_label(launcher.release),
             findings=[(v.control, text) for v, text in zip(shown, listed, strict=False)],
+            other_requester=other,
         )
     warnings = []
     if request.operation == "CREATE" and launcher.release.exceptions:
@@ -345,4 +354,5 @@ def _judged(
         warnings=warnings,
         audit_annotations=profile_note,
         profile=profile_label(launcher.release),
+        other_requester=other,
     )

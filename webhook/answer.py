@@ -36,6 +36,9 @@ class Answer:
     #: /validate or /guard looked at (`v0.20`, `v1.7+`, or `baseline`), for metrics and reports.
     controls: tuple[str, ...] = ()
     profile: str = ""
+    #: The requester, where the rules took the pod for another's than KubeVirt's controller
+    #: (launcher- or hotplug-labelled, judged as any pod): for the metric and the offline notes.
+    other_requester: str = ""
     #: Each violation named in `violations` with the check it breaks: (control, text).
     findings: list[tuple[str, str]] = field(default_factory=list)
 

@@ -33,7 +33,6 @@ from webhook.endpoint import (
 )
 from webhook.enforcement import enforce
 from webhook.feasibility import NodeSnapshot
-from webhook.launcher import UNTRUSTED
 from webhook.metrics import WebhookMetrics
 from webhook.openapi import admission_paths
 from webhook.options import (
@@ -155,7 +154,7 @@ def create_app(
     enforcement = settings.enforcement
 
     def counted(name: str, answer: Answer) -> Answer:
-        if answer.audit_annotations.get("requester", "").startswith(UNTRUSTED):
+        if answer.other_requester:
             metrics.untrusted_pods.labels(name).inc()
         for control in answer.controls:  # only on a denial (or a would-be one, under warn)
             metrics.denials.labels(name, answer.verdict, control, answer.profile).inc()

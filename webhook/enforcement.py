@@ -47,4 +47,5 @@ def enforce(answer: Answer, enforcement: Enforcement) -> Answer:
         controls=answer.controls,
         profile=answer.profile,
         findings=answer.findings,
+        other_requester=answer.other_requester,
     )

@@ -48,20 +48,20 @@ NOT_A_LAUNCHER = Release(profiles.BASELINE, "not a launcher pod")
 _MAX_NAME = 253
 
 
+def requester_name(username: str) -> str:
+    """The requester as messages name it (the API server may send none)."""
+    return username[:_MAX_NAME] or "a requester the API server did not name"
+
+
 def untrusted(what: str, username: str) -> str:
     """Why a launcher- or hotplug-labelled pod gets no release exceptions: who asked."""
-    who = username[:_MAX_NAME] or "a requester the API server did not name"
-    return f"{what} label, but created by {who}, not by KubeVirt's controller"
-
-
-#: How the `requester` audit annotation of a pod from anyone but KubeVirt's controller starts.
-UNTRUSTED = "other: "
+    return f"{what} label, but created by {requester_name(username)}, not by KubeVirt's controller"
 
 
 def other_requester(username: str) -> str:
     """The `requester` audit annotation of a pod the rules took for another's than KubeVirt's
     controller (as PSA's `exempt` says which exemption applied)."""
-    return f"{UNTRUSTED}{username[:_MAX_NAME]}"
+    return f"other: {username[:_MAX_NAME]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,8 +126,9 @@ class Launcher:
 
     def may_add(self, slot: Slot, capability: str, policy: LauncherPolicy) -> bool:
         """Baseline's capabilities, the release's for this role, the admin's, and NET_ADMIN on
-        compute where /mutate grants it; baseline's alone for a container changed by a tenant."""
-        return permitted(self.capabilities_for(slot, policy), capability)
+        compute where /mutate grants it; baseline's alone for a container changed by a tenant.
+        Spelt as Kubernetes spells it, as /validate (and Pod Security) compare them."""
+        return capability in self.capabilities_for(slot, policy)
 
     def capabilities_for(self, slot: Slot, policy: LauncherPolicy) -> frozenset[str]:
         """Every capability this container may add, in Kubernetes' spelling."""

@@ -26,7 +26,6 @@ from webhook.admission import mutate_review, validate_review
 from webhook.answer import Answer
 from webhook.cli import launcher_policy
 from webhook.enforcement import enforce
-from webhook.launcher import UNTRUSTED
 from webhook.policy import LauncherPolicy
 from webhook.shapes import BadInput
 
@@ -171,11 +170,10 @@ def run_mutate(
         prefix = f"{name_of(request, entry)}: " if len(found) > 1 else ""
         for warning in answer.warnings:
             print(f"warning: {prefix}{warning}", file=err)
-        other = answer.audit_annotations.get("requester", "")
-        if other.startswith(UNTRUSTED):
-            who = other.removeprefix(UNTRUSTED)
+        if answer.other_requester:
             print(
-                f"note: {prefix}created by {who}, not by KubeVirt's controller: /mutate leaves "
+                f"note: {prefix}created by {answer.other_requester}, not by KubeVirt's "
+                "controller: /mutate leaves "
                 "it unchanged, /validate judges it by Pod Security baseline",
                 file=err,
             )
@@ -218,7 +216,7 @@ def run_validate(
         name = name_of(request, entry)
         for warning in answer.warnings:
             print(f"warning: {name}: {warning}", file=err)
-        if not answer.allowed and "requester" in answer.audit_annotations:
+        if not answer.allowed and answer.other_requester:
             print(f"note: {name}: judged by {answer.audit_annotations['profile']}", file=err)
         print(verdict_line(name, answer), file=out)
         denied = denied or not answer.allowed
