@@ -4,7 +4,7 @@ It reads the body, parses the same AdmissionReview with the same JSON library (o
 answers `allowed` for its uid: no rules, no framework, no middleware, no metrics, no logging.
 It is served exactly as `virtdev webhook` serves /mutate: uvicorn with httptools on uvloop,
 `loop="none"`, the TLS context of `certs.tls.ServingTLS`, no access log, no server header, on
-the webhook's listener and protocol with their default limits (`webhook.connections`). What
+the webhook's listener and protocol with their default limits (`webhook.serving.connections`). What
 /mutate costs beyond this floor is what virtdev (FastAPI, the rules, logs, metrics) adds.
 
     python bench/floor_app.py --port 9443 --tls-cert tls.crt --tls-key tls.key
@@ -97,8 +97,8 @@ def main() -> None:
     import uvloop
 
     from certs.tls import ServingTLS
-    from webhook.connections import ConnectionLimits, ConnectionMetrics
-    from webhook.server import CannotListen, HttpsServer, listen, uvicorn_config
+    from webhook.serving.connections import ConnectionLimits, ConnectionMetrics
+    from webhook.serving.server import CannotListen, HttpsServer, listen, uvicorn_config
 
     if args.log_line:
         global LOG_LINE

@@ -316,8 +316,8 @@ def per_call_us(function: Callable[[], object], *, repeats: int = 5) -> float:
 def in_process(cluster: Cluster, review: Path) -> dict[str, float]:
     import orjson
 
-    from webhook.feasibility import decide, verdict
-    from webhook.node_index import NodeIndex
+    from webhook.nodes.feasibility import decide, verdict
+    from webhook.nodes.index import NodeIndex
 
     nodes = list(cluster.nodes())
     pod = json.loads(review.read_bytes())["request"]["object"]
@@ -468,9 +468,9 @@ def wait_for(check: Callable[[], bool], what: str, timeout: float) -> float:
 def expected_feasible(cluster: Cluster, review: Path) -> int:
     """What the per-node decision says of the current state: the gauge the view must reach."""
     from webhook.admission import mutate_review_decided
-    from webhook.feasibility import NodeSnapshot
-    from webhook.policy import LauncherPolicy
-    from webhook.review import parse
+    from webhook.nodes.feasibility import NodeSnapshot
+    from webhook.rules.policy import LauncherPolicy
+    from webhook.serving.review import parse
 
     snapshot = NodeSnapshot(nodes=tuple(cluster.nodes()), synced=True)
     _, decision = mutate_review_decided(

@@ -181,11 +181,11 @@ def pure_costs() -> dict[str, float]:
     import orjson
 
     from virtdev import logs
-    from webhook import review
     from webhook.admission import mutate_review
-    from webhook.launcher import read_launcher
-    from webhook.mutation import mutate
-    from webhook.policy import LauncherPolicy
+    from webhook.rules.launcher import read_launcher
+    from webhook.rules.mutation import mutate
+    from webhook.rules.policy import LauncherPolicy
+    from webhook.serving import review
 
     body = FIXTURE.read_bytes()
     policy = LauncherPolicy()
@@ -294,7 +294,7 @@ def asgi_costs(*, count: int = 1000, rounds: int = 5, profile_top: int = 0) -> d
     import uvloop
 
     from bench.floor_app import app as floor_app
-    from webhook.app import create_app
+    from webhook.serving.app import create_app
 
     body = FIXTURE.read_bytes()
     root = logging.getLogger()

@@ -66,7 +66,7 @@ from tests.kube_standin import StandIn, node_object, write_kubeconfig
 from tests.support import eventually, refuses_connections
 
 IN_FLIGHT = 32
-GRACE_SECONDS = 5  # webhook/server.py GRACEFUL_SHUTDOWN_SECONDS
+GRACE_SECONDS = 5  # webhook/serving/server.py GRACEFUL_SHUTDOWN_SECONDS
 OK_RELOADS = 'virtdev_webhook_certificate_reloads_total{result="ok"}'
 FAILED_RELOADS = 'virtdev_webhook_certificate_reloads_total{result="failed"}'
 

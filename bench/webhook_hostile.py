@@ -225,9 +225,9 @@ def huge_review(capabilities: int) -> bytes:
 
 def rules_cost(body: bytes) -> dict[str, float]:
     """Parse and decide without HTTP, in this process: what the decision itself costs."""
-    from webhook import review
     from webhook.admission import validate_review
-    from webhook.policy import LauncherPolicy
+    from webhook.rules.policy import LauncherPolicy
+    from webhook.serving import review
 
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.perf_counter()

@@ -145,13 +145,13 @@ def instructions(server: Server, requests: int, work: Path, ca_cert: Path) -> in
 SETUP = """
 import logging, os, orjson
 from virtdev import logs
-from webhook import review
-from webhook import shapes
+from webhook.serving import review
+from webhook.rules import shapes
 from webhook.admission import as_pod, mutate_review
-from webhook.launcher import read_launcher
-from webhook.metrics import AdmissionStats
-from webhook.mutation import mutate
-from webhook.policy import LauncherPolicy
+from webhook.rules.launcher import read_launcher
+from webhook.serving.metrics import AdmissionStats
+from webhook.rules.mutation import mutate
+from webhook.rules.policy import LauncherPolicy
 body = open("tests/fixtures/v1-launcher-2018-privileged.json", "rb").read()
 policy, stats = LauncherPolicy(), AdmissionStats()
 request = review.parse(body)

@@ -75,7 +75,7 @@ REVIEW_BYTES = 2_000_000
 IMAGE_BYTES = 512 * 1024
 TOLERATIONS = 256
 #: Bytes of tolerations of the reviews that are not remembered, and of those that are (their
-#: question stays under webhook.feasibility.MAX_QUESTION_BYTES, 64 KiB).
+#: question stays under webhook.nodes.feasibility.MAX_QUESTION_BYTES, 64 KiB).
 LARGE_TOLERATIONS = 900 * 1024
 SMALL_TOLERATIONS = 60 * 1024
 TIMEOUT_SECONDS = 60

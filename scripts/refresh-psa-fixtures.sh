@@ -2,7 +2,7 @@
 # Refresh tests/fixtures/psa/baseline from kubernetes/pod-security-admission: its TestFixtures
 # writes, for every policy version, pods that baseline must allow and pods it must refuse
 # (test/testdata/baseline/v1.N/{pass,fail}/*.yaml). They are copied unchanged, every version;
-# tests/webhook/test_psa_fixtures.py posts each one to virtdev at its version.
+# tests/webhook/rules/test_psa_fixtures.py posts each one to virtdev at its version.
 #
 # usage: scripts/refresh-psa-fixtures.sh GIT_DIR [COMMIT]
 #   GIT_DIR  a clone (bare or not) of https://github.com/kubernetes/pod-security-admission

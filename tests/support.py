@@ -3,8 +3,8 @@ real `virtdev webhook` process.
 
 Only this module spells out the `virtdev webhook` command line, waits for the process to be
 ready (its printed ready line with throwaway certificates, else its own /readyz answer) and
-stops it; tests add their clients on top (tests/webhook/test_e2e.py's `Webhook`), benches their
-load. The benches import it too (bench/webhook_*.py): none of it depends on pytest.
+stops it; tests add their clients on top (tests/webhook/serving/test_e2e.py's `Webhook`),
+benches their load. The benches import it too (bench/webhook_*.py): none of it depends on pytest.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ costs the agent on every node almost no memory, and it answers even while the ma
 Any peer may reach it, so it is bounded like the HTTPS port: one request per connection, its
 head within `HEAD_SECONDS` and `_MAX_REQUEST_HEAD` bytes, the answer written within
 `HEAD_SECONDS`, and at most `MAX_CONNECTIONS` at once (more are closed at once): a flood
-neither holds memory nor takes the files the webhook keeps free (`webhook.connections`).
+neither holds memory nor takes the files the webhook keeps free (`webhook.serving.connections`).
 
 `/livez` is the API server's own name for liveness, `/healthz` the older one; both say the
 process answers. `/metrics` serves the process's own registry and, for every process alike, the

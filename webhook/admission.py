@@ -6,19 +6,22 @@ both call these two functions, so `virtdev mutate` shows exactly what /mutate wo
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from virtdev.catalogue import Device
-from webhook import profiles, shapes
-from webhook.answer import Answer, fit_warning
-from webhook.feasibility import (
+from webhook.nodes.feasibility import (
     KVM,
     Decision,
     NodeSnapshot,
     launcher_question,
     pod_requests,
+    requested_device_resources,
 )
-from webhook.launcher import (
+from webhook.options import DEFAULT_NO_KVM_POLICY, NoKvmPolicy
+from webhook.rules import profiles, shapes
+from webhook.rules.answer import Answer, fit_warning
+from webhook.rules.launcher import (
     Launcher,
     Release,
     hotplug_release,
@@ -30,13 +33,47 @@ from webhook.launcher import (
     untrusted,
     with_changes_untrusted,
 )
-from webhook.mutation import mutate
-from webhook.options import DEFAULT_NO_KVM_POLICY, NoKvmPolicy
-from webhook.policy import LauncherPolicy
-from webhook.review import Request
-from webhook.validation import Violation, device_warnings, new_violations
+from webhook.rules.mutation import mutate
+from webhook.rules.policy import LauncherPolicy
+from webhook.rules.validation import Violation, device_warnings, new_violations
 
 POD_KINDS = ("Pod", "EphemeralContainers")
+
+
+# Not frozen: a frozen dataclass sets each of its ten fields through object.__setattr__, a
+# quarter of what parsing costs beyond orjson.loads (bench/webhook_instructions.py's method).
+@dataclass(slots=True)
+class Request:
+    api_version: str
+    uid: str
+    kind: str
+    resource: str
+    sub_resource: str
+    operation: str
+    namespace: str
+    name: str
+    object: dict[str, Any] | None
+    old_object: dict[str, Any] | None
+    #: `userInfo.username` of the requester, as the API server vouches for it ("" when not
+    #: sent): whether a launcher gets its release's exceptions (`--kubevirt-controllers`), and
+    #: the log line of a denial.
+    username: str = ""
+
+    @property
+    def display_name(self) -> str:
+        """`namespace/name` for logs; a CREATE with generateName has no name yet.
+
+        Skipped objects are never schema-checked, so only string names are taken from them.
+        """
+        name = self.name
+        if not name and self.object:
+            metadata = self.object.get("metadata")
+            if isinstance(metadata, dict):
+                for key in ("name", "generateName"):
+                    if isinstance(metadata.get(key), str) and metadata[key]:
+                        name = metadata[key]
+                        break
+        return f"{self.namespace}/{name}" if self.namespace else name
 
 
 def as_pod(obj: dict[str, Any], kind: str, path: str) -> dict[str, Any]:
@@ -160,7 +197,7 @@ def _schedule(
         return known
     shapes.check(launcher.pod, shapes.SCHEDULING, "$.request.object")  # what the filters read
     injected = set(resources)
-    already = launcher.requested
+    already = requested_device_resources(launcher.pod)  # not on /validate's path
     wanted = pod_requests(launcher.pod, injected | already)
     for resource in injected:
         wanted[resource] = max(wanted[resource], 1)

@@ -3,14 +3,14 @@ the other pods of guarded namespaces.
 
 Each pod is judged by `validate_review` (launchers) or `guard_review` (every other pod of a
 namespace labelled `virtdev.io/guard=baseline`, or of the namespaces named with `--guard`) on
-the CREATE review the API server would send for it (`webhook.offline.create_review`): when
+the CREATE review the API server would send for it (`webhook.serving.review.create_review`): when
 virt-controller next creates a launcher like it — a VM restart, a migration — or a controller
 re-creates the pod, this is what the webhook will answer. The lines and the exit status say what
 `deny` would do, whatever the webhook runs with now; `--enforcement warn` makes only the
 reports' results `warn` instead of `fail`.
 
 With `--report`, the judgements are also written as PolicyReports, one per namespace judged
-(`webhook.policy_reports` makes them, sizes them and says why there are no timestamps): each
+(`webhook.rules.reports` makes them, sizes them and says why there are no timestamps): each
 applied server-side under the field manager `virtdev-audit` with force (the fields are the
 audit's alone), so a rerun updates the report in place and one over unchanged pods changes
 nothing (same resourceVersion); then the audit's reports (by label and name) of the namespaces
@@ -21,7 +21,7 @@ instead, reading and writing no PolicyReport.
 The webhook grants a release's exceptions only to pods KubeVirt's controller asks for; a running
 pod does not say who created it. The audit counts a launcher (or hotplug pod) as KubeVirt's only
 where KubeVirt's own state vouches for it: the VirtualMachineInstance that controls it lists it
-in `status.activePods`, which only KubeVirt may write (`webhook.vouching`, with the sources).
+in `status.activePods`, which only KubeVirt may write (`webhook.rules.vouching`, with the sources).
 The VMIs of the namespaces audited are listed first, page by page, and kept as a small index;
 every other launcher is judged as any pod, by Pod Security baseline, and each line says which.
 When the VMIs cannot be listed (KubeVirt not installed, or no permission), the audit says so on
@@ -41,15 +41,16 @@ import orjson
 import yaml
 
 from virtdev import catalogue
-from webhook import policy_reports, review
-from webhook.admission import guard_review, validate_review
-from webhook.answer import Answer
-from webhook.cli import launcher_policy
-from webhook.offline import ALLOWED, BAD_INPUT, DENIED, create_review, verdict_line
-from webhook.policy import LauncherPolicy
-from webhook.policy_reports import GUARD_POLICY, LAUNCHER_POLICY, Judged, Judgement
-from webhook.shapes import BadInput
-from webhook.vouching import KUBEVIRT_GROUP, Index, Vouching, read_instance, vouch
+from webhook.admission import Request, guard_review, validate_review
+from webhook.options import ALLOWED, BAD_INPUT, DENIED
+from webhook.rules import reports
+from webhook.rules.answer import Answer, verdict_line
+from webhook.rules.policy import LauncherPolicy
+from webhook.rules.reports import GUARD_POLICY, LAUNCHER_POLICY, Judged, Judgement
+from webhook.rules.shapes import BadInput
+from webhook.rules.vouching import KUBEVIRT_GROUP, Index, Vouching, read_instance, vouch
+from webhook.serving import review
+from webhook.serving.review import create_review
 
 CONNECT_TIMEOUT_SECONDS = 5
 LIST_TIMEOUT_SECONDS = 60
@@ -84,7 +85,7 @@ class Decide(Protocol):
     see."""
 
     def __call__(
-        self, request: review.Request, policy: LauncherPolicy, *, trusted: bool | None = None
+        self, request: Request, policy: LauncherPolicy, *, trusted: bool | None = None
     ) -> Answer: ...
 
 
@@ -143,7 +144,7 @@ def custom_objects(
     **params: Any,
 ) -> Iterator[dict[str, Any]]:
     """Every object of a custom resource in one namespace (or all), page by page."""
-    from webhook.paging import pages
+    from webhook.nodes.paging import pages
 
     where = (group, version)
     list_call = (
@@ -217,7 +218,7 @@ def launcher_pods(
     core: Any, *, selector: str, namespace: str | None, chunk_size: int
 ) -> Iterator[dict[str, Any]]:
     """Every pod matching `selector`, one list request per `chunk_size` pods (`continue`)."""
-    from webhook.paging import pages
+    from webhook.nodes.paging import pages
 
     list_call = (
         core.list_pod_for_all_namespaces
@@ -236,15 +237,15 @@ def existing_reports(custom: Any, *, namespace: str | None, chunk_size: int) -> 
     found: dict[str, str] = {}
     for item in custom_objects(
         custom,
-        policy_reports.GROUP,
-        policy_reports.VERSION,
-        policy_reports.PLURAL,
+        reports.GROUP,
+        reports.VERSION,
+        reports.PLURAL,
         namespace=namespace,
         chunk_size=chunk_size,
-        label_selector=policy_reports.SELECTOR,
+        label_selector=reports.SELECTOR,
     ):
         metadata = item.get("metadata") or {}
-        if metadata.get("name") == policy_reports.NAME:
+        if metadata.get("name") == reports.NAME:
             found[str(metadata.get("namespace"))] = str(metadata.get("resourceVersion"))
     return found
 
@@ -254,13 +255,13 @@ def apply_report(custom: Any, report: dict[str, Any]) -> str:
     the audit's alone); its resourceVersion afterwards."""
     namespace = report["metadata"]["namespace"]
     response = custom.patch_namespaced_custom_object(
-        policy_reports.GROUP,
-        policy_reports.VERSION,
+        reports.GROUP,
+        reports.VERSION,
         namespace,
-        policy_reports.PLURAL,
-        policy_reports.NAME,
+        reports.PLURAL,
+        reports.NAME,
         report,
-        field_manager=policy_reports.FIELD_MANAGER,
+        field_manager=reports.FIELD_MANAGER,
         force=True,
         _content_type="application/apply-patch+yaml",
         _preload_content=False,
@@ -278,11 +279,11 @@ def delete_report(custom: Any, namespace: str) -> None:
 
     try:
         response = custom.delete_namespaced_custom_object(
-            policy_reports.GROUP,
-            policy_reports.VERSION,
+            reports.GROUP,
+            reports.VERSION,
             namespace,
-            policy_reports.PLURAL,
-            policy_reports.NAME,
+            reports.PLURAL,
+            reports.NAME,
             _preload_content=False,
             _request_timeout=(CONNECT_TIMEOUT_SECONDS, LIST_TIMEOUT_SECONDS),
         )
@@ -341,7 +342,10 @@ def report_refused(error: Any) -> str:
 
 
 def run_audit(
-    args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None
+    args: argparse.Namespace,
+    policy: LauncherPolicy,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
 ) -> int:
     out, err = out or sys.stdout, err or sys.stderr
     from kubernetes import client
@@ -359,9 +363,8 @@ def run_audit(
         )
         return BAD_INPUT
     try:
-        policy = launcher_policy(args)
         api = kube.cli_client(args.kubeconfig, args.context)
-    except (ValueError, kube.KubeConfigError) as error:
+    except kube.KubeConfigError as error:
         print(f"virtdev audit: {error}", file=err)
         return BAD_INPUT
     selector = f"{policy.label_key}={policy.label_value}"
@@ -416,7 +419,7 @@ def run_audit(
         except (HTTPError, OSError) as error:
             print(f"virtdev audit: cannot reach the API server: {error}", file=err)
             return 1
-        made = policy_reports.reports(judged, enforcement=args.enforcement) if args.report else []
+        made = reports.reports(judged, enforcement=args.enforcement) if args.report else []
         if writing:
             try:
                 written = write_reports(custom, made, **pages)
@@ -465,7 +468,7 @@ def run_audit(
         said = ", ".join(f"{k}={v}" for k, v in omitted)
         if said:
             where_ns = made_report["metadata"]["namespace"]
-            print(f"virtdev audit: PolicyReport {where_ns}/{policy_reports.NAME}: {said}", file=err)
+            print(f"virtdev audit: PolicyReport {where_ns}/{reports.NAME}: {said}", file=err)
     if args.report:  # the findings are in the reports: a scheduled run succeeds
         return ALLOWED
     return BAD_INPUT if errors else DENIED if denied else ALLOWED

@@ -8,6 +8,8 @@ it needs. Each `configure_*` docstring is its command's `--help` description.
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from virtdev import catalogue
@@ -21,7 +23,7 @@ from virtdev.config import (
 from virtdev.kube import add_flags as add_kube_flags
 
 if TYPE_CHECKING:  # the rules are imported when a command runs, not to build the parser
-    from webhook.policy import LauncherPolicy
+    from webhook.rules.policy import LauncherPolicy
 from webhook.options import (
     DEFAULT_BODY_SECONDS,
     DEFAULT_ENFORCEMENT,
@@ -153,7 +155,7 @@ def configure_webhook(parser: argparse.ArgumentParser) -> None:
 
 def launcher_policy(args: argparse.Namespace) -> LauncherPolicy:
     """The launcher policy the launcher-policy flags (and config keys) describe."""
-    from webhook.policy import LauncherPolicy
+    from webhook.rules.policy import LauncherPolicy
 
     return LauncherPolicy.from_flags(
         launcher_selector=str(args.launcher_selector),
@@ -169,6 +171,19 @@ def launcher_policy(args: argparse.Namespace) -> LauncherPolicy:
     )
 
 
+def _with_policy(
+    command: str, run: Callable[[argparse.Namespace, LauncherPolicy], int], args: argparse.Namespace
+) -> int:
+    """Run a command with the launcher policy its flags describe. The commands take the policy
+    as an argument, not from here: they never import this module, which imports them."""
+    try:
+        policy = launcher_policy(args)
+    except ValueError as error:
+        print(f"virtdev {command}: {error}", file=sys.stderr)
+        return 2
+    return run(args, policy)
+
+
 def add_enforcement_flag(parser: argparse._ActionsContainer) -> None:
     """`--enforcement`, of `virtdev webhook` and `virtdev validate`."""
     parser.add_argument(
@@ -182,8 +197,6 @@ def add_enforcement_flag(parser: argparse._ActionsContainer) -> None:
 
 
 def run_webhook(args: argparse.Namespace) -> int:
-    import sys
-
     from virtdev import kube
 
     # A --kubeconfig that cannot be used is a bad flag, said at start: not a node view that
@@ -196,9 +209,9 @@ def run_webhook(args: argparse.Namespace) -> int:
         print(f"virtdev webhook: {error}", file=sys.stderr)
         return 2
 
-    from webhook.server import serve
+    from webhook.serving.server import serve
 
-    return serve(args)
+    return _with_policy("webhook", serve, args)
 
 
 # --- virtdev mutate and virtdev validate: the rules on files --------------------------------------
@@ -245,7 +258,7 @@ def configure_mutate(parser: argparse.ArgumentParser) -> None:
 def run_mutate(args: argparse.Namespace) -> int:
     from webhook.offline import run_mutate
 
-    return run_mutate(args)
+    return _with_policy("mutate", run_mutate, args)
 
 
 def configure_validate(parser: argparse.ArgumentParser) -> None:
@@ -267,7 +280,7 @@ def configure_validate(parser: argparse.ArgumentParser) -> None:
 def run_validate(args: argparse.Namespace) -> int:
     from webhook.offline import run_validate
 
-    return run_validate(args)
+    return _with_policy("validate", run_validate, args)
 
 
 # --- virtdev capacity and virtdev audit: the cluster as it is -------------------------------------
@@ -296,7 +309,7 @@ def configure_capacity(parser: argparse.ArgumentParser) -> None:
 
 
 def run_capacity(args: argparse.Namespace) -> int:
-    from webhook.capacity import run_capacity
+    from webhook.nodes.capacity import run_capacity
 
     return run_capacity(args)
 
@@ -390,4 +403,4 @@ def configure_audit(parser: argparse.ArgumentParser) -> None:
 def run_audit(args: argparse.Namespace) -> int:
     from webhook.audit import run_audit
 
-    return run_audit(args)
+    return _with_policy("audit", run_audit, args)

@@ -19,17 +19,15 @@ import jsonpatch
 import orjson
 import yaml
 
-from virtdev import catalogue
 from virtdev.documents import DocumentError, load_documents, read_bounded
-from webhook import review
-from webhook.admission import mutate_review, validate_review
-from webhook.answer import Answer
-from webhook.cli import launcher_policy
-from webhook.enforcement import enforce
-from webhook.policy import LauncherPolicy
-from webhook.shapes import BadInput
+from webhook.admission import Request, mutate_review, validate_review
+from webhook.options import ALLOWED, BAD_INPUT, DENIED
+from webhook.rules.answer import verdict_line
+from webhook.rules.enforcement import enforce
+from webhook.rules.policy import LauncherPolicy
+from webhook.rules.shapes import BadInput
+from webhook.serving.review import as_request
 
-ALLOWED, DENIED, BAD_INPUT = 0, 1, 2
 #: `kubectl get pods -o yaml` prints a `List`; the API server's own answer is a `PodList`.
 LIST_KINDS = ("List", "PodList")
 _Dumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
@@ -66,66 +64,15 @@ def entries(documents: list[Any]) -> list[Entry]:
     return found
 
 
-def _as_json(document: Any) -> bytes:
-    """YAML allows what JSON does not (`1: x`, dates); the webhook only ever sees JSON."""
-    try:
-        return orjson.dumps(document)
-    except TypeError as error:
-        raise BadInput("$", f"not representable as JSON: {error}") from None
-
-
-def as_request(document: Any, username: str = catalogue.KUBEVIRT_CONTROLLERS[0]) -> review.Request:
-    """A Pod becomes the CREATE review the API server would send when `username` creates it
-    (KubeVirt's controller by default: "what does KubeVirt's pod get"); a review is read as is,
-    its requester included."""
-    if isinstance(document, dict) and document.get("kind") == "AdmissionReview":
-        return review.parse(_as_json(document))
-    return review.parse(_as_json(create_review(document, username)))
-
-
-def create_review(pod: Any, username: str = catalogue.KUBEVIRT_CONTROLLERS[0]) -> dict[str, Any]:
-    """The AdmissionReview the API server sends /validate and /mutate when `username` creates
-    `pod`."""
-    if not isinstance(pod, dict) or pod.get("kind", "Pod") != "Pod":
-        raise BadInput("$.kind", "expected a Pod or an AdmissionReview")
-    metadata = pod.get("metadata") if isinstance(pod.get("metadata"), dict) else {}
-    namespace = (metadata or {}).get("namespace")
-    return {
-        "apiVersion": review.API_VERSIONS[0],
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "offline",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "operation": "CREATE",
-            "userInfo": {"username": username},
-            "namespace": namespace if isinstance(namespace, str) else "",
-            "object": pod,
-        },
-    }
-
-
 def requester(args: argparse.Namespace, policy: LauncherPolicy) -> str:
     """Who creates the bare Pods of the input: `--as`, or KubeVirt's controller."""
     name = getattr(args, "requester", None)
     return name if isinstance(name, str) else policy.controller
 
 
-def name_of(request: review.Request, entry: Entry) -> str:
+def name_of(request: Request, entry: Entry) -> str:
     """`NAMESPACE/NAME` as the answer lines start, or the object's place when it has no name."""
     return request.display_name or entry.where
-
-
-def verdict_line(name: str, answer: Answer) -> str:
-    """What /validate decided, in one line: `NAME: allowed` or `NAME: denied: <violations>`."""
-    if answer.verdict == "skipped":
-        return f"{name}: allowed (not a launcher pod)"
-    why = "; ".join(answer.violations) or answer.message
-    if not answer.allowed:
-        return f"{name}: denied: {why}"
-    if answer.violations:  # admitted under --enforcement warn
-        return f"{name}: warned: {why}"
-    return f"{name}: allowed"
 
 
 def dump(data: Any, as_yaml: bool, out: TextIO) -> None:
@@ -141,11 +88,13 @@ def _bad(command: str, path: str, entry: Entry | None, error: Exception, err: Te
 
 
 def run_mutate(
-    args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None
+    args: argparse.Namespace,
+    policy: LauncherPolicy,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
 ) -> int:
     out, err = out or sys.stdout, err or sys.stderr
     try:
-        policy = launcher_policy(args)
         documents, as_yaml = load(args.file)
         found = entries(documents)
     except (BadInput, ValueError) as error:
@@ -194,11 +143,13 @@ def run_mutate(
 
 
 def run_validate(
-    args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None
+    args: argparse.Namespace,
+    policy: LauncherPolicy,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
 ) -> int:
     out, err = out or sys.stdout, err or sys.stderr
     try:
-        policy = launcher_policy(args)
         documents, _ = load(args.file)
         found = entries(documents)
     except (BadInput, ValueError) as error:

@@ -11,6 +11,8 @@ import orjson
 import pytest
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+#: KubeVirt's renders, one YAML file per release and feature (`path@tag:lines` in each).
+RENDERS = FIXTURES / "kubevirt"
 FIXTURE_NAMES = tuple(sorted(path.name for path in FIXTURES.glob("*.json")))
 
 

@@ -18,12 +18,11 @@ import yaml
 
 from tests.kube_standin import ApiError, StandIn, write_kubeconfig
 from tests.support import free_port
-from tests.webhook.conftest import load_fixture
+from tests.webhook.conftest import RENDERS, load_fixture
 from virtdev.cli import main
 
 PRIVILEGED = load_fixture("v1-launcher-2018-privileged.json")["request"]["object"]
 NON_LAUNCHER = load_fixture("v1-non-launcher-pod.json")["request"]["object"]
-RENDERS = Path(__file__).resolve().parent.parent / "fixtures" / "kubevirt"
 VMIS = ("kubevirt.io/v1", "virtualmachineinstances")
 
 
@@ -45,8 +44,8 @@ def unprivileged(pod: dict[str, Any]) -> dict[str, Any]:
     import jsonpatch
 
     from webhook.admission import mutate_review
-    from webhook.offline import as_request
-    from webhook.policy import LauncherPolicy
+    from webhook.rules.policy import LauncherPolicy
+    from webhook.serving.review import as_request
 
     answer = mutate_review(as_request(pod), LauncherPolicy())
     return jsonpatch.apply_patch(pod, answer.patch)  # type: ignore[no-any-return]
@@ -780,7 +779,7 @@ def test_3000_pods_make_a_report_within_the_bound_with_every_fail_and_an_exact_s
 ) -> None:
     import time
 
-    from webhook.policy_reports import MAX_REPORT_BYTES
+    from webhook.rules.reports import MAX_REPORT_BYTES
 
     fails, forged = a_crowd(stand_in, 3000, 15)
     started = time.monotonic()

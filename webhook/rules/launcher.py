@@ -1,0 +1,329 @@
+"""A launcher pod, read once: its release profile, each container's role, compute, emulation
+and the devices it requests itself.
+
+Mutation, validation and the scheduling decision all read this one value, so one review finds
+compute once, picks the profile once and works out the devices once. Pure: the pod has passed
+the shape checks of `webhook.admission`.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, replace
+from typing import Any
+
+from virtdev import catalogue
+from webhook.rules import baseline, profiles
+from webhook.rules.policy import LauncherPolicy, containers, normalise_capability, runs_emulated
+from webhook.rules.profiles import Profile, Role, Version
+
+_DOMAIN = catalogue.RESOURCE_DOMAIN + "/"
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """The profile that judges a launcher and why it was chosen (for the audit annotation)."""
+
+    profile: Profile
+    why: str
+
+    def describe(self, baseline: str = "") -> str:
+        """`KubeVirt v0.20 profile on Pod Security baseline v1.37, image tag v0.20`: what judged
+        the pod (and on which baseline version, where given) and why."""
+        if self.profile is profiles.BASELINE:
+            return f"{self.profile.name}{' ' + baseline if baseline else ''}, {self.why}"
+        on = f" on Pod Security baseline {baseline}" if baseline else ""
+        return f"KubeVirt {self.profile.name} profile{on}, {self.why}"
+
+    @property
+    def exceptions(self) -> str:
+        """Who grants the exceptions, for messages: `KubeVirt v1.7+`, or nobody."""
+        return "" if self.profile is profiles.BASELINE else f"KubeVirt {self.profile.name}"
+
+
+#: Pods that are not launchers get baseline and nothing more.
+NOT_A_LAUNCHER = Release(profiles.BASELINE, "not a launcher pod")
+#: Usernames in messages are the API server's, but a message stays a message.
+_MAX_NAME = 253
+
+
+def requester_name(username: str) -> str:
+    """The requester as messages name it (the API server may send none)."""
+    return username[:_MAX_NAME] or "a requester the API server did not name"
+
+
+def untrusted(what: str, username: str) -> str:
+    """Why a launcher- or hotplug-labelled pod gets no release exceptions: who asked."""
+    return f"{what} label, but created by {requester_name(username)}, not by KubeVirt's controller"
+
+
+def other_requester(username: str) -> str:
+    """The `requester` audit annotation of a pod the rules took for another's than KubeVirt's
+    controller (as PSA's `exempt` says which exemption applied)."""
+    return f"other: {username[:_MAX_NAME]}"
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """One container of the pod, where it sits and what KubeVirt renders it for."""
+
+    list_field: str
+    index: int
+    container: dict[str, Any]
+    role: Role
+    #: False for a container an UPDATE by anyone but KubeVirt's controller added or changed:
+    #: it gets no launcher exception and may not mount the pod's hostPath volumes.
+    trusted: bool = True
+
+    @property
+    def pointer(self) -> str:
+        """Its JSON Pointer; list fields and indices need no escaping."""
+        return f"/spec/{self.list_field}/{self.index}"
+
+    @property
+    def path(self) -> str:
+        """Its field path as `kubectl explain` spells it."""
+        return f"spec.{self.list_field}[{self.index}]"
+
+    @property
+    def label(self) -> str:
+        return str(self.container.get("name") or f"{self.list_field}[{self.index}]")[:40]
+
+
+@dataclass(frozen=True, slots=True)
+class Launcher:
+    pod: dict[str, Any]
+    spec: dict[str, Any]
+    release: Release
+    slots: tuple[Slot, ...]
+    compute: Slot | None
+    #: KubeVirt rendered it for software emulation (`--allow-emulation`/`--use-emulation`).
+    emulated: bool
+    #: A KubeVirt hotplug attachment pod (judged by /guard, by its release).
+    hotplug: bool = False
+    #: Who added or changed the untrusted slots (for messages); "" when no requester did.
+    changed_by: str = ""
+    #: The uid of the VMI KubeVirt rendered it for (its `created-by` label as admitted).
+    vmi: str = ""
+
+    @property
+    def profile(self) -> Profile:
+        return self.release.profile
+
+    @property
+    def requests_hypervisor(self) -> bool:
+        """Compute asks for kvm or mshv itself: a device-plugin-aware KubeVirt rendered it."""
+        return self.compute is not None and not catalogue.HYPERVISOR_RESOURCES.isdisjoint(
+            _device_resources(self.compute.container)
+        )
+
+    def may_add(self, slot: Slot, capability: str, policy: LauncherPolicy) -> bool:
+        """Baseline's capabilities, the release's for this role, the admin's, and NET_ADMIN on
+        compute where /mutate grants it; baseline's alone for a container changed by a tenant.
+        Spelt as Kubernetes spells it, as /validate (and Pod Security) compare them."""
+        return capability in self.capabilities_for(slot, policy)
+
+    def capabilities_for(self, slot: Slot, policy: LauncherPolicy) -> frozenset[str]:
+        """Every capability this container may add, in Kubernetes' spelling."""
+        profile = self.profile if slot.trusted else profiles.BASELINE
+        return allowed_capabilities(profile, slot.role, policy)
+
+    def injected_devices(
+        self, policy: LauncherPolicy, *, emulate: bool = False
+    ) -> tuple[catalogue.Device, ...]:
+        """What /mutate adds to compute: the policy's devices, only where KubeVirt requested
+        none (<= v0.6, or a privileged render that loses `privileged`), never kvm when emulated,
+        never one it already requests."""
+        if self.compute is None or self.requests_hypervisor:
+            return ()
+        privileged = (self.compute.container.get("securityContext") or {}).get("privileged")
+        if self.profile.requests_devices and privileged is not True:
+            return ()
+        emulated = emulate or policy.emulation or self.emulated
+        # Requested in limits and requests both: one in a single section is completed.
+        have = _device_resources(self.compute.container, both=True)
+        return tuple(
+            device
+            for device in policy.devices
+            if device.resource not in have
+            and not (emulated and device.name == catalogue.ACCELERATOR)
+        )
+
+
+def grants_net_admin(profile: Profile) -> bool:
+    """Whether compute may hold NET_ADMIN: where the release renders it (its network set up in
+    the launcher, to v0.40), and <= v0.6, whose privileged compute /mutate rewrites as v0.7
+    rendered it. Never from v0.41 on, whatever a pod adds."""
+    return profile.needs_net_admin or not profile.requests_devices
+
+
+@functools.lru_cache(maxsize=256)
+def _allowed(since: Version, role: Role, permitted: frozenset[str]) -> frozenset[str]:
+    profile = profiles.profile_for(since)
+    extra = {catalogue.NET_ADMIN} if role == "compute" and grants_net_admin(profile) else set()
+    return baseline.CAPABILITIES | profile.capabilities.get(role, frozenset()) | permitted | extra
+
+
+def permitted(allowed: frozenset[str], capability: str) -> bool:
+    """Whether `allowed` holds the capability, however it is spelt (`cap_sys_nice`)."""
+    # Most spellings are already Kubernetes' own: one set lookup, then normalise.
+    return capability in allowed or normalise_capability(capability) in allowed
+
+
+def allowed_capabilities(profile: Profile, role: Role, policy: LauncherPolicy) -> frozenset[str]:
+    """Every capability a container of this role may add, in Kubernetes' spelling."""
+    if profile is profiles.BASELINE:  # not a launcher: none of the launcher exceptions
+        return baseline.CAPABILITIES
+    return _allowed(profile.since, role, policy.permitted_capabilities)
+
+
+def role_of(list_field: str, container: dict[str, Any], compute_container: str) -> Role:
+    """The role KubeVirt renders a container for, by the names it gives them."""
+    if list_field == "ephemeralContainers":  # `kubectl debug`: KubeVirt never renders these
+        return "unknown"
+    name = container.get("name") or ""
+    if list_field == "containers" and name == compute_container:
+        return "compute"
+    if name.startswith("virtiofs-"):
+        return "virtiofs"
+    if name.startswith("hook-sidecar-"):
+        return "hook-sidecar"
+    if name == "guest-console-log":
+        return "guest-console-log"
+    if name.startswith(("volume", "kernel-boot")) or name == "container-disk-binary":
+        return "container-disk"
+    return "unknown"
+
+
+def choose_release(container: dict[str, Any] | None, policy: LauncherPolicy) -> Release:
+    """The profile of `--kubevirt-version`, or of the release KubeVirt's own container names in
+    its image (compute's, or a hotplug pod's one container): never another container's, which
+    a `kubectl debug` or a containerDisk may pick."""
+    if policy.kubevirt_version is not None:
+        major, minor = policy.kubevirt_version
+        return Release(
+            profiles.profile_for(policy.kubevirt_version), f"--kubevirt-version v{major}.{minor}"
+        )
+    image = container.get("image") if container is not None else None
+    if isinstance(image, str):
+        version = profiles.release_from_image(image)
+        if version is not None:
+            profile = profiles.profile_for(version)
+            why = f"image tag v{version[0]}.{version[1]}"
+            if version > profile.since and profile is profiles.newest():
+                why += ", newer than the newest known profile"
+            return Release(profile, why)
+        if profiles.is_launcher_image(image):
+            return Release(profiles.newest(), "the newest, image pinned by digest or untagged")
+    return Release(profiles.newest(), "the newest, no virt-launcher image tag")
+
+
+def _device_resources(container: dict[str, Any], *, both: bool = False) -> set[str]:
+    """The `devices.kubevirt.io/*` resources in the container's limits or requests (`both`:
+    in each of them)."""
+    resources = container.get("resources")
+    if not resources:
+        return set()
+    limits = resources.get("limits") or {}
+    requests = resources.get("requests") or {}
+    if both:
+        return {name for name in limits if name in requests and name.startswith(_DOMAIN)}
+    names = {name for name in limits if name.startswith(_DOMAIN)}
+    names.update(name for name in requests if name.startswith(_DOMAIN))
+    return names
+
+
+def read_launcher(
+    pod: dict[str, Any],
+    policy: LauncherPolicy,
+    *,
+    release: Release | None = None,
+    vmi: str | None = None,
+) -> Launcher:
+    """Read the pod once; `release` and `vmi` judge it as the pod was admitted (an UPDATE's new
+    object by its old one's: a label edit changes neither).
+
+    Ephemeral containers are never KubeVirt's (`kubectl debug` adds them): they get no
+    launcher exception whoever asks, so the audit of a running pod judges them so too."""
+    spec = pod.get("spec") or {}
+    slots: list[Slot] = []
+    compute = None
+    for list_field, index, container in containers(spec):
+        role = role_of(list_field, container, policy.compute_container)
+        if role == "compute":
+            if compute is not None:  # a second container of that name is not KubeVirt's
+                role = "unknown"
+        slot = Slot(list_field, index, container, role, list_field != "ephemeralContainers")
+        if role == "compute" and compute is None:
+            compute = slot
+        slots.append(slot)
+    return Launcher(
+        pod=pod,
+        spec=spec,
+        release=release or choose_release(compute.container if compute else None, policy),
+        slots=tuple(slots),
+        compute=compute,
+        emulated=compute is not None and runs_emulated(compute.container),
+        vmi=_created_by(pod) if vmi is None else vmi,
+    )
+
+
+def _created_by(pod: dict[str, Any]) -> str:
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    value = labels.get(catalogue.CREATED_BY_LABEL)
+    return value if isinstance(value, str) else ""
+
+
+def is_hotplug(pod: dict[str, Any] | None) -> bool:
+    """KubeVirt labels its hotplug attachment pods `kubevirt.io=hotplug-disk`, whatever
+    `--launcher-selector` says of launchers."""
+    labels = ((pod or {}).get("metadata") or {}).get("labels") or {}
+    return bool(labels.get(catalogue.LAUNCHER_LABEL_KEY) == catalogue.HOTPLUG_LABEL_VALUE)
+
+
+def read_pod(
+    pod: dict[str, Any], policy: LauncherPolicy, *, release: Release | None = None
+) -> Launcher:
+    """Any other pod, for /guard: every container of role "unknown", judged by baseline alone —
+    but for KubeVirt's hotplug attachment pods, which their release renders (the launcher's
+    image, its SELinux type, the host's network in v0.36 - v0.46), when `release` says so:
+    the caller has checked who asked (`admission`). A launcher-labelled pod from anyone but
+    KubeVirt's controller is read so too, with `release` naming why it gets baseline alone."""
+    spec = pod.get("spec") or {}
+    hotplug = release is not None and release.exceptions != ""
+    return Launcher(
+        pod=pod,
+        spec=spec,
+        release=release or NOT_A_LAUNCHER,
+        slots=tuple(
+            Slot(f, i, c, "unknown", f != "ephemeralContainers") for f, i, c in containers(spec)
+        ),
+        compute=None,
+        emulated=False,
+        hotplug=hotplug,
+    )
+
+
+def hotplug_release(pod: dict[str, Any], policy: LauncherPolicy) -> Release:
+    """A hotplug attachment pod's release: from its one container, which runs the launcher's
+    image (`T@v1.9.0:1077-1209`)."""
+    first = next(iter((pod.get("spec") or {}).get("containers") or ()), None)
+    return choose_release(first if isinstance(first, dict) else None, policy)
+
+
+def with_changes_untrusted(launcher: Launcher, old: Launcher, username: str) -> Launcher:
+    """The launcher after an UPDATE from anyone but KubeVirt's controller: every container it
+    added, or whose image it changed, loses the launcher exceptions (`kubectl set image`,
+    `kubectl debug`); the rest keep what they were admitted with."""
+    before = {(slot.list_field, slot.container.get("name")): slot.container for slot in old.slots}
+    slots = []
+    changed = False
+    for slot in launcher.slots:
+        previous = before.get((slot.list_field, slot.container.get("name")))
+        if previous is None or previous.get("image") != slot.container.get("image"):
+            slot = replace(slot, trusted=False)
+            changed = True
+        slots.append(slot)
+    if not changed:
+        return launcher
+    return replace(launcher, slots=tuple(slots), changed_by=username[:_MAX_NAME] or "?")
