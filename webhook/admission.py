@@ -26,9 +26,9 @@ from webhook.rules.launcher import (
     Release,
     hotplug_release,
     is_hotplug,
-    other_requester,
     read_launcher,
     read_pod,
+    requester_annotation,
     requester_name,
     untrusted,
     with_changes_untrusted,
@@ -97,14 +97,11 @@ def mutate_review(
     request: Request,
     policy: LauncherPolicy,
     *,
-    emulate: bool = False,
     nodes: NodeSnapshot | None = None,
     no_kvm_policy: NoKvmPolicy = DEFAULT_NO_KVM_POLICY,
 ) -> Answer:
     """/mutate: patch launcher pods on CREATE; anything else is allowed untouched."""
-    answer, _ = mutate_review_decided(
-        request, policy, emulate=emulate, nodes=nodes, no_kvm_policy=no_kvm_policy
-    )
+    answer, _ = mutate_review_decided(request, policy, nodes=nodes, no_kvm_policy=no_kvm_policy)
     return answer
 
 
@@ -112,7 +109,6 @@ def mutate_review_decided(
     request: Request,
     policy: LauncherPolicy,
     *,
-    emulate: bool = False,
     nodes: NodeSnapshot | None = None,
     no_kvm_policy: NoKvmPolicy = DEFAULT_NO_KVM_POLICY,
 ) -> tuple[Answer, Decision | None]:
@@ -135,18 +131,18 @@ def mutate_review_decided(
     if not policy.trusts(request.username):
         # Not KubeVirt's pod, whatever its label says: nothing to rewrite it into (a tenant's
         # privileged pod must not become one that /validate allows). /validate judges it.
-        note = {"requester": other_requester(request.username)}
+        other = requester_name(request.username)
         answer = Answer(
             allowed=True,
             verdict="skipped",
-            audit_annotations=note,
-            other_requester=requester_name(request.username),
+            audit_annotations={"requester": requester_annotation(other)},
+            other_requester=other,
         )
         return answer, None
     pod = as_pod(obj, request.kind, "$.request.object")
     launcher = read_launcher(pod, policy)
     profile_note = {"profile": launcher.release.describe()}
-    injected = launcher.injected_devices(policy, emulate=emulate)
+    injected = launcher.injected
     decision = None
     if nodes is not None:
         decision = _schedule(launcher, injected, nodes=nodes, no_kvm_policy=no_kvm_policy)
@@ -159,8 +155,8 @@ def mutate_review_decided(
                 + decision.deny_message,
                 audit_annotations={"scheduling": decision.outcome, **profile_note},
             ), decision
-        if decision.emulate and not emulate:  # kvm withheld: no node could give it
-            injected = launcher.injected_devices(policy, emulate=True)
+        if decision.emulate:  # kvm withheld: no node could give it
+            injected = launcher.injected_without_kvm
     mutation = mutate(launcher, policy, injected=injected)
     if decision is not None and decision.warning:
         mutation.warn(decision.warning)
@@ -248,20 +244,21 @@ def guard_review(
     if request.operation == "UPDATE" and old is not None:
         old_object = as_pod(old, request.kind, "$.request.oldObject")
     hotplug = is_hotplug(obj) or is_hotplug(old)
-    release = None
+    release, other = None, ""
     if hotplug and old_object is not None:  # admitted as it is: its release stands
         release = hotplug_release(old_object, policy)
     elif hotplug and trusted:
         release = hotplug_release(new_pod, policy)
     elif hotplug:
         release = Release(profiles.BASELINE, untrusted("hotplug", request.username))
-    pod = read_pod(new_pod, policy, release=release)
+        other = requester_name(request.username)
+    pod = read_pod(new_pod, policy, release=release, other_requester=other)
     if old_object is not None:
         old_pod = read_pod(old_object, policy, release=release)
-        return _update_judged(
-            request, pod, old_pod, policy, subject="pod", trusted=trusted, labelled=hotplug
-        )
-    return _judged(request, pod, None, policy, subject="pod", trusted=trusted or not hotplug)
+        if not trusted:
+            pod = with_changes_untrusted(pod, old_pod, request.username, labelled=hotplug)
+        return _judged(request, pod, old_pod, policy, subject="pod")
+    return _judged(request, pod, None, policy, subject="pod")
 
 
 def validate_review(
@@ -288,48 +285,25 @@ def validate_review(
     if request.operation != "UPDATE" or old is None:
         if not trusted:
             release = Release(profiles.BASELINE, untrusted("launcher", request.username))
-            pod = read_pod(new_pod, policy, release=release)
-            return _judged(request, pod, None, policy, subject="pod", trusted=False)
+            other = requester_name(request.username)
+            pod = read_pod(new_pod, policy, release=release, other_requester=other)
+            return _judged(request, pod, None, policy, subject="pod")
         launcher = read_launcher(new_pod, policy)
-        return _judged(request, launcher, None, policy, subject="launcher pod", trusted=True)
+        return _judged(request, launcher, None, policy, subject="launcher pod")
     # An UPDATE: the pod was admitted as it stands, so what it had keeps its release's
     # exceptions (labels and annotations stay editable). Both are judged by the release of the
-    # pod as admitted, like with like: a new image must not choose another release.
+    # pod as admitted, like with like: a new image must not choose another release. Containers
+    # anyone but KubeVirt's controller added or re-imaged are judged without exceptions.
     old_launcher = read_launcher(as_pod(old, request.kind, "$.request.oldObject"), policy)
     launcher = read_launcher(new_pod, policy, release=old_launcher.release, vmi=old_launcher.vmi)
-    return _update_judged(
-        request,
-        launcher,
-        old_launcher,
-        policy,
-        subject="launcher pod",
-        trusted=trusted,
-        labelled=True,
-    )
+    if not trusted:
+        launcher = with_changes_untrusted(launcher, old_launcher, request.username, labelled=True)
+    return _judged(request, launcher, old_launcher, policy, subject="launcher pod")
 
 
 def profile_label(release: Release) -> str:
     """The profile as a metric label and report property: `v0.20`, `v1.7+` or `baseline`."""
     return "baseline" if release.profile is profiles.BASELINE else release.profile.name
-
-
-def _update_judged(
-    request: Request,
-    new: Launcher,
-    old: Launcher,
-    policy: LauncherPolicy,
-    *,
-    subject: str,
-    trusted: bool,
-    labelled: bool,
-) -> Answer:
-    """An UPDATE's verdict: what the change introduces, the containers anyone but KubeVirt's
-    controller added or re-imaged judged without exceptions. Annotated and counted as another's
-    pod only where such a container is: a tenant's label edit is no such pod."""
-    if not trusted:
-        new = with_changes_untrusted(new, old, request.username)
-    kubevirts = trusted or not labelled or not new.changed_by
-    return _judged(request, new, old, policy, subject=subject, trusted=kubevirts)
 
 
 def _judged(
@@ -339,9 +313,9 @@ def _judged(
     policy: LauncherPolicy,
     *,
     subject: str,
-    trusted: bool,
 ) -> Answer:
-    """The verdict on a pod read once: its new violations, the first few named, the rest counted."""
+    """The verdict on a pod read once: its new violations, the first few named, the rest counted;
+    annotated and counted as another's pod where the reading says so (`other_requester`)."""
     shown: list[Violation] = []
     controls: set[str] = set()
     more = 0
@@ -356,9 +330,9 @@ def _judged(
             break
     judged_by = launcher.release.describe(policy.baseline.name)
     profile_note = {"profile": judged_by}
-    other = "" if trusted else requester_name(request.username)
+    other = launcher.other_requester
     if other:
-        profile_note["requester"] = other_requester(request.username)
+        profile_note["requester"] = requester_annotation(other)
     if shown:
         listed = [str(violation) for violation in shown]
         if more:
@@ -381,8 +355,8 @@ def _judged(
         )
     warnings = []
     if request.operation == "CREATE" and launcher.release.exceptions:
-        warnings = device_warnings(launcher, policy)
-    elif request.operation == "CREATE" and not trusted:
+        warnings = device_warnings(launcher)
+    elif request.operation == "CREATE" and other:
         # The verdict first: a long username is what the 120-character limit cuts.
         warnings = [fit_warning(f"judged by Pod Security baseline: {launcher.release.why}")]
     return Answer(

@@ -1,20 +1,25 @@
-"""A launcher pod, read once: its release profile, each container's role, compute, emulation
-and the devices it requests itself.
+"""A pod read once: everything the rules ask of it, worked out before any rule runs.
 
-Mutation, validation and the scheduling decision all read this one value, so one review finds
-compute once, picks the profile once and works out the devices once. Pure: the pod has passed
-the shape checks of `webhook.admission`.
+`read_launcher` (a launcher pod) and `read_pod` (any other, for /guard, or a launcher-labelled
+pod from anyone but KubeVirt's controller) build one `Launcher` value per object of a review:
+the release that judges it and why, each container's role and the capabilities it may add,
+compute, whether the VM runs emulated, the devices /mutate injects into compute, and the
+requester's standing. Mutation, validation and the scheduling decision read this value and
+never go back to the raw pod for a derived fact: a review finds compute once, picks the
+profile once and works out the devices once. Pure: the pod has passed the shape checks of
+`webhook.admission`.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
 from virtdev import catalogue
 from webhook.rules import baseline, profiles
-from webhook.rules.policy import LauncherPolicy, containers, normalise_capability, runs_emulated
+from webhook.rules.policy import LauncherPolicy, normalise_capability
 from webhook.rules.profiles import Profile, Role, Version
 
 _DOMAIN = catalogue.RESOURCE_DOMAIN + "/"
@@ -57,20 +62,24 @@ def untrusted(what: str, username: str) -> str:
     return f"{what} label, but created by {requester_name(username)}, not by KubeVirt's controller"
 
 
-def other_requester(username: str) -> str:
+def requester_annotation(name: str) -> str:
     """The `requester` audit annotation of a pod the rules took for another's than KubeVirt's
-    controller (as PSA's `exempt` says which exemption applied)."""
-    return f"other: {username[:_MAX_NAME]}"
+    controller, named as `requester_name` names them (as PSA's `exempt` says which exemption
+    applied)."""
+    return f"other: {name}"
 
 
 @dataclass(frozen=True, slots=True)
 class Slot:
-    """One container of the pod, where it sits and what KubeVirt renders it for."""
+    """One container of the pod, where it sits, what KubeVirt renders it for and may hold."""
 
     list_field: str
     index: int
     container: dict[str, Any]
     role: Role
+    #: Every capability it may add, in Kubernetes' spelling: baseline's, its release's for its
+    #: role, the admin's, NET_ADMIN on compute where granted; baseline's alone when untrusted.
+    capabilities: frozenset[str]
     #: False for a container an UPDATE by anyone but KubeVirt's controller added or changed:
     #: it gets no launcher exception and may not mount the pod's hostPath volumes.
     trusted: bool = True
@@ -97,57 +106,58 @@ class Launcher:
     release: Release
     slots: tuple[Slot, ...]
     compute: Slot | None
-    #: KubeVirt rendered it for software emulation (`--allow-emulation`/`--use-emulation`).
-    emulated: bool
+    #: The VM runs without a hypervisor device: KubeVirt rendered it for software emulation
+    #: (`--allow-emulation`/`--use-emulation`), or the admin's `--emulation` says so.
+    emulated: bool = False
+    #: Compute runs `privileged` (a render /mutate rewrites into device requests).
+    privileged: bool = False
+    #: Compute asks for kvm or mshv itself: a device-plugin-aware KubeVirt rendered it.
+    requests_hypervisor: bool = False
+    #: What /mutate adds to compute (`injected_devices`).
+    injected: tuple[catalogue.Device, ...] = ()
     #: A KubeVirt hotplug attachment pod (judged by /guard, by its release).
     hotplug: bool = False
     #: Who added or changed the untrusted slots (for messages); "" when no requester did.
     changed_by: str = ""
     #: The uid of the VMI KubeVirt rendered it for (its `created-by` label as admitted).
     vmi: str = ""
+    #: The requester's standing: "" where the rules take the pod for KubeVirt's (or it claims
+    #: nothing); else whose launcher- or hotplug-labelled pod it is, as messages name them.
+    other_requester: str = ""
 
     @property
     def profile(self) -> Profile:
         return self.release.profile
 
     @property
-    def requests_hypervisor(self) -> bool:
-        """Compute asks for kvm or mshv itself: a device-plugin-aware KubeVirt rendered it."""
-        return self.compute is not None and not catalogue.HYPERVISOR_RESOURCES.isdisjoint(
-            _device_resources(self.compute.container)
-        )
+    def injected_without_kvm(self) -> tuple[catalogue.Device, ...]:
+        """What compute requests when the scheduling decision withholds kvm (no node has it)."""
+        return tuple(d for d in self.injected if d.name != catalogue.ACCELERATOR)
 
-    def may_add(self, slot: Slot, capability: str, policy: LauncherPolicy) -> bool:
-        """Baseline's capabilities, the release's for this role, the admin's, and NET_ADMIN on
-        compute where /mutate grants it; baseline's alone for a container changed by a tenant.
-        Spelt as Kubernetes spells it, as /validate (and Pod Security) compare them."""
-        return capability in self.capabilities_for(slot, policy)
 
-    def capabilities_for(self, slot: Slot, policy: LauncherPolicy) -> frozenset[str]:
-        """Every capability this container may add, in Kubernetes' spelling."""
-        profile = self.profile if slot.trusted else profiles.BASELINE
-        return allowed_capabilities(profile, slot.role, policy)
-
-    def injected_devices(
-        self, policy: LauncherPolicy, *, emulate: bool = False
-    ) -> tuple[catalogue.Device, ...]:
-        """What /mutate adds to compute: the policy's devices, only where KubeVirt requested
-        none (<= v0.6, or a privileged render that loses `privileged`), never kvm when emulated,
-        never one it already requests."""
-        if self.compute is None or self.requests_hypervisor:
-            return ()
-        privileged = (self.compute.container.get("securityContext") or {}).get("privileged")
-        if self.profile.requests_devices and privileged is not True:
-            return ()
-        emulated = emulate or policy.emulation or self.emulated
-        # Requested in limits and requests both: one in a single section is completed.
-        have = _device_resources(self.compute.container, both=True)
-        return tuple(
-            device
-            for device in policy.devices
-            if device.resource not in have
-            and not (emulated and device.name == catalogue.ACCELERATOR)
-        )
+def injected_devices(
+    compute: Slot | None,
+    profile: Profile,
+    policy: LauncherPolicy,
+    *,
+    privileged: bool,
+    emulated: bool,
+    requests_hypervisor: bool,
+) -> tuple[catalogue.Device, ...]:
+    """What /mutate adds to compute: the policy's devices, only where KubeVirt requested none
+    (<= v0.6, or a privileged render that loses `privileged`), never kvm when emulated, never
+    one it already requests."""
+    if compute is None or requests_hypervisor:
+        return ()
+    if profile.requests_devices and not privileged:
+        return ()
+    # Requested in limits and requests both: one in a single section is completed.
+    have = _device_resources(compute.container, both=True)
+    return tuple(
+        device
+        for device in policy.devices
+        if device.resource not in have and not (emulated and device.name == catalogue.ACCELERATOR)
+    )
 
 
 def grants_net_admin(profile: Profile) -> bool:
@@ -218,6 +228,29 @@ def choose_release(container: dict[str, Any] | None, policy: LauncherPolicy) -> 
     return Release(profiles.newest(), "the newest, no virt-launcher image tag")
 
 
+CONTAINER_LISTS = ("containers", "initContainers", "ephemeralContainers")
+
+
+def containers(spec: dict[str, Any]) -> Iterator[tuple[str, int, dict[str, Any]]]:
+    """Every container of a pod spec as (list field, index, container), as PSA examines them."""
+    for list_field in CONTAINER_LISTS:
+        for index, container in enumerate(spec.get(list_field) or ()):
+            if container is not None:
+                yield list_field, index, container
+
+
+_EMULATION_FLAGS = frozenset(catalogue.EMULATION_ARGS)
+
+
+def runs_emulated(container: dict[str, Any]) -> bool:
+    """KubeVirt renders software-emulated launchers with these arguments to virt-launcher."""
+    # Set lookups in C: a launcher's command line has a dozen words, on every admission.
+    return not (
+        _EMULATION_FLAGS.isdisjoint(container.get("command") or ())
+        and _EMULATION_FLAGS.isdisjoint(container.get("args") or ())
+    )
+
+
 def _device_resources(container: dict[str, Any], *, both: bool = False) -> set[str]:
     """The `devices.kubevirt.io/*` resources in the container's limits or requests (`both`:
     in each of them)."""
@@ -233,6 +266,21 @@ def _device_resources(container: dict[str, Any], *, both: bool = False) -> set[s
     return names
 
 
+def _slot(
+    list_field: str,
+    index: int,
+    container: dict[str, Any],
+    role: Role,
+    profile: Profile,
+    policy: LauncherPolicy,
+) -> Slot:
+    """Ephemeral containers are never KubeVirt's (`kubectl debug` adds them): baseline's
+    capabilities alone, whoever asks."""
+    if list_field == "ephemeralContainers":
+        return Slot(list_field, index, container, role, baseline.CAPABILITIES, trusted=False)
+    return Slot(list_field, index, container, role, allowed_capabilities(profile, role, policy))
+
+
 def read_launcher(
     pod: dict[str, Any],
     policy: LauncherPolicy,
@@ -240,31 +288,55 @@ def read_launcher(
     release: Release | None = None,
     vmi: str | None = None,
 ) -> Launcher:
-    """Read the pod once; `release` and `vmi` judge it as the pod was admitted (an UPDATE's new
-    object by its old one's: a label edit changes neither).
+    """Read the pod once, as KubeVirt's controller's; `release` and `vmi` judge it as the pod
+    was admitted (an UPDATE's new object by its old one's: a label edit changes neither).
 
     Ephemeral containers are never KubeVirt's (`kubectl debug` adds them): they get no
     launcher exception whoever asks, so the audit of a running pod judges them so too."""
     spec = pod.get("spec") or {}
-    slots: list[Slot] = []
-    compute = None
+    found: list[tuple[str, int, dict[str, Any], Role]] = []
+    compute_at = -1
     for list_field, index, container in containers(spec):
         role = role_of(list_field, container, policy.compute_container)
         if role == "compute":
-            if compute is not None:  # a second container of that name is not KubeVirt's
+            if compute_at >= 0:  # a second container of that name is not KubeVirt's
                 role = "unknown"
-        slot = Slot(list_field, index, container, role, list_field != "ephemeralContainers")
-        if role == "compute" and compute is None:
-            compute = slot
-        slots.append(slot)
+            else:
+                compute_at = len(found)
+        found.append((list_field, index, container, role))
+    compute_container = found[compute_at][2] if compute_at >= 0 else None
+    release = release or choose_release(compute_container, policy)
+    profile = release.profile
+    slots = tuple(
+        _slot(field, index, container, role, profile, policy)
+        for field, index, container, role in found
+    )
+    vmi = _created_by(pod) if vmi is None else vmi
+    if compute_container is None:
+        return Launcher(pod, spec, release, slots, None, vmi=vmi)
+    security = compute_container.get("securityContext")
+    privileged = security is not None and security.get("privileged") is True
+    emulated = policy.emulation or runs_emulated(compute_container)
+    hypervisor = not catalogue.HYPERVISOR_RESOURCES.isdisjoint(_device_resources(compute_container))
+    compute = slots[compute_at]
     return Launcher(
-        pod=pod,
-        spec=spec,
-        release=release or choose_release(compute.container if compute else None, policy),
-        slots=tuple(slots),
-        compute=compute,
-        emulated=compute is not None and runs_emulated(compute.container),
-        vmi=_created_by(pod) if vmi is None else vmi,
+        pod,
+        spec,
+        release,
+        slots,
+        compute,
+        emulated=emulated,
+        privileged=privileged,
+        requests_hypervisor=hypervisor,
+        injected=injected_devices(
+            compute,
+            profile,
+            policy,
+            privileged=privileged,
+            emulated=emulated,
+            requests_hypervisor=hypervisor,
+        ),
+        vmi=vmi,
     )
 
 
@@ -282,25 +354,27 @@ def is_hotplug(pod: dict[str, Any] | None) -> bool:
 
 
 def read_pod(
-    pod: dict[str, Any], policy: LauncherPolicy, *, release: Release | None = None
+    pod: dict[str, Any],
+    policy: LauncherPolicy,
+    *,
+    release: Release | None = None,
+    other_requester: str = "",
 ) -> Launcher:
     """Any other pod, for /guard: every container of role "unknown", judged by baseline alone —
     but for KubeVirt's hotplug attachment pods, which their release renders (the launcher's
     image, its SELinux type, the host's network in v0.36 - v0.46), when `release` says so:
     the caller has checked who asked (`admission`). A launcher-labelled pod from anyone but
-    KubeVirt's controller is read so too, with `release` naming why it gets baseline alone."""
+    KubeVirt's controller is read so too, with `release` naming why it gets baseline alone and
+    `other_requester` whose it is."""
     spec = pod.get("spec") or {}
-    hotplug = release is not None and release.exceptions != ""
+    release = release or NOT_A_LAUNCHER
+    slots = tuple(
+        _slot(field, index, container, "unknown", release.profile, policy)
+        for field, index, container in containers(spec)
+    )
+    hotplug = release.exceptions != ""
     return Launcher(
-        pod=pod,
-        spec=spec,
-        release=release or NOT_A_LAUNCHER,
-        slots=tuple(
-            Slot(f, i, c, "unknown", f != "ephemeralContainers") for f, i, c in containers(spec)
-        ),
-        compute=None,
-        emulated=False,
-        hotplug=hotplug,
+        pod, spec, release, slots, None, hotplug=hotplug, other_requester=other_requester
     )
 
 
@@ -311,19 +385,27 @@ def hotplug_release(pod: dict[str, Any], policy: LauncherPolicy) -> Release:
     return choose_release(first if isinstance(first, dict) else None, policy)
 
 
-def with_changes_untrusted(launcher: Launcher, old: Launcher, username: str) -> Launcher:
+def with_changes_untrusted(
+    launcher: Launcher, old: Launcher, username: str, *, labelled: bool
+) -> Launcher:
     """The launcher after an UPDATE from anyone but KubeVirt's controller: every container it
     added, or whose image it changed, loses the launcher exceptions (`kubectl set image`,
-    `kubectl debug`); the rest keep what they were admitted with."""
+    `kubectl debug`); the rest keep what they were admitted with. A `labelled` pod (launcher or
+    hotplug) with such a container is then another's: a tenant's label edit is not."""
     before = {(slot.list_field, slot.container.get("name")): slot.container for slot in old.slots}
     slots = []
     changed = False
     for slot in launcher.slots:
         previous = before.get((slot.list_field, slot.container.get("name")))
         if previous is None or previous.get("image") != slot.container.get("image"):
-            slot = replace(slot, trusted=False)
+            slot = replace(slot, trusted=False, capabilities=baseline.CAPABILITIES)
             changed = True
         slots.append(slot)
     if not changed:
         return launcher
-    return replace(launcher, slots=tuple(slots), changed_by=username[:_MAX_NAME] or "?")
+    return replace(
+        launcher,
+        slots=tuple(slots),
+        changed_by=username[:_MAX_NAME] or "?",
+        other_requester=requester_name(username) if labelled else "",
+    )

@@ -109,7 +109,7 @@ def _restrict_privileges(
 
     capabilities = security.get("capabilities")
     current = list((capabilities or {}).get("add") or ())
-    allowed = launcher.capabilities_for(slot, policy)
+    allowed = slot.capabilities
     # Pod Security compares names as spelt: an allowed one spelt otherwise (`chown`) is written
     # as Kubernetes spells it, so that /validate allows what /mutate kept.
     kept: dict[str, None] = {}
@@ -153,16 +153,14 @@ def mutate(
     every device request it makes; only what lies outside baseline, its profile and the admin's
     exceptions goes. A privileged compute is rewritten the way KubeVirt v0.7 did it: device
     requests (and NET_ADMIN up to v0.40) instead of `privileged`. `injected` is what compute is
-    made to request (`launcher.injected_devices`, by default as the policy and the pod say): the
+    made to request (`launcher.injected` by default, as the policy and the pod say): the
     admission passes the list its scheduling decision was taken for, kvm withheld or not.
     """
     if injected is None:
-        injected = launcher.injected_devices(policy)
+        injected = launcher.injected
     mutation = Mutation()
     compute = launcher.compute
-    privileged_compute = compute is not None and (
-        (compute.container.get("securityContext") or {}).get("privileged") is True
-    )
+    privileged_compute = launcher.privileged
     if compute is None:
         # No devices to request; the privileges still go, or /validate would refuse the pod
         # that /mutate let through (validate(mutate(pod)) must allow every launcher pod).

@@ -10,7 +10,7 @@ default is Pod Security baseline (`webhook.rules.baseline`) plus what its KubeVi
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,8 +19,6 @@ from virtdev.catalogue import Device
 from webhook.rules import baseline
 from webhook.rules.baseline import Baseline
 from webhook.rules.profiles import Version, parse_version
-
-CONTAINER_LISTS = ("containers", "initContainers", "ephemeralContainers")
 
 
 def normalise_capability(name: str) -> str:
@@ -149,23 +147,3 @@ def normalise_host_path(path: str) -> str:
     normal = posixpath.normpath(path)
     # POSIX lets `//x` differ from `/x`; Linux does not, and neither may the comparison.
     return "/" + normal.lstrip("/") if normal.startswith("/") else normal
-
-
-def containers(spec: dict[str, Any]) -> Iterator[tuple[str, int, dict[str, Any]]]:
-    """Every container of a pod spec as (list field, index, container), as PSA examines them."""
-    for list_field in CONTAINER_LISTS:
-        for index, container in enumerate(spec.get(list_field) or ()):
-            if container is not None:
-                yield list_field, index, container
-
-
-_EMULATION_FLAGS = frozenset(catalogue.EMULATION_ARGS)
-
-
-def runs_emulated(container: dict[str, Any]) -> bool:
-    """KubeVirt renders software-emulated launchers with these arguments to virt-launcher."""
-    # Set lookups in C: a launcher's command line has a dozen words, on every admission.
-    return not (
-        _EMULATION_FLAGS.isdisjoint(container.get("command") or ())
-        and _EMULATION_FLAGS.isdisjoint(container.get("args") or ())
-    )

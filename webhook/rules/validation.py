@@ -245,7 +245,7 @@ def _container_level(
         yield Violation(f"{where}.privileged", "true", reason, (*key, "privileged"), "privileged")
     adds = (security.get("capabilities") or {}).get("add") or ()
     if adds:
-        allowed = launcher.capabilities_for(slot, policy)
+        allowed = slot.capabilities
         reason = ""
         for index, capability in enumerate(adds):
             # Compared as spelt, as Pod Security compares them: one set lookup; a pod of a
@@ -431,11 +431,11 @@ def new_violations(
             yield violation
 
 
-def device_warnings(launcher: Launcher, policy: LauncherPolicy) -> list[str]:
+def device_warnings(launcher: Launcher) -> list[str]:
     """A compute container that requests no hypervisor device will not find /dev/kvm: allowed,
     but said (unless the VM runs emulated)."""
     compute = launcher.compute
-    if compute is None or launcher.emulated or policy.emulation or launcher.requests_hypervisor:
+    if compute is None or launcher.emulated or launcher.requests_hypervisor:
         return []
     text = f"{compute.path} requests no {catalogue.RESOURCE_DOMAIN}/kvm: the VM may lack KVM"
     return [text[:MAX_WARNING]]

@@ -571,13 +571,13 @@ def test_update_denies_only_what_the_old_object_did_not_have() -> None:
 
 
 def test_device_warning_for_compute_without_a_hypervisor_device() -> None:
-    bare = read_launcher(launcher({"name": "compute"}), DEFAULT)
-    assert device_warnings(bare, DEFAULT) == [
+    bare = launcher({"name": "compute"})
+    assert device_warnings(read_launcher(bare, DEFAULT)) == [
         f"spec.containers[0] requests no {KVM}: the VM may lack KVM"
     ]
-    assert device_warnings(bare, LauncherPolicy(emulation=True)) == []
+    assert device_warnings(read_launcher(bare, LauncherPolicy(emulation=True))) == []
     emulated = launcher({"name": "compute", "command": ["virt-launcher", "--allow-emulation"]})
-    assert device_warnings(read_launcher(emulated, DEFAULT), DEFAULT) == []
+    assert device_warnings(read_launcher(emulated, DEFAULT)) == []
 
 
 # --- which profile judges a pod ------------------------------------------------------------
