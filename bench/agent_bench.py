@@ -23,58 +23,44 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import median
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: the checkout
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # no GOAWAY chatter when plugins stop
 
-from tests.agent.helpers import make_node  # noqa: E402
-from tests.agent.kubelet import TestKubelet  # noqa: E402
-from tests.support import status_kib  # noqa: E402
-from virtdev import catalogue  # noqa: E402
+from bench.harness import (
+    BENCH_CPU,
+    DEVICE_COUNT,
+    KVM,
+    PLUGIN_CPU,
+    REPO,
+    RESOURCES,
+    bytecode_env,
+    healthy,
+    p99,
+    plugin_argv,
+    plugin_host,
+    plugin_subjects,
+    registered,
+    rss_kib,
+    unhealthy,
+)
+from tests.agent.helpers import make_node
+from tests.agent.kubelet import TestKubelet
 
-#: What the agent serves with its defaults (kvm, tun, vhost-net), and the floor too.
-DEVICES = catalogue.resolve_devices(catalogue.AGENT_DEVICES)
-RESOURCES = tuple(device.resource for device in DEVICES)
-NODES = tuple(device.path.lstrip("/") for device in DEVICES)
-KVM = catalogue.DEVICES["kvm"].resource
-#: Devices per resource, the agent's default; the floor is given the same.
-COUNT = catalogue.DEFAULT_DEVICE_COUNT
 TARGET_RSS_RATIO = 1.2
 TARGET_REREGISTER = 0.5
 TARGET_UNHEALTHY = 0.2
 TARGET_STOP = 2.0
-BENCH_CPU, PLUGIN_CPU = 0, 1
 DEADLINE = 300.0
-
-
-def subjects(*agent_flags: str) -> dict[str, list[str]]:
-    """The two plugins measured, as commands ({dir}/{host} filled in per run): the floor, and
-    `virtdev agent` launched as in production."""
-    python = sys.executable
-    return {
-        "floor": [python, "bench/floor_plugin.py", "{dir}", "{host}", str(COUNT)],
-        "agent": [
-            python,
-            "-m",
-            "virtdev.cli",
-            "agent",
-            "--device-plugin-dir={dir}",
-            "--host-root={host}",
-            "--metrics-port=0",
-            *agent_flags,
-        ],
-    }
 
 
 @dataclass
@@ -88,34 +74,20 @@ class Result:
     exit_code: int
 
 
-def healthy(devices: list[tuple[str, str]]) -> bool:
-    return bool(devices) and all(h == "Healthy" for _, h in devices)
-
-
-def unhealthy(devices: list[tuple[str, str]]) -> bool:
-    return bool(devices) and all(h == "Unhealthy" for _, h in devices)
-
-
 async def start_plugin(
     command: list[str], work: Path, args: argparse.Namespace
 ) -> tuple[TestKubelet, subprocess.Popen[bytes], Path]:
     """A kubelet, device nodes and the plugin, registered and healthy."""
-    plugin_dir, host = work / "dp", work / "host"
-    plugin_dir.mkdir(parents=True)
-    for node in NODES:
-        make_node(host, node)
+    plugin_dir, host = plugin_host(work)
     kubelet = TestKubelet(str(plugin_dir))
     await kubelet.start()
-    argv = [str(a).format(dir=plugin_dir, host=host) for a in command]
     process = subprocess.Popen(
-        ["taskset", "-c", str(PLUGIN_CPU), *argv],
+        ["taskset", "-c", str(PLUGIN_CPU), *plugin_argv(command, plugin_dir, host)],
         stderr=subprocess.DEVNULL,
-        cwd=ROOT,
+        cwd=REPO,
         env=args.env,
     )
-    for resource in RESOURCES:
-        await kubelet.wait_registered(resource)
-        await kubelet.wait_for_devices(resource, healthy)
+    await registered(kubelet)
     return kubelet, process, host
 
 
@@ -135,7 +107,7 @@ async def measure(name: str, command: list[str], work: Path, args: argparse.Name
         allocate = []
         for n in range(args.allocations):
             started = time.perf_counter()
-            await kubelet.allocate(KVM, [[f"kvm-{n % COUNT:03d}"]])
+            await kubelet.allocate(KVM, [[f"kvm-{n % DEVICE_COUNT:03d}"]])
             allocate.append(time.perf_counter() - started)
 
         node = host / "dev/kvm"
@@ -159,7 +131,7 @@ async def measure(name: str, command: list[str], work: Path, args: argparse.Name
             for resource in RESOURCES:
                 await kubelet.wait_for_devices(resource, healthy)
 
-        rss = status_kib(process.pid, "VmRSS")
+        rss = rss_kib(process.pid)
         started = time.perf_counter()
         process.send_signal(signal.SIGTERM)
         exit_code = await asyncio.to_thread(process.wait, 10)
@@ -169,32 +141,13 @@ async def measure(name: str, command: list[str], work: Path, args: argparse.Name
         await shut_down(kubelet, process)
 
 
-def bytecode_env(prefix: Path) -> dict[str, str]:
-    """Both plugins load compiled bytecode, as from an installed image, whatever
-    PYTHONDONTWRITEBYTECODE says here: compiling sources at start leaves garbage in the heap
-    that a deployed agent does not carry. The bytecode goes to a private directory (filled by
-    a warm-up start of each plugin), not into the checkout."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    env["PYTHONPYCACHEPREFIX"] = str(prefix)
-    return env
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values)
-
-
-def p99(values: list[float]) -> float:
-    """The 99th percentile, nearest rank: of 100 values the 99th, of 20 or fewer the largest."""
-    return sorted(values)[max(0, math.ceil(len(values) * 0.99) - 1)]
-
-
 async def main(args: argparse.Namespace) -> int:
     os.sched_setaffinity(0, {BENCH_CPU})
     results: dict[str, Result] = {}
     with tempfile.TemporaryDirectory(prefix="agent-bench-") as tmp:
         args.env = bytecode_env(Path(tmp) / "pycache")
         async with asyncio.timeout(DEADLINE):
-            for name, command in subjects().items():
+            for name, command in plugin_subjects().items():
                 work = Path(tmp) / name
                 work.mkdir()
                 results[name] = await measure(name, command, work, args)

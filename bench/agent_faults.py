@@ -42,36 +42,39 @@ import stat
 import subprocess
 import sys
 import tempfile
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import median
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: the checkout
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # no GOAWAY chatter when plugins stop
 
-import grpc  # noqa: E402
+import grpc
 
-from agent.v1beta1 import api_pb2 as api  # noqa: E402
-from bench.agent_bench import (  # noqa: E402
+from agent.v1beta1 import api_pb2 as api
+from bench.harness import (
     BENCH_CPU,
-    COUNT,
+    DEVICE_COUNT,
     KVM,
-    NODES,
     PLUGIN_CPU,
+    REPO,
     RESOURCES,
+    BenchError,
     bytecode_env,
     healthy,
-    median,
     p99,
-    subjects,
+    plugin_argv,
+    plugin_host,
+    plugin_subjects,
+    registered,
+    rss_kib,
     unhealthy,
 )
-from tests.agent.helpers import make_node  # noqa: E402
-from tests.agent.kubelet import CHECKPOINT, TestKubelet  # noqa: E402
-from tests.support import status_kib  # noqa: E402
+from tests.agent.helpers import make_node
+from tests.agent.kubelet import CHECKPOINT, TestKubelet
+from tests.support import metrics_text
 
 DEADLINE = 600.0
 WAIT = 30.0
@@ -86,11 +89,7 @@ TARGET_RSS_GROWTH = 0.10
 KUBELET_DOWN = 0.5
 #: Flaps per burst, made back to back without waiting.
 BURST = 50
-IDS = [f"kvm-{n:03d}" for n in range(COUNT)]
-
-
-class BenchError(RuntimeError):
-    """The bench itself could not run (not a missed target)."""
+IDS = [f"kvm-{n:03d}" for n in range(DEVICE_COUNT)]
 
 
 class TimedKubelet(TestKubelet):
@@ -169,7 +168,7 @@ async def start_plugin(name: str, argv: list[str], env: dict[str, str]) -> Plugi
         *argv,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE if logs else subprocess.DEVNULL,
-        cwd=ROOT,
+        cwd=REPO,
         env=env,
     )
     plugin = Plugin(name, process)
@@ -425,27 +424,20 @@ async def kills(directory: Path, plugin: Plugin, figures: Figures, count: int) -
 
 def scrape(port: int) -> dict[str, float]:
     """The agent's /metrics for the kvm resource: name -> value."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        body = response.read().decode()
+    body = metrics_text(port)
     pattern = re.compile(r'^(virtdev_agent_\w+)\{resource="devices\.kubevirt\.io/kvm"\} (\S+)$')
     return {m[1]: float(m[2]) for line in body.splitlines() if (m := pattern.match(line))}
 
 
 async def run_subject(name: str, argv: list[str], work: Path, args: argparse.Namespace) -> Figures:
     figures = Figures(name)
-    plugin_dir, host = work / "dp", work / "host"
-    plugin_dir.mkdir(parents=True)
-    for relative in NODES:
-        make_node(host, relative)
+    plugin_dir, host = plugin_host(work)
     kubelet = TimedKubelet(str(plugin_dir))
     await kubelet.start()
-    command = [a.format(dir=plugin_dir, host=host) for a in argv]
-    plugin = await start_plugin(name, command, args.env)
+    plugin = await start_plugin(name, plugin_argv(argv, plugin_dir, host), args.env)
     try:
-        for resource in RESOURCES:
-            await kubelet.wait_registered(resource)
-            await kubelet.wait_for_devices(resource, healthy)
-        figures.rss_before = status_kib(plugin.process.pid, "VmRSS")
+        await registered(kubelet)
+        figures.rss_before = rss_kib(plugin.process.pid)
         await allocations(kubelet, figures, args.concurrent, args.allocate_rounds)
         await flaps(kubelet, host / "dev/kvm", host, figures, args.flaps)
         await restarts(kubelet, figures, args.restarts)
@@ -457,7 +449,7 @@ async def run_subject(name: str, argv: list[str], work: Path, args: argparse.Nam
         # The last kubelet was killed too: let a final one take the registration, then look.
         process, _ = await spawn_kubelet(plugin_dir)
         try:
-            figures.rss_after = status_kib(plugin.process.pid, "VmRSS")
+            figures.rss_after = rss_kib(plugin.process.pid)
             port = plugin.metrics_port()
             if port is not None:
                 figures.metrics = await asyncio.to_thread(scrape, port)
@@ -472,16 +464,12 @@ async def run_subject(name: str, argv: list[str], work: Path, args: argparse.Nam
 
 async def warm_up(argv: list[str], work: Path, env: dict[str, str]) -> None:
     """Start the plugin once to fill the private bytecode cache (as bench/agent_bench.py)."""
-    plugin_dir, host = work / "dp", work / "host"
-    plugin_dir.mkdir(parents=True)
-    for relative in NODES:
-        make_node(host, relative)
+    plugin_dir, host = plugin_host(work)
     kubelet = TestKubelet(str(plugin_dir))
     await kubelet.start()
-    plugin = await start_plugin("warm-up", [a.format(dir=plugin_dir, host=host) for a in argv], env)
+    plugin = await start_plugin("warm-up", plugin_argv(argv, plugin_dir, host), env)
     try:
-        for resource in RESOURCES:
-            await kubelet.wait_registered(resource)
+        await registered(kubelet)
     finally:
         await stop_plugin(plugin)
         await kubelet.stop()
@@ -615,7 +603,7 @@ async def main(args: argparse.Namespace) -> int:
         with tempfile.TemporaryDirectory(prefix="agent-faults-") as tmp:
             args.env = bytecode_env(Path(tmp) / "pycache")
             async with asyncio.timeout(DEADLINE):
-                for name, argv in subjects("--log-format=json").items():
+                for name, argv in plugin_subjects("--log-format=json").items():
                     await warm_up(argv, Path(tmp) / f"warm-{name}", args.env)
                     results[name] = await run_subject(name, argv, Path(tmp) / name, args)
     except (BenchError, TimeoutError, OSError) as error:

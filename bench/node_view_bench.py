@@ -44,8 +44,6 @@ import json
 import os
 import random
 import shutil
-import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -54,34 +52,46 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: the checkout
 
-from bench.webhook_bench import cpu_seconds  # noqa: E402
-from bench.webhook_instructions import (  # noqa: E402
-    CALLGRIND_ENV,
-    callgrind,
-    connect,
-    post_allowed,
-    total,
-)
-from bench.webhook_load import (  # noqa: E402
+from bench.harness import (
+    CPU_MODEL,
+    FEASIBLE_GAUGE,
+    KVM,
     PATCHED,
+    SCHEDULABLE,
+    TUN,
     BenchError,
     Load,
     Server,
+    alternate,
+    api_server,
+    assert_patches,
     cores,
     finish,
     in_workdir,
+    instructions,
     machine,
     make_material,
+    medians,
+    missed,
+    missed_note,
+    per_call_us,
+    per_request,
     post,
+    pyplot,
+    realistic_node,
     rss_kib,
     sample,
+    verdict,
+    wait_for,
+    wait_synced,
     webhook,
     wrk,
 )
-from tests.kube_standin import StandIn, write_kubeconfig  # noqa: E402
+from certs.store import Material
+from tests.kube_standin import StandIn
+from tests.support import webhook_command
 
 SIZES = (100, 1_000, 5_000, 15_000)
 CONNECTIONS = 16
@@ -96,143 +106,8 @@ TARGET_SIZE = 5_000
 CONVERGE_TIMEOUT = 15.0
 #: Instructions per request of the webhook without a view, counted at the first size asked.
 PLAIN_COUNT: dict[str, float] = {}
-KVM, TUN, VHOST = (f"devices.kubevirt.io/{d}" for d in ("kvm", "tun", "vhost-net"))
-SCHEDULABLE = "kubevirt.io/schedulable"
-CPU_MODEL = "cpu-model.node.kubevirt.io/Skylake-Server-IBRS"
-FEASIBLE_GAUGE = "virtdev_webhook_feasible_nodes"
-SYNCED_GAUGE = "virtdev_webhook_node_view_synced"
 
 # --- the cluster ---------------------------------------------------------------------------
-
-
-def _hex(seed: int, length: int) -> str:
-    return (f"{seed * 2654435761 % 2**64:016x}" * (length // 16 + 1))[:length]
-
-
-IMAGES = [
-    (
-        [
-            f"quay.io/kubevirt/component-{i:02d}@sha256:{_hex(i + 1, 64)}",
-            f"quay.io/kubevirt/component-{i:02d}:v1.4.{i % 7}",
-        ],
-        50_000_000 + i * 1_234_567,
-    )
-    for i in range(40)
-]
-
-
-def realistic_node(
-    index: int, *, ready: bool | None = None, kvm: str | None = None, beat: int = 0
-) -> dict[str, Any]:
-    """A Node as a kubelet and virt-handler leave it, ~10 KB of JSON. Every 50th is cordoned,
-    every 97th NotReady, every 25th tainted NoSchedule, every 20th without a usable kvm."""
-    name = f"worker-{index:05d}.virt.example.com"
-    zone = "eu-west-1" + "abc"[index % 3]
-    ready = (index % 97 != 13) if ready is None else ready
-    kvm = ("0" if index % 20 == 7 else "1000") if kvm is None else kvm
-    stamp = f"2026-11-28T00:{beat // 60 % 60:02d}:{beat % 60:02d}Z"
-    ip = f"10.{index // 65536 % 256}.{index // 256 % 256}.{index % 256}"
-    devices = {KVM: "1000", TUN: "1000", VHOST: "1000"}
-    resources = {
-        "cpu": "96",
-        "ephemeral-storage": "936104940Ki",
-        "hugepages-1Gi": "0",
-        "hugepages-2Mi": "0",
-        "memory": "394857268Ki",
-        "pods": "250",
-    }
-    condition_text = {
-        "MemoryPressure": ("KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-        "DiskPressure": ("KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-        "PIDPressure": ("KubeletHasSufficientPID", "kubelet has sufficient PID available"),
-        "Ready": ("KubeletReady", "kubelet is posting ready status. AppArmor enabled"),
-    }
-    conditions = [
-        {
-            "type": kind,
-            "status": ("True" if ready else "Unknown")
-            if kind == "Ready"
-            else ("False" if ready else "Unknown"),
-            "lastHeartbeatTime": stamp,
-            "lastTransitionTime": "2026-11-01T08:00:00Z",
-            "reason": reason,
-            "message": message,
-        }
-        for kind, (reason, message) in condition_text.items()
-    ]
-    spec: dict[str, Any] = {
-        "podCIDR": f"10.244.{index % 256}.0/24",
-        "podCIDRs": [f"10.244.{index % 256}.0/24"],
-        "providerID": f"aws:///{zone}/i-{_hex(index + 7, 17)}",
-        "taints": [{"key": "node-role.kubernetes.io/infra", "effect": "NoSchedule"}]
-        if index % 25 == 3
-        else [],
-    }
-    if index % 50 == 11:
-        spec["unschedulable"] = True
-        spec["taints"].append({"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"})
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {
-            "name": name,
-            "labels": {
-                "beta.kubernetes.io/arch": "amd64",
-                "beta.kubernetes.io/os": "linux",
-                "kubernetes.io/arch": "amd64",
-                "kubernetes.io/hostname": name,
-                "kubernetes.io/os": "linux",
-                "node-role.kubernetes.io/worker": "",
-                "node.kubernetes.io/instance-type": "m5.metal",
-                "topology.kubernetes.io/region": "eu-west-1",
-                "topology.kubernetes.io/zone": zone,
-                SCHEDULABLE: "true",
-                CPU_MODEL: "true",
-                "cpu-vendor.node.kubevirt.io/Intel": "true",
-                "host-model-cpu.node.kubevirt.io/Skylake-Server-IBRS": "true",
-                "scheduling.node.kubevirt.io/tsc-frequency-2500000000": "true",
-                "kubevirt.io/ksm-enabled": "false",
-            },
-            "annotations": {
-                "kubevirt.io/heartbeat": stamp,
-                "node.alpha.kubernetes.io/ttl": "0",
-                "volumes.kubernetes.io/controller-managed-attach-detach": "true",
-                "csi.volume.kubernetes.io/nodeid": json.dumps(
-                    {"ebs.csi.aws.com": "i-" + _hex(index, 17)}
-                ),
-                "projectcalico.org/IPv4Address": f"{ip}/20",
-                "kubevirt.io/node-labeller-version": "v1.4.0",
-            },
-        },
-        "spec": spec,
-        "status": {
-            "capacity": {**resources, **devices},
-            "allocatable": {**resources, "cpu": "95500m", **devices, KVM: kvm},
-            "conditions": conditions,
-            "addresses": [
-                {"type": "InternalIP", "address": ip},
-                {"type": "Hostname", "address": name},
-                {
-                    "type": "InternalDNS",
-                    "address": f"ip-{ip.replace('.', '-')}.eu-west-1.compute.internal",
-                },
-            ],
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
-            "nodeInfo": {
-                "architecture": "amd64",
-                "bootID": _hex(index + 3, 32),
-                "containerRuntimeVersion": "containerd://1.7.22",
-                "kernelVersion": "6.1.112-124.190.amzn2023.x86_64",
-                "kubeProxyVersion": "v1.31.2",
-                "kubeletVersion": "v1.31.2",
-                "machineID": _hex(index + 5, 32),
-                "operatingSystem": "linux",
-                "osImage": "Amazon Linux 2023.6.20241031",
-                "systemUUID": _hex(index + 9, 32),
-            },
-            "images": [{"names": names, "sizeBytes": size} for names, size in IMAGES],
-        },
-    }
 
 
 def review_body(path: Path) -> Path:
@@ -307,10 +182,10 @@ def streaming(cluster: Cluster, rate: float, counter: list[int]) -> Iterator[Non
 # --- in-process costs -----------------------------------------------------------------------
 
 
-def per_call_us(function: Callable[[], object], *, repeats: int = 5) -> float:
-    timer = timeit.Timer(function)
-    number, _ = timer.autorange()
-    return min(timer.repeat(repeat=repeats, number=max(1, number // 4))) / max(1, number // 4) * 1e6
+def cost_us(function: Callable[[], object]) -> float:
+    """µs per call, timed over a quarter of what autorange picks: a decision node by node at
+    15,000 nodes takes milliseconds."""
+    return per_call_us(function, repeats=5, share=4)
 
 
 def in_process(cluster: Cluster, review: Path) -> dict[str, float]:
@@ -356,19 +231,19 @@ def in_process(cluster: Cluster, review: Path) -> dict[str, float]:
     reference_repeats = 1 if len(nodes) > 5000 else 3
     return {
         "index_build_s": build_s,
-        "decide_remembered_us": per_call_us(lambda: index.decide(pod, requests=wanted)),
-        "decide_index_us": per_call_us(computed(pod, wanted)),
+        "decide_remembered_us": cost_us(lambda: index.decide(pod, requests=wanted)),
+        "decide_index_us": cost_us(computed(pod, wanted)),
         "decide_per_node_us": min(
             timeit.repeat(
                 lambda: decide(pod, nodes, requests=wanted), number=1, repeat=reference_repeats
             )
         )
         * 1e6,  # fmt: skip
-        "no_fit_selector_us": per_call_us(computed(nowhere, wanted)),
-        "no_fit_devices_us": per_call_us(computed(pod, {KVM: 5000, TUN: 1})),
-        "event_heartbeat_us": per_call_us(event(beat)) / 2,
-        "event_fact_change_us": per_call_us(event(flip)) / 2,
-        "event_json_parse_us": per_call_us(lambda: orjson.loads(line)),
+        "no_fit_selector_us": cost_us(computed(nowhere, wanted)),
+        "no_fit_devices_us": cost_us(computed(pod, {KVM: 5000, TUN: 1})),
+        "event_heartbeat_us": cost_us(event(beat)) / 2,
+        "event_fact_change_us": cost_us(event(flip)) / 2,
+        "event_json_parse_us": cost_us(lambda: orjson.loads(line)),
     }
 
 
@@ -377,53 +252,29 @@ def in_process(cluster: Cluster, review: Path) -> dict[str, float]:
 
 def counted(
     workdir: Path,
-    material: Any,
+    material: Material,
     review: Path,
-    requests: int,
-    extra: list[str],
+    flags: list[str],
     what: str,
-    synced: Callable[[], Callable[[], bool]],
-) -> int:
-    """Instructions of a `virtdev webhook` process that synced (with `extra`), then answered
-    `requests` reviews over one keep-alive connection, then exited. `synced()`, made before the
-    process starts, says from outside when it synced (the stand-in sees its watch): polling
-    /metrics would add instructions of its own to the count."""
-    import signal
-    import ssl
+    n: int,
+    synced: Callable[[], Callable[[], bool]] | None = None,
+) -> float:
+    """Instructions per request of a `virtdev webhook` process (with `flags`) that synced, then
+    answered reviews over one keep-alive connection: n and 3n of them, start-up cancelled out.
+    `synced()`, made before each process starts, says from outside when it synced (the
+    stand-in sees its watch)."""
 
-    from tests.support import free_ports
+    def command(port: int, metrics_port: int) -> list[str]:
+        tls = (material.tls_cert, material.tls_key)
+        return webhook_command(port, metrics_port, *flags, tls=tls)
 
-    port, metrics_port = free_ports(2)
-    out = workdir / f"callgrind.{what}.{requests}"
-    is_synced = synced()
-    command = [
-        sys.executable, "-m", "virtdev.cli", "webhook", "--host", "127.0.0.1",
-        "--port", str(port), "--metrics-port", str(metrics_port), "--log-format", "json",
-        "--tls-cert", str(material.tls_cert), "--tls-key", str(material.tls_key), *extra,
-    ]  # fmt: skip
-    log = (workdir / f"callgrind.{what}.{requests}.log").open("wb")
-    process = subprocess.Popen(
-        callgrind(out, command), cwd=REPO, env=CALLGRIND_ENV, stdout=subprocess.DEVNULL,
-        stderr=log,
-    )  # fmt: skip
-    try:
-        context = ssl.create_default_context(cafile=str(material.ca_cert))
-        connect(port, context, process).close()  # up and serving
-        wait_for(is_synced, f"{what} to sync under valgrind", 600)
-        # Connected only now: a connection idle through the sync (30 s at 1,000 nodes under
-        # valgrind) would have been closed at the server's --head-timeout.
-        connection = connect(port, context, process)
-        post_allowed(connection, "/mutate", review.read_bytes(), requests, what)
-        connection.close()
-        process.send_signal(signal.SIGTERM)
-        if process.wait(timeout=600) != 0:
-            raise BenchError(f"{what} exited with {process.returncode} under valgrind")
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        log.close()
-    return total(out)
+    def count(requests: int) -> int:
+        return instructions(
+            command, what=what, path="/mutate", body=review.read_bytes(), requests=requests,
+            work=workdir, ca_cert=material.ca_cert, synced=synced() if synced else None,
+        )  # fmt: skip
+
+    return per_request(count, n)[2]
 
 
 def new_watch(stand_in: StandIn) -> Callable[[], bool]:
@@ -438,31 +289,7 @@ def new_watch(stand_in: StandIn) -> Callable[[], bool]:
     return lambda: watches() > before
 
 
-def per_request(
-    workdir: Path,
-    material: Any,
-    review: Path,
-    extra: list[str],
-    what: str,
-    n: int,
-    synced: Callable[[], Callable[[], bool]] = lambda: lambda: True,
-) -> float:
-    """Instructions per request: the difference of n and 3n requests, start-up cancelled out."""
-    few = counted(workdir, material, review, n, extra, what, synced)
-    many = counted(workdir, material, review, 3 * n, extra, what, synced)
-    return (many - few) / (2 * n)
-
-
 # --- the run ----------------------------------------------------------------------------------
-
-
-def wait_for(check: Callable[[], bool], what: str, timeout: float) -> float:
-    started = time.monotonic()
-    while not check():
-        if time.monotonic() - started > timeout:
-            raise BenchError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
-    return time.monotonic() - started
 
 
 def expected_feasible(cluster: Cluster, review: Path) -> int:
@@ -481,69 +308,52 @@ def expected_feasible(cluster: Cluster, review: Path) -> int:
 
 
 def rounds(
-    cpu: dict[tuple[int, str], float],
     args: argparse.Namespace,
     servers: dict[str, Server],
     review: Path,
     load_cpu: str | None,
     during_view: Callable[[], contextlib.AbstractContextManager[None]],
 ) -> list[dict[str, Load]]:
-    done = []
-    order = ["view", "plain"]
-    for number in range(args.rounds):
-        loads = {}
-        for name in order if number % 2 == 0 else order[::-1]:
-            context = during_view() if name == "view" else contextlib.nullcontext()
-            pid = servers[name].process.pid
-            with context:
-                cpu_before = cpu_seconds(pid)
-                loads[name] = wrk(
-                    f"{servers[name].url}/mutate", connections=args.connections,
-                    seconds=args.duration, cpu=load_cpu, bodies=[review], what=name,
-                )  # fmt: skip
-                # CPU time per answered request: steadier than req/s on a shared machine (the
-                # view's thread, applying the stream's events, is counted in it too).
-                cpu[(number, name)] = (cpu_seconds(pid) - cpu_before) / max(loads[name].requests, 1)
-            if loads[name].failed:
-                raise BenchError(f"{name}: {loads[name].failed} failed requests")
-        done.append(loads)
-    return done
+    """The view's webhook and the plain one loaded alternately, `during_view` around the view's
+    loads, with the server's CPU time per answered request: steadier than req/s on a shared
+    machine (the view's thread, applying the stream's events, is counted in it too)."""
 
+    def load(name: str, _: int) -> Load:
+        with during_view() if name == "view" else contextlib.nullcontext():
+            done = wrk(
+                f"{servers[name].url}/mutate", connections=args.connections,
+                seconds=args.duration, cpu=load_cpu, bodies=[review], what=name,
+                pid=servers[name].pid,
+            )  # fmt: skip
+        if done.failed:
+            raise BenchError(f"{name}: {done.failed} failed requests")
+        return done
 
-def ratios(done: list[dict[str, Load]], cpu: dict[tuple[int, str], float]) -> dict[str, float]:
-    return {
-        "view_cpu_us": statistics.median(cpu[(n, "view")] for n in range(len(done))) * 1e6,
-        "plain_cpu_us": statistics.median(cpu[(n, "plain")] for n in range(len(done))) * 1e6,
-        "cpu_ratio": statistics.median(
-            cpu[(n, "plain")] / cpu[(n, "view")] for n in range(len(done))
-        ),
-        "view_rps": statistics.median(d["view"].rps for d in done),
-        "plain_rps": statistics.median(d["plain"].rps for d in done),
-        "rps_ratio": statistics.median(d["view"].rps / d["plain"].rps for d in done),
-        "view_p99_ms": statistics.median(d["view"].p99_ms for d in done),
-        "plain_p99_ms": statistics.median(d["plain"].p99_ms for d in done),
-        "p99_ratio": statistics.median(d["view"].p99_ms / d["plain"].p99_ms for d in done),
-    }
+    return list(alternate(["view", "plain"], args.rounds, load))
 
 
 def one_size(
-    args: argparse.Namespace, cluster: Cluster, size: int, workdir: Path, material: Any
+    args: argparse.Namespace,
+    cluster: Cluster,
+    size: int,
+    workdir: Path,
+    material: Material,
+    kubeconfig: list[str],
 ) -> dict[str, Any]:
     server_cpu, load_cpu = cores()
     review = review_body(workdir / "review.json")
     cluster.grow(size)
-    kubeconfig = write_kubeconfig(workdir / "kubeconfig", cluster.stand_in.url)
-    tls = {"cert": material.tls_cert, "key": material.tls_key, "cpu": server_cpu}
     spawned = time.monotonic()
-    watching = ["--kubeconfig", kubeconfig, "--no-kvm-policy", "warn"]
-    with webhook(workdir, extra=watching, **tls) as view, webhook(workdir, **tls) as plain:
-        wait_for(lambda: sample(view.metrics(), SYNCED_GAUGE) == 1, "the view to sync", 120)
+    watching = [*kubeconfig, "--no-kvm-policy", "warn"]
+    with (
+        webhook(workdir, material, cpu=server_cpu, flags=watching) as view,
+        webhook(workdir, material, cpu=server_cpu) as plain,
+    ):
+        wait_synced(view, 120)
         first_sync_s = time.monotonic() - spawned  # process start (imports included) to synced
         servers = {"view": view, "plain": plain}
         for server in servers.values():
-            status, answer = post(server.port, "/mutate", review.read_bytes(), material.ca_cert)
-            if status != 200 or answer["response"].get("patchType") != "JSONPatch":
-                raise BenchError(f"{server.name}: /mutate answered {status} {answer}")
+            assert_patches(server, material.ca_cert, review.read_bytes())
         expected = expected_feasible(cluster, review)
         feasible = sample(view.metrics(), FEASIBLE_GAUGE)
         if feasible != expected:
@@ -551,15 +361,12 @@ def one_size(
         for server in servers.values():  # warm-up
             wrk(f"{server.url}/mutate", connections=args.connections, seconds=2, cpu=load_cpu,
                 bodies=[review], what="warm-up")  # fmt: skip
-        static_cpu: dict[tuple[int, str], float] = {}
-        static = rounds(static_cpu, args, servers, review, load_cpu, contextlib.nullcontext)
-        rss = {name: rss_kib(server.process.pid) for name, server in servers.items()}
+        static = rounds(args, servers, review, load_cpu, contextlib.nullcontext)
+        rss = {name: rss_kib(server.pid) for name, server in servers.items()}
         updates = [0]
-        stream_cpu: dict[tuple[int, str], float] = {}
         stream = rounds(
-            stream_cpu, args, servers, review, load_cpu,
-            lambda: streaming(cluster, args.updates, updates),
-        )  # fmt: skip
+            args, servers, review, load_cpu, lambda: streaming(cluster, args.updates, updates)
+        )
         # The view must show the cluster as it now is, within a bound.
         expected = expected_feasible(cluster, review)
 
@@ -568,7 +375,7 @@ def one_size(
             return sample(view.metrics(), FEASIBLE_GAUGE) == expected
 
         converge_s = wait_for(converged, "the view to show the final state", CONVERGE_TIMEOUT)
-        rss_after = {name: rss_kib(server.process.pid) for name, server in servers.items()}
+        rss_after = {name: rss_kib(server.pid) for name, server in servers.items()}
         known = sample(view.metrics(), "virtdev_webhook_nodes_known")
     if known != size:
         raise BenchError(f"the view knows {known} nodes, not {size}")
@@ -578,8 +385,8 @@ def one_size(
     counts: dict[str, float] = {}
     if size in args.instructions_at:
         if "plain" not in PLAIN_COUNT:  # the same whatever the cluster: counted once
-            PLAIN_COUNT["plain"] = per_request(workdir, material, review, [], "plain", 200)
-        view_count = per_request(
+            PLAIN_COUNT["plain"] = counted(workdir, material, review, [], "plain", 200)
+        view_count = counted(
             workdir, material, review, watching, "view", 200, lambda: new_watch(cluster.stand_in)
         )
         counts = {
@@ -591,8 +398,8 @@ def one_size(
         "nodes": size,
         "node_json_bytes": len(json.dumps(realistic_node(1))),
         "first_sync_s": round(first_sync_s, 2),
-        "static": ratios(static, static_cpu),
-        "stream": {**ratios(stream, stream_cpu), "updates": updates[0],
+        "static": medians(static, "view", "plain"),
+        "stream": {**medians(stream, "view", "plain"), "updates": updates[0],
                    "updates_per_s": round(updates[0] / (args.rounds * args.duration), 1)},
         "rss_mib": {name: round(kib / 1024, 1) for name, kib in rss.items()},
         "rss_after_stream_mib": {name: round(kib / 1024, 1) for name, kib in rss_after.items()},
@@ -657,12 +464,10 @@ def measure(args: argparse.Namespace, workdir: Path) -> tuple[bool, dict[str, An
     os.sched_setaffinity(0, {int(load_cpu or 0)})  # the stand-in's threads beside wrk
     material = make_material(workdir / "certs")
     results = []
-    stand_in = StandIn()
-    stand_in.bookmark_seconds = 5
-    with stand_in.running():
-        cluster = Cluster(stand_in)
+    with api_server(workdir, bookmark_seconds=5) as api:
+        cluster = Cluster(api.stand_in)
         for size in args.sizes:
-            result = one_size(args, cluster, size, workdir, material)
+            result = one_size(args, cluster, size, workdir, material, api.flags)
             print(line(result), flush=True)
             results.append(result)
     met = checks(results)
@@ -678,10 +483,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> tuple[bool, dict[str, An
 
 
 def plot(source: Path, target: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     data = json.loads(source.read_text())["sizes"]
     sizes = [r["nodes"] for r in data]
@@ -744,13 +546,12 @@ def main(argv: list[str] | None = None) -> int:
     if outcome is None:
         return 2
     ok, results = outcome
-    missed = [name for name, met in results["checks"].items() if not met]
     return finish(
         ok,
         results,
         args.json,
-        f"node_view_bench: {'PASS' if ok else 'FAIL'}"
-        + (f" missed: {'; '.join(missed)}" if missed else "")
+        verdict("node_view_bench", ok)
+        + missed_note(missed(results["checks"]))
         + f" load1={results['machine']['loadavg_1m']:.2f}",
     )
 

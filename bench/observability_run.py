@@ -45,26 +45,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: the checkout
 
-import yaml  # noqa: E402
+import yaml
 
-from bench.webhook_load import (  # noqa: E402
+from bench.harness import (
     FIXTURES,
     MIX,
+    REPO,
     BackgroundLoad,
     BenchError,
+    api_server,
     cores,
     in_workdir,
     make_material,
+    pyplot,
     webhook,
     wrk_background,
 )
-from tests import support  # noqa: E402
-from tests.agent.helpers import make_node  # noqa: E402
-from tests.agent.kubelet import TestKubelet  # noqa: E402
-from tests.kube_standin import StandIn, node_object, write_kubeconfig  # noqa: E402
+from tests import support
+from tests.agent.helpers import make_node
+from tests.agent.kubelet import TestKubelet
+from tests.kube_standin import node_object
 
 COMPONENT = REPO / "manifests" / "components" / "prometheus"
 SCRAPE_SECONDS = 5
@@ -139,7 +141,7 @@ def agent(loop: Loop, workdir: Path, node: str, host_root: Path | None) -> Itera
     loop.run(kubelet.start())
     (port,) = support.free_ports(1)
     command = [
-        sys.executable, "-m", "virtdev.cli", "agent", f"--device-plugin-dir={plugin_dir}",
+        *support.VIRTDEV, "agent", f"--device-plugin-dir={plugin_dir}",
         f"--host-root={host_root}", f"--metrics-port={port}", "--log-format=json",
     ]  # fmt: skip
     with (workdir / f"agent-{node}.log").open("wb") as log:
@@ -269,22 +271,15 @@ def run(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
     loop = Loop()
     results: dict[str, Any] = {"phase_seconds": args.phase_seconds, "phases": []}
     with contextlib.ExitStack() as stack:
-        stand_in = StandIn()
         cluster = contextlib.ExitStack()
-        cluster.enter_context(stand_in.running())
         stack.callback(cluster.close)
-        for name, kvm in (("node-a", "1000"), ("node-b", "1000"), ("node-c", None)):
-            stand_in.put_object(node_object(name, kvm=kvm, tun="1000"))
-        kubeconfig = write_kubeconfig(workdir / "kubeconfig", stand_in.url)
-        hook = stack.enter_context(
-            webhook(
-                workdir,
-                cert=material.tls_cert,
-                key=material.tls_key,
-                cpu=server_cpu,
-                extra=["--kubeconfig", kubeconfig, "--no-kvm-policy", "warn"],
-            )
-        )
+        nodes = [
+            node_object(name, kvm=kvm, tun="1000")
+            for name, kvm in (("node-a", "1000"), ("node-b", "1000"), ("node-c", None))
+        ]
+        kube = cluster.enter_context(api_server(workdir, nodes))
+        watching = [*kube.flags, "--no-kvm-policy", "warn"]
+        hook = stack.enter_context(webhook(workdir, material, cpu=server_cpu, flags=watching))
         node_a = stack.enter_context(agent(loop, workdir, "node-a", Path("/")))
         node_b = stack.enter_context(agent(loop, workdir, "node-b", None))
         assert hook.metrics_port is not None
@@ -360,10 +355,7 @@ def query_panels(url: str, start: float, end: float) -> list[dict[str, Any]]:
 
 
 def plot(results: dict[str, Any], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     panels = results["panels"]
     columns = 3

@@ -26,8 +26,11 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-FIXTURE = ROOT / "tests" / "fixtures" / "v1-launcher-2018-privileged.json"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: the checkout
+
+from bench.harness import PATCHED, REPO
+from tests.support import VIRTDEV
+
 REPEAT = 5
 MIB = 1024 * 1024
 
@@ -48,11 +51,11 @@ def run(text: str) -> tuple[int, float, int, str]:
     """Exit code, seconds, peak RSS bytes and stderr of one `virtdev validate -`."""
     started = time.perf_counter()
     process = subprocess.Popen(
-        [sys.executable, "-m", "virtdev.cli", "validate", "-"],
+        [*VIRTDEV, "validate", "-"],
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
-        cwd=ROOT,
+        cwd=REPO,
     )
     assert process.stdin is not None and process.stderr is not None
     process.stdin.write(text.encode())
@@ -73,7 +76,7 @@ def best(text: str) -> tuple[int, float, int, str]:
 
 
 def main() -> int:
-    pod = json.loads(FIXTURE.read_text())["request"]["object"]
+    pod = json.loads(PATCHED.read_text())["request"]["object"]
     many = []
     for i in range(1000):
         item = copy.deepcopy(pod)

@@ -23,142 +23,57 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
 import json
 import logging
 import os
-import re
 import shutil
-import ssl
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import timeit
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from fastapi import Request  # module level: FastAPI resolves the route's annotations here
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))  # the packages, bench.floor_app and tests.support
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: the checkout
 
-from bench.webhook_load import wait_until  # noqa: E402  (needs the path above)
-from tests.support import free_ports, running_webhook, stop  # noqa: E402
-
-FIXTURE = REPO / "tests" / "fixtures" / "v1-launcher-2018-privileged.json"
-LUA = Path(__file__).resolve().parent / "post_review.lua"
-RPS_TARGET = 0.8
-P99_TARGET = 2.0
-BENCH_LINE = re.compile(
-    r"BENCH requests=(\d+) duration_us=(\d+) errors=(\d+) p50_us=(\d+) p90_us=(\d+) "
-    r"p99_us=(\d+) max_us=(\d+)"
+from bench.harness import (
+    PATCHED,
+    Load,
+    Server,
+    alternate,
+    assert_patches,
+    floor,
+    make_material,
+    medians,
+    per_call_us,
+    post,
+    webhook,
+    wrk,
 )
 
-
-@dataclass
-class Load:
-    server: str
-    requests: int
-    seconds: float
-    errors: int
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    #: CPU time the server process used per answered request (user + system, from /proc).
-    cpu_us: float = 0.0
-
-    @property
-    def rps(self) -> float:
-        return self.requests / self.seconds
+RPS_TARGET = 0.8
+P99_TARGET = 2.0
 
 
-@contextlib.contextmanager
-def running(
-    command: list[str], *, log: Path, ready: Callable[[subprocess.Popen[bytes]], bool], what: str
-) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as log_file:
-        process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=log_file, cwd=REPO, start_new_session=True
-        )
-    try:
-        wait_until(lambda: ready(process), what, process)
-        yield process
-    finally:
-        stop(process, timeout=15)
-        if process.stdout is not None:
-            process.stdout.close()
-
-
-def post(port: int, path: str, body: bytes, ca_cert: Path) -> dict[str, Any]:
-    context = ssl.create_default_context(cafile=str(ca_cert))
-    connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
-    try:
-        connection.request("POST", path, body, {"Content-Type": "application/json"})
-        response = connection.getresponse()
-        data = response.read()
-        if response.status != 200:
-            raise RuntimeError(f"POST {path} on port {port}: {response.status} {data[:200]!r}")
-        answer: dict[str, Any] = json.loads(data)
-        return answer
-    finally:
-        connection.close()
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def wrk(url: str, *, cpu: str, connections: int, seconds: int, server: str, pid: int) -> Load:
-    cpu_before = cpu_seconds(pid)
-    result = subprocess.run(
-        [
-            "taskset",
-            "-c",
-            cpu,
-            "wrk",
-            "--threads",
-            "1",
-            "--connections",
-            str(connections),
-            "--duration",
-            f"{seconds}s",
-            "--timeout",
-            "5s",
-            "--script",
-            str(LUA),
-            url,
-        ],
-        env={**os.environ, "BENCH_BODY": str(FIXTURE)},
-        capture_output=True,
-        text=True,
-        timeout=seconds + 60,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"wrk failed ({result.returncode}): {result.stderr or result.stdout}")
-    match = BENCH_LINE.search(result.stdout)
-    if match is None:
-        raise RuntimeError(f"no BENCH line from wrk:\n{result.stdout}\n{result.stderr}")
-    requests, duration_us, errors, p50, p90, p99, _ = map(int, match.groups())
-    cpu_us = (cpu_seconds(pid) - cpu_before) / max(requests, 1) * 1e6
-    return Load(
-        server, requests, duration_us / 1e6, errors, p50 / 1e3, p90 / 1e3, p99 / 1e3, cpu_us
-    )
+def as_figures(server: str, load: Load) -> dict[str, Any]:
+    """One load as this bench's JSON lists it."""
+    return {
+        "server": server,
+        "requests": load.requests,
+        "seconds": load.seconds,
+        "errors": load.failed,
+        "p50_ms": load.p50_ms,
+        "p90_ms": load.p90_ms,
+        "p99_ms": load.p99_ms,
+        "cpu_us": load.cpu_us,
+    }
 
 
 # --- the pure cost per pod -------------------------------------------------------------------
-
-
-def per_call_us(function: Callable[[], object], *, repeats: int = 7) -> float:
-    timer = timeit.Timer(function)
-    number, _ = timer.autorange()
-    return min(timer.repeat(repeat=repeats, number=number)) / number * 1e6
 
 
 @contextlib.contextmanager
@@ -187,7 +102,7 @@ def pure_costs() -> dict[str, float]:
     from webhook.rules.policy import LauncherPolicy
     from webhook.serving import review
 
-    body = FIXTURE.read_bytes()
+    body = PATCHED.read_bytes()
     policy = LauncherPolicy()
     pod = orjson.loads(body)["request"]["object"]
 
@@ -296,7 +211,7 @@ def asgi_costs(*, count: int = 1000, rounds: int = 5, profile_top: int = 0) -> d
     from bench.floor_app import app as floor_app
     from webhook.serving.app import create_app
 
-    body = FIXTURE.read_bytes()
+    body = PATCHED.read_bytes()
     root = logging.getLogger()
     with json_logs_to_devnull():
         webhook_app = create_app()
@@ -373,98 +288,47 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def check_answers(servers: dict[str, Server], ca_cert: Path) -> None:
+    """/mutate patches the fixture, and both floors allow it (nothing more)."""
+    assert_patches(servers["mutate"], ca_cert)
+    body = PATCHED.read_bytes()
+    allowed = {"uid": json.loads(body)["request"]["uid"], "allowed": True}
+    for name in ("floor", "floor_log"):
+        status, answer = post(servers[name].port, "/", body, ca_cert)
+        if status != 200 or answer.get("response") != allowed:
+            raise RuntimeError(f"{name} answered {status} {answer}")
+
+
 def run(args: argparse.Namespace) -> int:
-    work = Path(tempfile.mkdtemp(prefix="virtdev-bench-"))
-    try:
-        return measure(args, work)
-    finally:  # on success and on failure alike
-        shutil.rmtree(work, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix="virtdev-bench-") as work:  # removed on failure too
+        return measure(args, Path(work))
 
 
 def measure(args: argparse.Namespace, work: Path) -> int:
-    from certs.store import ensure_material
-
-    material = ensure_material(work / "certs", dns_names=["localhost"], ip_addresses=["127.0.0.1"])
-    floor_port, floor_log_port = free_ports(2)
+    material = make_material(work / "certs")
     webhook_log = Path(args.webhook_log) if args.webhook_log else work / "webhook.log"
-    on_server_cpu = ["taskset", "-c", args.server_cpu]
-    pinned = [*on_server_cpu, sys.executable]
-    tls = ["--tls-cert", str(material.tls_cert), "--tls-key", str(material.tls_key)]
-    floor_command = [*pinned, str(REPO / "bench" / "floor_app.py"), "--port", str(floor_port), *tls]
-    # The floor plus the webhook's admission log line: what that one line costs on its own.
-    floor_log_command = [
-        *pinned,
-        str(REPO / "bench" / "floor_app.py"),
-        "--port",
-        str(floor_log_port),
-        "--log-line",
-        *tls,
-    ]
-
-    def floor_ready(process: subprocess.Popen[bytes]) -> bool:
-        assert process.stdout is not None
-        return process.stdout.readline().startswith(b"floor ready")
-
     with (
-        running_webhook(
-            work,
-            tls=(material.tls_cert, material.tls_key),
-            prefix=on_server_cpu,
-            log=webhook_log,
-        ) as webhook_process,
-        running(
-            floor_command, log=work / "floor.log", ready=floor_ready, what="floor app"
-        ) as floor_process,
-        running(
-            floor_log_command,
-            log=work / "floor-log-line.log",
-            ready=floor_ready,
-            what="floor app with the log line",
-        ) as floor_log_process,
+        webhook(work, material, cpu=args.server_cpu, log=webhook_log) as webhook_server,
+        floor(work, material, cpu=args.server_cpu) as floor_server,
+        # The floor plus the webhook's admission log line: what that one line costs on its own.
+        floor(work, material, cpu=args.server_cpu, flags=["--log-line"]) as floor_log_server,
     ):
-        body = FIXTURE.read_bytes()
-        uid = json.loads(body)["request"]["uid"]
-        mutated = post(webhook_process.port, "/mutate", body, material.ca_cert)["response"]
-        floor = post(floor_port, "/", body, material.ca_cert)["response"]
-        if not (mutated["uid"] == uid and mutated.get("patchType") == "JSONPatch"):
-            raise RuntimeError(f"/mutate did not patch the fixture: {mutated}")
-        if floor != {"uid": uid, "allowed": True}:
-            raise RuntimeError(f"the floor answered {floor}")
-        floor_log = post(floor_log_port, "/", body, material.ca_cert)["response"]
-        if floor_log != floor:
-            raise RuntimeError(f"the floor with the log line answered {floor_log}")
-
-        urls = {
-            "mutate": f"https://127.0.0.1:{webhook_process.port}/mutate",
-            "floor": f"https://127.0.0.1:{floor_port}/",
-            "floor_log": f"https://127.0.0.1:{floor_log_port}/",
-        }
-        pids = {
-            "mutate": webhook_process.pid,
-            "floor": floor_process.pid,
-            "floor_log": floor_log_process.pid,
-        }
+        servers = {"mutate": webhook_server, "floor": floor_server, "floor_log": floor_log_server}
+        check_answers(servers, material.ca_cert)
 
         def load(server: str, seconds: int) -> Load:
             return wrk(
-                urls[server],
-                cpu=args.load_cpu,
-                connections=args.connections,
-                seconds=seconds,
-                server=server,
-                pid=pids[server],
-            )
+                f"{servers[server].url}{'/mutate' if server == 'mutate' else '/'}",
+                connections=args.connections, seconds=seconds, cpu=args.load_cpu,
+                bodies=[PATCHED], what=server, pid=servers[server].pid,
+            )  # fmt: skip
 
-        for server in urls:
+        for server in servers:
             load(server, args.warmup)
-        pairs: list[tuple[Load, Load]] = []
-        logged: list[Load] = []  # the floor with the log line, loaded in the same runs
-        servers = list(urls)
-        for index in range(args.runs):
-            order = servers[index % 3 :] + servers[: index % 3]  # each goes first in turn
-            done = {server: load(server, args.duration) for server in order}
-            pairs.append((done["mutate"], done["floor"]))
-            logged.append(done["floor_log"])
+        runs = []
+        timed = alternate(list(servers), args.runs, lambda server, _: load(server, args.duration))
+        for index, done in enumerate(timed):
+            runs.append(done)
             m, f, fl = done["mutate"], done["floor"], done["floor_log"]
             print(
                 f"run {index + 1}: /mutate {m.rps:8.0f} rps p50 {m.p50_ms:6.2f} ms "
@@ -476,42 +340,40 @@ def measure(args: argparse.Namespace, work: Path) -> int:
             )
         log_lines = sum(1 for _ in webhook_log.open("rb"))
 
-    errors = sum(m.errors + f.errors for m, f in pairs) + sum(fl.errors for fl in logged)
+    errors = sum(load.failed for done in runs for load in done.values())
     if errors:
         raise RuntimeError(f"{errors} wrk errors (non-2xx answers, timeouts or socket errors)")
     os.sched_setaffinity(0, {int(args.server_cpu)})
     costs = {**pure_costs(), **asgi_costs()}
-    rps_ratio = statistics.median(m.rps / f.rps for m, f in pairs)
-    p99_ratio = statistics.median(m.p99_ms / f.p99_ms for m, f in pairs)
+    paired = medians(runs, "mutate", "floor")
+    rps_ratio, p99_ratio = paired["rps_ratio"], paired["p99_ratio"]
+
+    def median_of(figure: Callable[[dict[str, Load]], float]) -> float:
+        return statistics.median(figure(done) for done in runs)
+
     results = {
         "runs": args.runs,
         "seconds_per_run": args.duration,
         "connections": args.connections,
-        "mutate_rps": statistics.median(m.rps for m, _ in pairs),
-        "floor_rps": statistics.median(f.rps for _, f in pairs),
-        "mutate_p99_ms": statistics.median(m.p99_ms for m, _ in pairs),
-        "floor_p99_ms": statistics.median(f.p99_ms for _, f in pairs),
+        **{key: paired[key] for key in ("mutate_rps", "floor_rps")},
+        **{key: paired[key] for key in ("mutate_p99_ms", "floor_p99_ms")},
         "rps_ratio": rps_ratio,
         "p99_ratio": p99_ratio,
-        "mutate_cpu_us_per_request": statistics.median(m.cpu_us for m, _ in pairs),
-        "floor_cpu_us_per_request": statistics.median(f.cpu_us for _, f in pairs),
-        "cpu_ratio": statistics.median(f.cpu_us / m.cpu_us for m, f in pairs),
+        "mutate_cpu_us_per_request": paired["mutate_cpu_us"],
+        "floor_cpu_us_per_request": paired["floor_cpu_us"],
+        "cpu_ratio": paired["cpu_ratio"],
         # What virtdev may add per request and still reach the target, and what it adds.
-        "budget_us_per_request": statistics.median(
-            f.cpu_us * (1 / RPS_TARGET - 1) for _, f in pairs
-        ),
-        "mutate_adds_us_per_request": statistics.median(m.cpu_us - f.cpu_us for m, f in pairs),
-        "floor_log_rps": statistics.median(fl.rps for fl in logged),
-        "floor_log_ratio": statistics.median(
-            fl.rps / f.rps for fl, (_, f) in zip(logged, pairs, strict=True)
-        ),
-        "log_line_adds_us_per_request": statistics.median(
-            fl.cpu_us - f.cpu_us for fl, (_, f) in zip(logged, pairs, strict=True)
+        "budget_us_per_request": median_of(lambda d: d["floor"].cpu_us * (1 / RPS_TARGET - 1)),
+        "mutate_adds_us_per_request": median_of(lambda d: d["mutate"].cpu_us - d["floor"].cpu_us),
+        "floor_log_rps": median_of(lambda d: d["floor_log"].rps),
+        "floor_log_ratio": median_of(lambda d: d["floor_log"].rps / d["floor"].rps),
+        "log_line_adds_us_per_request": median_of(
+            lambda d: d["floor_log"].cpu_us - d["floor"].cpu_us
         ),
         "webhook_log_lines": log_lines,
         **costs,
-        "loads": [asdict(load) for pair in pairs for load in pair]
-        + [asdict(load) for load in logged],
+        "loads": [as_figures(name, d[name]) for d in runs for name in ("mutate", "floor")]
+        + [as_figures("floor_log", d["floor_log"]) for d in runs],
     }
     met = rps_ratio >= RPS_TARGET and p99_ratio <= P99_TARGET
     if args.json:

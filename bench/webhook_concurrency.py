@@ -25,9 +25,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: the checkout
 
-from bench.webhook_load import (
+from bench.harness import (
     PATCHED,
     REPO,
     Load,
@@ -38,7 +38,11 @@ from bench.webhook_load import (
     in_workdir,
     machine,
     make_material,
+    missed,
+    missed_note,
+    pyplot,
     ratio,
+    verdict,
     webhook,
     wrk,
 )
@@ -49,10 +53,7 @@ COLLAPSE_TARGET = 0.8
 
 
 def plot(results: dict[str, Any], png: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     levels = results["levels"]
     figure, (latency, rate) = plt.subplots(1, 2, figsize=(9, 3.4), dpi=100)
@@ -85,12 +86,11 @@ def plot(results: dict[str, Any], png: Path) -> None:
 def run(args: argparse.Namespace, workdir: Path) -> tuple[bool, dict[str, Any]]:
     server_cpu, load_cpu = cores()
     material = make_material(workdir / "certs")
-    cert, key = material.tls_cert, material.tls_key
     mutate: list[Load] = []
     bare: list[Load] = []
     with (
-        webhook(workdir, cert=cert, key=key, cpu=server_cpu) as hook,
-        floor(workdir, cert=cert, key=key, cpu=server_cpu) as floor_server,
+        webhook(workdir, material, cpu=server_cpu) as hook,
+        floor(workdir, material, cpu=server_cpu) as floor_server,
     ):
         assert_patches(hook, material.ca_cert)
         for server in (hook, floor_server):  # warm both up (imports, first handshakes)
@@ -146,15 +146,14 @@ def summary(ok: bool, results: dict[str, Any], png: Path) -> str:
             f"{f['p99_ms']:.2f}ms ({r['p99']:.2f}x) rps {m['rps']:.0f}/{f['rps']:.0f} "
             f"({r['rps']:.2f}x)"
         )
-    missed = [name for name, met in results["checks"].items() if not met]
     return (
-        f"webhook_concurrency: {'PASS' if ok else 'FAIL'} mutate/floor: "
+        f"{verdict('webhook_concurrency', ok)} mutate/floor: "
         + "; ".join(cells)
         + f"; rps kept at c={results['levels'][-1]}: "
         + f"{results['rps_kept_at_highest_level']['mutate']:.2f} (floor "
         + f"{results['rps_kept_at_highest_level']['floor']:.2f})"
         + f"; plot {png}; load1={results['machine']['loadavg_1m']:.2f}"
-        + (f" missed: {'; '.join(missed)}" if missed else "")
+        + missed_note(missed(results["checks"]))
     )
 
 

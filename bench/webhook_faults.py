@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
 import json
 import re
 import signal
@@ -37,33 +36,37 @@ import ssl
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: the checkout
 
-from cryptography import x509
-
-from bench.webhook_load import (
+from bench.harness import (
     PATCHED,
     BenchError,
-    Load,
     all_checks_met,
+    api_server,
+    ca_of,
     cores,
     finish,
     in_workdir,
     machine,
     make_material,
+    missed_in,
+    missed_note,
+    new_leaf,
     sample,
+    served_serial,
+    verdict,
+    wait_for,
+    wait_synced,
     webhook,
     wrk_background,
 )
 from certs import pki
-from certs.store import Material
 from tests.certs.helpers import SecretVolume
-from tests.kube_standin import StandIn, node_object, write_kubeconfig
-from tests.support import eventually, refuses_connections
+from tests.kube_standin import node_object
+from tests.support import refuses_connections
 
 IN_FLIGHT = 32
 GRACE_SECONDS = 5  # webhook/serving/server.py GRACEFUL_SHUTDOWN_SECONDS
@@ -71,57 +74,8 @@ OK_RELOADS = 'virtdev_webhook_certificate_reloads_total{result="ok"}'
 FAILED_RELOADS = 'virtdev_webhook_certificate_reloads_total{result="failed"}'
 
 
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 20) -> float:
-    """Seconds until `condition` held, checking every 50 ms; BenchError after `timeout`."""
-    started = time.monotonic()
-    try:
-        eventually(condition, what, timeout=timeout, interval=0.05)
-    except AssertionError:
-        raise BenchError(f"timed out after {timeout}s waiting for {what}") from None
-    return time.monotonic() - started
-
-
-def presented_serial(port: int, context: ssl.SSLContext) -> int:
-    """POST a review over a fresh verified connection; the serial of the certificate served."""
-    connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
-    try:
-        connection.request(
-            "POST", "/mutate", PATCHED.read_bytes(), {"Content-Type": "application/json"}
-        )
-        response = connection.getresponse()
-        body = response.read()
-        if response.status != 200 or b'"patchType":"JSONPatch"' not in body:
-            raise BenchError(f"verified client got {response.status} {body[:200]!r}")
-        assert connection.sock is not None
-        der = connection.sock.getpeercert(binary_form=True)
-        assert der is not None
-        return int(x509.load_der_x509_certificate(der).serial_number)
-    finally:
-        connection.close()
-
-
 def pair(leaf: pki.KeyPair, key: Any = None) -> dict[str, bytes]:
     return {"tls.crt": pki.cert_pem(leaf.cert), "tls.key": pki.key_pem(key or leaf.key)}
-
-
-def ca_of(material: Material) -> pki.KeyPair:
-    key = pki.load_key(material.ca_key.read_bytes())
-    assert key is not None
-    return pki.KeyPair(pki.load_certs(material.ca_cert.read_bytes())[0], key)
-
-
-def new_leaf(ca: pki.KeyPair) -> pki.KeyPair:
-    return pki.issue_leaf(
-        ca,
-        dns_names=("localhost",),
-        ip_addresses=pki.parse_ips(["127.0.0.1"]),
-        now=datetime.now(UTC),
-        days=30,
-    )
-
-
-def failures(*loads: Load) -> int:
-    return sum(load.failed for load in loads)
 
 
 # --- rotation -----------------------------------------------------------------------------
@@ -142,24 +96,24 @@ def rotation(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     seconds = args.rotations * args.interval + 8
     served: list[int] = []
     swap_seconds: list[float] = []
-    with webhook(
-        workdir, cert=volume.path("tls.crt"), key=volume.path("tls.key"), cpu=server_cpu
-    ) as hook:
-        served.append(presented_serial(hook.port, context))
+    tls = (volume.path("tls.crt"), volume.path("tls.key"))
+    with webhook(workdir, tls, cpu=server_cpu) as hook:
+        served.append(served_serial(hook.port, context))
         url = f"{hook.url}/mutate"
-        kept = wrk_background(
-            url, connections=32, seconds=seconds, cpu=load_cpu, what="rotation keep-alive"
-        )
-        fresh = wrk_background(
-            url, connections=16, seconds=seconds, cpu=load_cpu, close=True,
-            what="rotation fresh connections",
-        )  # fmt: skip
-        bad_refused = False
 
         def serves(serial: int) -> Callable[[], bool]:
-            return lambda: presented_serial(hook.port, context) == serial
+            return lambda: served_serial(hook.port, context) == serial
 
-        try:
+        with (
+            wrk_background(
+                url, connections=32, seconds=seconds, cpu=load_cpu, what="rotation keep-alive"
+            ) as kept,
+            wrk_background(
+                url, connections=16, seconds=seconds, cpu=load_cpu, close=True,
+                what="rotation fresh connections",
+            ) as fresh,
+        ):  # fmt: skip
+            bad_refused = False
             time.sleep(2)
             for index, ca in enumerate(steps):
                 leaf = new_leaf(ca)
@@ -171,21 +125,16 @@ def rotation(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                     stray = new_leaf(ca)
                     volume.publish(pair(stray, key=leaf.key))
                     wait_for(lambda: sample(hook.metrics(), FAILED_RELOADS) >= 1, "a refusal")
-                    bad_refused = presented_serial(hook.port, context) == serial
+                    bad_refused = served_serial(hook.port, context) == serial
                     time.sleep(args.interval / 2)
                     volume.publish(pair(leaf))  # back to a good pair (content-compared: no reload)
                 time.sleep(args.interval)
             kept_load = kept.result(timeout=seconds + 60)
             fresh_load = fresh.result(timeout=seconds + 60)
-        finally:
-            for load in (kept, fresh):
-                if load.process.poll() is None:
-                    load.process.kill()
-                    load.process.wait()
         metrics = hook.metrics()
     ok_reloads, failed_reloads = sample(metrics, OK_RELOADS), sample(metrics, FAILED_RELOADS)
     checks = {
-        "no failed request": failures(kept_load, fresh_load) == 0,
+        "no failed request": kept_load.failed + fresh_load.failed == 0,
         "every new pair served in order": len(set(served)) == len(steps) + 1,
         "bad pair refused, old pair kept": bad_refused and failed_reloads == 1,
         "one reload per good pair": ok_reloads == len(steps),
@@ -252,10 +201,12 @@ def sigterm(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     body = PATCHED.read_bytes()
     uid = json.loads(body)["request"]["uid"]
     sockets: list[ssl.SSLSocket] = []
-    with webhook(workdir, cert=material.tls_cert, key=material.tls_key, cpu=server_cpu) as hook:
-        load = wrk_background(
+    with (
+        webhook(workdir, material, cpu=server_cpu) as hook,
+        wrk_background(
             f"{hook.url}/mutate", connections=64, seconds=8, cpu=load_cpu, what="sigterm"
-        )
+        ) as load,
+    ):
         try:
             time.sleep(2)
             sockets = [start_in_flight(hook.port, context, body) for _ in range(IN_FLIGHT)]
@@ -281,9 +232,6 @@ def sigterm(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         finally:
             for sock in sockets:
                 sock.close()
-            if load.process.poll() is None:
-                load.process.kill()
-                load.process.wait()
     checks = {
         f"{IN_FLIGHT} in-flight requests answered 200 with a patch": answered == IN_FLIGHT,
         "the listener closed with requests in flight": alive_after_close,
@@ -309,27 +257,19 @@ def nodes(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     server_cpu, load_cpu = cores()
     material = make_material(workdir / "certs")
     context = ssl.create_default_context(cafile=str(material.ca_cert))
-    stand_in = StandIn()
-    stand_in.bookmark_seconds = 0.5
     seconds = 24
+    three = [node_object(f"node-{index}") for index in range(3)]
     with contextlib.ExitStack() as cluster:
-        cluster.enter_context(stand_in.running())
-        for index in range(3):
-            stand_in.put_object(node_object(f"node-{index}"))
-        stand_in.put_object(node_object("node-no-kvm", kvm=None))
-        kubeconfig = write_kubeconfig(workdir / "kubeconfig", stand_in.url)
-        with webhook(
-            workdir, cert=material.tls_cert, key=material.tls_key, cpu=server_cpu,
-            extra=["--kubeconfig", kubeconfig],
-        ) as hook:  # fmt: skip
-            synced = "virtdev_webhook_node_view_synced"
-            wait_for(lambda: sample(hook.metrics(), synced) == 1, "the node view to sync")
-            load = wrk_background(
+        api = cluster.enter_context(
+            api_server(workdir, [*three, node_object("node-no-kvm", kvm=None)])
+        )
+        with webhook(workdir, material, cpu=server_cpu, flags=api.flags) as hook:
+            wait_synced(hook)
+            patched = unpatched = dropped = 0
+            with wrk_background(
                 f"{hook.url}/mutate", connections=64, seconds=seconds, cpu=load_cpu,
                 what="node view cut off",
-            )  # fmt: skip
-            patched = unpatched = dropped = 0
-            try:
+            ) as load:  # fmt: skip
                 started = time.monotonic()
                 events = [(4.0, "drop"), (8.0, "drop"), (12.0, "stop")]
                 while time.monotonic() - started < seconds - 2:
@@ -337,20 +277,16 @@ def nodes(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                     while events and elapsed >= events[0][0]:
                         _, action = events.pop(0)
                         if action == "drop":
-                            dropped += stand_in.drop_watches()
+                            dropped += api.stand_in.drop_watches()
                         else:
                             cluster.close()  # the API server is gone
                     try:
-                        presented_serial(hook.port, context)  # 200 with a patch, or raises
+                        served_serial(hook.port, context)  # 200 with a patch, or raises
                         patched += 1
                     except (BenchError, OSError):
                         unpatched += 1
                     time.sleep(0.2)
                 wrk_load = load.result(timeout=seconds + 60)
-            finally:
-                if load.process.poll() is None:
-                    load.process.kill()
-                    load.process.wait()
             metrics = hook.metrics()
     decisions = {
         outcome: sample(
@@ -380,7 +316,7 @@ SCENARIOS = {"rotation": rotation, "sigterm": sigterm, "nodes": nodes}
 
 
 def summary(ok: bool, results: dict[str, Any]) -> str:
-    parts = [f"webhook_faults: {'PASS' if ok else 'FAIL'}"]
+    parts = [verdict("webhook_faults", ok)]
     if "rotation" in results:
         r = results["rotation"]
         total = r["keep_alive"]["requests"] + r["fresh_connections"]["requests"]
@@ -405,15 +341,8 @@ def summary(ok: bool, results: dict[str, Any]) -> str:
             f"decisions feasible={n['decisions']['feasible']:.0f} "
             f"unsynced={n['decisions']['unsynced']:.0f}"
         )
-    missed = [
-        f"{name}: {check}"
-        for name, result in results.items()
-        if isinstance(result, dict) and "checks" in result
-        for check, met in result["checks"].items()
-        if not met
-    ]
     line = "; ".join(parts) + f"; load1={results['machine']['loadavg_1m']:.2f}"
-    return line + (f" missed: {'; '.join(missed)}" if missed else "")
+    return line + missed_note(missed_in(results))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,28 +37,35 @@ import ssl
 import statistics
 import sys
 import time
-from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: the checkout
 
 import orjson
 
-from bench.webhook_faults import ca_of, new_leaf, wait_for
-from bench.webhook_load import (
+from bench.harness import (
     PATCHED,
     BenchError,
     Server,
     all_checks_met,
+    ca_of,
     finish,
     in_workdir,
     machine,
     make_material,
+    missed_in,
+    missed_note,
+    new_leaf,
+    rss_kib,
     sample,
+    served_serial,
+    verdict,
+    wait_for,
+    webhook,
 )
-from bench.webhook_load import webhook as load_webhook
 from certs import pki
+from certs.store import Material
 from tests.support import status_kib
 
 MiB = 1024 * 1024
@@ -67,18 +74,6 @@ RSS_LIMIT_KIB = 512 * 1024  # the Deployment's memory limit
 DEADLINE = 10.0  # the default --head-timeout and --body-timeout
 NORMAL = PATCHED.read_bytes()
 FILE_LIMIT = 256
-
-
-# --- the process --------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def webhook(
-    workdir: Path, material: Any, *, prefix: Sequence[str] = (), extra: Sequence[str] = ()
-) -> Iterator[Server]:
-    cert, key = material.tls_cert, material.tls_key
-    with load_webhook(workdir, cert=cert, key=key, cpu=None, extra=extra, prefix=prefix) as server:
-        yield server
 
 
 # --- clients ------------------------------------------------------------------------------
@@ -151,13 +146,13 @@ def baseline(server: Server, context: ssl.SSLContext) -> dict[str, Any]:
         return await task
 
     seconds = asyncio.run(run())
-    return {"rss_kib": status_kib(server.process.pid, "VmRSS"), **latency(seconds)}
+    return {"rss_kib": rss_kib(server.pid), **latency(seconds)}
 
 
 # --- scenarios ----------------------------------------------------------------------------
 
 
-def dribble(args: argparse.Namespace, workdir: Path, material: Any) -> dict[str, Any]:
+def dribble(args: argparse.Namespace, workdir: Path, material: Material) -> dict[str, Any]:
     context = ssl.create_default_context(cafile=str(material.ca_cert))
     with webhook(workdir, material) as server:
         base = baseline(server, context)
@@ -188,13 +183,13 @@ def dribble(args: argparse.Namespace, workdir: Path, material: Any) -> dict[str,
             normal = asyncio.create_task(normal_reviews(server.port, context, stop))
             peak = 0
             while not all(task.done() for task in clients):
-                peak = max(peak, status_kib(server.process.pid, "VmRSS"))
+                peak = max(peak, rss_kib(server.pid))
                 await asyncio.sleep(0.2)  # RSS sampling interval
             stop.set()
             return [task.result() for task in clients], await normal, peak
 
         results, seconds, _ = asyncio.run(run())
-        hwm = status_kib(server.process.pid, "VmHWM")
+        hwm = status_kib(server.pid, "VmHWM")
     statuses = [status for status, _ in results]
     held = [elapsed for status, elapsed in results if status == 408]
     out = {
@@ -261,7 +256,7 @@ async def worker_free(port: int, context: ssl.SSLContext, timeout: float = 120) 
     raise BenchError(f"the worker thread was still busy after {timeout} s")
 
 
-def huge(args: argparse.Namespace, workdir: Path, material: Any) -> dict[str, Any]:
+def huge(args: argparse.Namespace, workdir: Path, material: Material) -> dict[str, Any]:
     context = ssl.create_default_context(cafile=str(material.ca_cert))
     body = huge_review(args.capabilities)
     with webhook(workdir, material) as server:
@@ -279,7 +274,7 @@ def huge(args: argparse.Namespace, workdir: Path, material: Any) -> dict[str, An
 
         (status, answer, seconds), normal = asyncio.run(run())
         worker_free_s = asyncio.run(worker_free(server.port, context))
-        hwm = status_kib(server.process.pid, "VmHWM")  # the whole decision's peak, late or not
+        hwm = status_kib(server.pid, "VmHWM")  # the whole decision's peak, late or not
     out: dict[str, Any] = {
         "baseline": base,
         "body_bytes": len(body),
@@ -312,7 +307,7 @@ def huge(args: argparse.Namespace, workdir: Path, material: Any) -> dict[str, An
     return out
 
 
-def slow(args: argparse.Namespace, workdir: Path, material: Any) -> dict[str, Any]:
+def slow(args: argparse.Namespace, workdir: Path, material: Material) -> dict[str, Any]:
     context = ssl.create_default_context(cafile=str(material.ca_cert))
     with webhook(workdir, material) as server:
         heads = [b"POST /validate HTTP/1.1\r\nHost: localhost\r\n"] * args.slow
@@ -341,7 +336,7 @@ def slow(args: argparse.Namespace, workdir: Path, material: Any) -> dict[str, An
     return out
 
 
-def renew(material: Any) -> int:
+def renew(material: Material) -> int:
     """A new serving pair from the same CA, key first, each file replaced atomically."""
     leaf = new_leaf(ca_of(material))
     for path, data in (
@@ -354,21 +349,11 @@ def renew(material: Any) -> int:
     return int(leaf.cert.serial_number)
 
 
-def serial(port: int, context: ssl.SSLContext) -> int:
-    from cryptography import x509
-
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-        with context.wrap_socket(raw, server_hostname="localhost") as conn:
-            der = conn.getpeercert(binary_form=True)
-    assert der is not None
-    return int(x509.load_der_x509_certificate(der).serial_number)
-
-
 #: Loopback addresses the files scenario's clients come from: each may hold half the slots.
 PEERS = 4
 
 
-def files(args: argparse.Namespace, workdir: Path, material: Any) -> dict[str, Any]:
+def files(args: argparse.Namespace, workdir: Path, material: Material) -> dict[str, Any]:
     context = ssl.create_default_context(cafile=str(material.ca_cert))
     prefix = ["sh", "-c", f'ulimit -n {FILE_LIMIT} && exec "$@"', "sh"]
     with webhook(workdir, material, prefix=prefix) as server:
@@ -377,7 +362,7 @@ def files(args: argparse.Namespace, workdir: Path, material: Any) -> dict[str, A
             return sample(server.metrics(), name)
 
         limit = metric("virtdev_webhook_connections_limit")
-        before = serial(server.port, context)
+        before = served_serial(server.port, context)
         held = []
         started = time.monotonic()
         # From several loopback addresses: one address may hold only half of the slots
@@ -403,7 +388,7 @@ def files(args: argparse.Namespace, workdir: Path, material: Any) -> dict[str, A
         cleared_after = time.monotonic() - started
         for sock in held:
             sock.close()
-        after = serial(server.port, context)
+        after = served_serial(server.port, context)
 
         async def one() -> tuple[int, bytes, float]:
             data = head("/mutate", len(NORMAL), close=True)
@@ -465,17 +450,8 @@ def summary(ok: bool, results: dict[str, Any]) -> str:
             f"reload {f['reload_seen_after_s']:.1f}s closed {f['all_closed_after_s']:.1f}s "
             f"after {f['normal_after']['status']}"
         )
-    missed = [
-        f"{name}: {check}"
-        for name, result in results.items()
-        if isinstance(result, dict)
-        for check, met in result.get("checks", {}).items()
-        if not met
-    ]
     return (
-        f"webhook_hostile: {'PASS' if ok else 'FAIL'} "
-        + " | ".join(parts)
-        + (f" missed: {'; '.join(missed)}" if missed else "")
+        f"{verdict('webhook_hostile', ok)} " + " | ".join(parts) + missed_note(missed_in(results))
     )
 
 

@@ -25,37 +25,35 @@ the rules, the answer, the log line and the metrics.
 from __future__ import annotations
 
 import argparse
-import http.client
+import functools
 import json
-import os
-import re
 import shutil
-import signal
-import ssl
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))  # the packages and tests.support
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: the checkout
 
-from certs.store import ensure_material  # noqa: E402  (needs the path above)
-from tests.support import free_ports, webhook_command  # noqa: E402
+from bench.harness import (
+    CALLGRIND_ENV,
+    PATCHED,
+    REPO,
+    BenchError,
+    callgrind,
+    floor_command,
+    instructions,
+    make_material,
+    per_request,
+    total,
+)
+from certs.store import Material
+from tests.support import webhook_command
 
-FIXTURE = REPO / "tests" / "fixtures" / "v1-launcher-2018-privileged.json"
 #: /mutate within 1.25x the floor's instructions is the proxy of >= 0.8x its requests/s.
 INSTRUCTIONS_TARGET = 1.25
-#: Python under valgrind starts about 50x slower: the webhook takes tens of seconds.
-STARTUP_SECONDS = 600.0
-TOTALS = re.compile(rb"^totals: (\d+)", re.MULTILINE)
-
-
-class BenchError(RuntimeError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -66,78 +64,12 @@ class Server:
     command: Callable[[int, int], list[str]]
 
 
-def connect(
-    port: int, context: ssl.SSLContext, process: subprocess.Popen[bytes]
-) -> http.client.HTTPSConnection:
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while True:
-        connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=120)
-        try:
-            connection.connect()
-            return connection
-        except OSError:
-            connection.close()
-        if process.poll() is not None:
-            raise BenchError(f"exited with {process.returncode} before it answered")
-        if time.monotonic() > deadline:
-            raise BenchError(f"no answer on port {port} within {STARTUP_SECONDS:.0f} s")
-        time.sleep(0.2)  # polling interval of the connection attempt above
-
-
-def post_allowed(
-    connection: http.client.HTTPSConnection, path: str, body: bytes, requests: int, what: str
-) -> None:
-    """POST `body` to `path` `requests` times over `connection`; every answer must allow."""
-    for _ in range(requests):
-        connection.request("POST", path, body, {"Content-Type": "application/json"})
-        response = connection.getresponse()
-        answer = response.read()
-        if response.status != 200 or b'"allowed":true' not in answer:
-            raise BenchError(f"{what} answered {response.status}: {answer[:200]!r}")
-
-
-def callgrind(out: Path, command: list[str]) -> list[str]:
-    return ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *command]
-
-
-#: A fixed hash seed: dict layouts, hence instruction counts, are then the same each run.
-CALLGRIND_ENV = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": str(REPO)}
-
-
-def total(out: Path) -> int:
-    """The instructions callgrind counted, from its output file."""
-    match = TOTALS.search(out.read_bytes())
-    if match is None:
-        raise BenchError(f"no totals line in {out}")
-    return int(match[1])
-
-
-def instructions(server: Server, requests: int, work: Path, ca_cert: Path) -> int:
-    """Total instructions of one server process that answered `requests` reviews, then exited."""
-    port, metrics_port = free_ports(2)
-    out = work / f"callgrind.{server.name}.{requests}"
-    command = server.command(port, metrics_port)
-    process = subprocess.Popen(
-        callgrind(out, command),
-        cwd=REPO,
-        env=CALLGRIND_ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=(work / f"{server.name}.{requests}.log").open("wb"),
-    )
-    try:
-        context = ssl.create_default_context(cafile=str(ca_cert))
-        connection = connect(port, context, process)
-        post_allowed(connection, server.path, FIXTURE.read_bytes(), requests, server.name)
-        connection.close()
-        process.send_signal(signal.SIGTERM)
-        # uvicorn re-raises the SIGTERM it handled (the floor); `virtdev webhook` exits 0.
-        if process.wait(timeout=STARTUP_SECONDS) not in (0, -signal.SIGTERM):
-            raise BenchError(f"{server.name} exited with {process.returncode} after SIGTERM")
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    return total(out)
+def server_instructions(server: Server, work: Path, material: Material, requests: int) -> int:
+    """Total instructions of the server's process that answered `requests` fixture reviews."""
+    return instructions(
+        server.command, what=server.name, path=server.path, body=PATCHED.read_bytes(),
+        requests=requests, work=work, ca_cert=material.ca_cert,
+    )  # fmt: skip
 
 
 #: Each step of /mutate as a statement run `n` times, after SETUP; "loads" is what the floor
@@ -175,8 +107,8 @@ STEPS = {
 
 def step_instructions(statement: str, n: int, work: Path) -> float:
     """Instructions per run of `statement`: the difference of n and 3n runs, divided by 2n."""
-    totals = []
-    for runs in (n, 3 * n):
+
+    def count(runs: int) -> int:
         out = work / f"callgrind.step.{runs}"
         code = f"{SETUP}\nfor _ in range({runs}):\n    {statement}\n"
         subprocess.run(
@@ -186,8 +118,9 @@ def step_instructions(statement: str, n: int, work: Path) -> float:
             capture_output=True,
             check=True,
         )
-        totals.append(total(out))
-    return (totals[1] - totals[0]) / (2 * n)
+        return total(out)
+
+    return per_request(count, n)[2]
 
 
 def breakdown(work: Path, n: int = 2000) -> dict[str, float]:
@@ -206,48 +139,47 @@ def main(argv: list[str] | None = None) -> int:
         print("webhook instructions: valgrind not found", file=sys.stderr)
         return 2
     work = Path(tempfile.mkdtemp(prefix="virtdev-instructions-"))
-    material = ensure_material(work / "certs", dns_names=["localhost"], ip_addresses=["127.0.0.1"])
-    tls = ["--tls-cert", str(material.tls_cert), "--tls-key", str(material.tls_key)]
+    material = make_material(work / "certs")
 
     def floor(port: int, metrics_port: int) -> list[str]:
-        return [sys.executable, "bench/floor_app.py", "--port", str(port), *tls]
+        return floor_command(port, material)
 
     def mutate(port: int, metrics_port: int) -> list[str]:
         return webhook_command(port, metrics_port, tls=(material.tls_cert, material.tls_key))
 
     servers = (Server("floor", "/", floor), Server("mutate", "/mutate", mutate))
     small, large = args.requests, 3 * args.requests
-    per_request: dict[str, float] = {}
+    per_request_of: dict[str, float] = {}
     try:
         for server in servers:
-            counts = {n: instructions(server, n, work, material.ca_cert) for n in (small, large)}
-            per_request[server.name] = (counts[large] - counts[small]) / (large - small)
+            count = functools.partial(server_instructions, server, work, material)
+            few, many, per_request_of[server.name] = per_request(count, small)
             print(
-                f"{server.name}: {counts[small]:,} instructions for {small} requests, "
-                f"{counts[large]:,} for {large}: {per_request[server.name]:,.0f} per request",
+                f"{server.name}: {few:,} instructions for {small} requests, "
+                f"{many:,} for {large}: {per_request_of[server.name]:,.0f} per request",
                 flush=True,
             )
         steps = breakdown(work) if args.breakdown else {}
-        for name, count in steps.items():
-            print(f"  {name}: {count:,.0f} per request", flush=True)
+        for name, step in steps.items():
+            print(f"  {name}: {step:,.0f} per request", flush=True)
     except (BenchError, OSError, subprocess.SubprocessError) as error:
         print(f"webhook instructions: {error} (logs in {work})", file=sys.stderr)
         return 2
-    ratio = per_request["mutate"] / per_request["floor"]
-    budget = per_request["floor"] * (INSTRUCTIONS_TARGET - 1)
-    added = per_request["mutate"] - per_request["floor"]
+    ratio = per_request_of["mutate"] / per_request_of["floor"]
+    budget = per_request_of["floor"] * (INSTRUCTIONS_TARGET - 1)
+    added = per_request_of["mutate"] - per_request_of["floor"]
     met = ratio <= INSTRUCTIONS_TARGET
     if args.json:
         figures = {
             "requests": [small, large],
-            "per_request": per_request,
+            "per_request": per_request_of,
             "ratio": ratio,
             "steps": steps,
         }
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
     print(
-        f"webhook instructions: /mutate {per_request['mutate']:,.0f} vs floor "
-        f"{per_request['floor']:,.0f} per request = {ratio:.2f}x (proxy target <= "
+        f"webhook instructions: /mutate {per_request_of['mutate']:,.0f} vs floor "
+        f"{per_request_of['floor']:,.0f} per request = {ratio:.2f}x (proxy target <= "
         f"{INSTRUCTIONS_TARGET}x, i.e. >= 0.8x the requests/s); virtdev adds {added:,.0f}, the "
         f"target leaves {budget:,.0f}: {'PASS' if met else 'FAIL'}"
     )

@@ -5,7 +5,8 @@ webhook remembers some of it between reviews (scheduling decisions, the image-ta
 some of it (the pod's name). This bench shows what stays of 1,000 reviews that differ in
 everything kept or logged. The webhook runs as deployed (`virtdev webhook`, JSON logs at info,
 TLS) with the node view on: the API stand-in of the tests serves 100 Nodes shaped like real ones
-(bench/node_view_bench.py), so every launcher is decided against the view, and remembered.
+(bench/harness.py's, as in bench/node_view_bench.py), so every launcher is decided against the
+view, and remembered.
 
 Each review is the 2018 privileged launcher (patched by /mutate, denied by /validate) made
 distinct and ~2 MB: a 512 KiB compute image (`…/kubevirt/virt-launcher:v0.6.0` under a registry
@@ -27,7 +28,6 @@ summary line on stdout; about a minute.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import http.client
 import json
 import ssl
@@ -35,34 +35,33 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: the checkout
 
-from bench.node_view_bench import (  # noqa: E402
+from bench.harness import (
     FEASIBLE_GAUGE,
-    SYNCED_GAUGE,
-    realistic_node,
-    wait_for,
-)
-from bench.webhook_load import (  # noqa: E402
     PATCHED,
+    SYNCED_GAUGE,
     BenchError,
     all_checks_met,
+    api_server,
     cores,
     finish,
     in_workdir,
     machine,
     make_material,
+    missed,
+    missed_note,
+    realistic_node,
     rss_kib,
     sample,
+    verdict,
+    wait_synced,
     webhook,
 )
-from tests.kube_standin import StandIn, write_kubeconfig  # noqa: E402
 
 REVIEWS = 1_000
 FIRST = 10
@@ -166,27 +165,14 @@ def longest_line(log: Path) -> tuple[int, int]:
     return longest, lines
 
 
-@contextlib.contextmanager
-def cluster(nodes: int) -> Iterator[StandIn]:
-    stand_in = StandIn()
-    with stand_in.running():
-        for index in range(nodes):
-            stand_in.put_object(realistic_node(index))
-        stand_in.compact()
-        yield stand_in
-
-
 def run(args: argparse.Namespace, workdir: Path) -> tuple[bool, dict[str, Any]]:
     server_cpu, _ = cores()
     material = make_material(workdir / "certs")
-    with cluster(args.nodes) as stand_in:
-        kubeconfig = write_kubeconfig(workdir / "kubeconfig", stand_in.url)
-        watching = ["--kubeconfig", kubeconfig, "--no-kvm-policy", "warn"]
-        with webhook(
-            workdir, cert=material.tls_cert, key=material.tls_key, cpu=server_cpu, extra=watching
-        ) as hook:
-            wait_for(lambda: sample(hook.metrics(), SYNCED_GAUGE) == 1, "the view to sync", 60)
-            pid = hook.process.pid
+    with api_server(workdir, map(realistic_node, range(args.nodes))) as api:
+        watching = [*api.flags, "--no-kvm-policy", "warn"]
+        with webhook(workdir, material, cpu=server_cpu, flags=watching) as hook:
+            wait_synced(hook, 60)
+            pid = hook.pid
             rss_start = rss_kib(pid)
             clients = Clients(hook.port, material.ca_cert)
             rss_after: dict[int, int] = {}
@@ -233,17 +219,16 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[bool, dict[str, Any]]:
 
 def summary(ok: bool, results: dict[str, Any]) -> str:
     rss = results["rss_kib"]
-    missed = [name for name, met in results["checks"].items() if not met]
     reviews = results["reviews"]
     return (
-        f"webhook_memory: {'PASS' if ok else 'FAIL'} reviews={reviews} (x2: /mutate, /validate) "
+        f"{verdict('webhook_memory', ok)} reviews={reviews} (x2: /mutate, /validate) "
         f"bytes={results['review_bytes']['not_remembered']} "
         f"rss_after_{FIRST}={rss[f'after_{FIRST}'] / 1024:.1f}MiB "
         f"rss_after_{reviews}={rss[f'after_{reviews}'] / 1024:.1f}MiB "
         f"growth={results['rss_growth_mib']:+.1f}MiB (target +{RSS_TARGET_MIB}) "
         f"longest_line={results['longest_log_line_bytes']}B lines={results['log_lines']} "
         f"rate={results['reviews_per_s']:.0f}/s load1={results['machine']['loadavg_1m']:.2f}"
-        + (f" missed: {'; '.join(missed)}" if missed else "")
+        + missed_note(missed(results["checks"]))
     )
 
 
