@@ -1,7 +1,9 @@
 """From a parsed review to an answer: which requests the rules apply to, and how they reply.
 
-Pure: no HTTP, no clock, no cluster. The HTTP layer (`app`) and the offline CLI (`offline`)
-both call these two functions, so `virtdev mutate` shows exactly what /mutate would answer.
+Pure: no HTTP, no clock, no cluster (the node view's snapshot is passed in). The HTTP layer
+(`webhook.serving.app`), `virtdev mutate`/`validate` (`webhook.offline`) and `virtdev audit`
+(`webhook.audit`) all call `mutate_review`, `validate_review` and `guard_review`, so `virtdev
+mutate` shows exactly what /mutate would answer.
 """
 
 from __future__ import annotations

@@ -41,6 +41,7 @@ from webhook.nodes.feasibility import NodeSnapshot, node_name
 from webhook.nodes.index import NodeIndex
 from webhook.nodes.paging import pages
 
+# The name it had before the layers: operators filter the JSON logs' `logger` field by it.
 log = logging.getLogger("virtdev.webhook.node_view")
 
 BACKOFF_SECONDS = catalogue.RESTART_BACKOFF_SECONDS

@@ -1,9 +1,9 @@
 """What the rules conclude about one admission request, before it is put on the wire.
 
-The rules (`mutation`, `validation`, `enforcement`, `feasibility`) build `Answer`s and fit their
-warnings to the API server's limit; `review` renders an `Answer` as an AdmissionReview reply.
-Kept apart from `review` so the rules never import the wire format (an import-linter contract in
-pyproject.toml holds them to it).
+`webhook.admission` and `enforcement` build `Answer`s; they, `mutation` and
+`webhook.nodes.feasibility` fit their warnings to the API server's limit (`fit_warning`);
+`webhook.serving.review` renders an `Answer` as an AdmissionReview reply. Kept apart from it so
+the rules never import the wire format (the layers contract in pyproject.toml holds them to it).
 """
 
 from __future__ import annotations

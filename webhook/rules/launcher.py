@@ -19,7 +19,7 @@ from typing import Any
 
 from virtdev import catalogue
 from webhook.rules import baseline, profiles
-from webhook.rules.policy import LauncherPolicy, normalise_capability
+from webhook.rules.policy import LauncherPolicy
 from webhook.rules.profiles import Profile, Role, Version
 
 _DOMAIN = catalogue.RESOURCE_DOMAIN + "/"
@@ -69,7 +69,10 @@ def requester_annotation(name: str) -> str:
     return f"other: {name}"
 
 
-@dataclass(frozen=True, slots=True)
+# Slot and Launcher are not frozen, though nothing changes them once read (`dataclasses.replace`
+# makes the changed copies): a frozen dataclass sets each field through object.__setattr__,
+# which cost a fifth of the rules' instructions per /mutate (bench/webhook_instructions.py).
+@dataclass(slots=True)
 class Slot:
     """One container of the pod, where it sits, what KubeVirt renders it for and may hold."""
 
@@ -99,7 +102,7 @@ class Slot:
         return str(self.container.get("name") or f"{self.list_field}[{self.index}]")[:40]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Launcher:
     pod: dict[str, Any]
     spec: dict[str, Any]
@@ -115,6 +118,9 @@ class Launcher:
     requests_hypervisor: bool = False
     #: What /mutate adds to compute (`injected_devices`).
     injected: tuple[catalogue.Device, ...] = ()
+    #: The capabilities compute must hold once /mutate is done: NET_ADMIN where its release
+    #: renders it, or where a privileged render loses `privileged` and the release grants it.
+    compute_requires: tuple[str, ...] = ()
     #: A KubeVirt hotplug attachment pod (judged by /guard, by its release).
     hotplug: bool = False
     #: Who added or changed the untrusted slots (for messages); "" when no requester did.
@@ -172,12 +178,6 @@ def _allowed(since: Version, role: Role, permitted: frozenset[str]) -> frozenset
     profile = profiles.profile_for(since)
     extra = {catalogue.NET_ADMIN} if role == "compute" and grants_net_admin(profile) else set()
     return baseline.CAPABILITIES | profile.capabilities.get(role, frozenset()) | permitted | extra
-
-
-def permitted(allowed: frozenset[str], capability: str) -> bool:
-    """Whether `allowed` holds the capability, however it is spelt (`cap_sys_nice`)."""
-    # Most spellings are already Kubernetes' own: one set lookup, then normalise.
-    return capability in allowed or normalise_capability(capability) in allowed
 
 
 def allowed_capabilities(profile: Profile, role: Role, policy: LauncherPolicy) -> frozenset[str]:
@@ -281,6 +281,14 @@ def _slot(
     return Slot(list_field, index, container, role, allowed_capabilities(profile, role, policy))
 
 
+def _compute_container(spec: dict[str, Any], name: str) -> dict[str, Any] | None:
+    """The first container of `containers` by compute's name: KubeVirt renders it there."""
+    for container in spec.get("containers") or ():
+        if container is not None and (container.get("name") or "") == name:
+            return container  # type: ignore[no-any-return]
+    return None
+
+
 def read_launcher(
     pod: dict[str, Any],
     policy: LauncherPolicy,
@@ -294,36 +302,32 @@ def read_launcher(
     Ephemeral containers are never KubeVirt's (`kubectl debug` adds them): they get no
     launcher exception whoever asks, so the audit of a running pod judges them so too."""
     spec = pod.get("spec") or {}
-    found: list[tuple[str, int, dict[str, Any], Role]] = []
-    compute_at = -1
-    for list_field, index, container in containers(spec):
-        role = role_of(list_field, container, policy.compute_container)
-        if role == "compute":
-            if compute_at >= 0:  # a second container of that name is not KubeVirt's
-                role = "unknown"
-            else:
-                compute_at = len(found)
-        found.append((list_field, index, container, role))
-    compute_container = found[compute_at][2] if compute_at >= 0 else None
+    compute_container = _compute_container(spec, policy.compute_container)
     release = release or choose_release(compute_container, policy)
     profile = release.profile
-    slots = tuple(
-        _slot(field, index, container, role, profile, policy)
-        for field, index, container, role in found
-    )
+    slots = []
+    compute = None
+    for list_field, index, container in containers(spec):
+        role = role_of(list_field, container, policy.compute_container)
+        if role == "compute" and container is not compute_container:
+            role = "unknown"  # a second container of that name is not KubeVirt's
+        slot = _slot(list_field, index, container, role, profile, policy)
+        if role == "compute":
+            compute = slot
+        slots.append(slot)
     vmi = _created_by(pod) if vmi is None else vmi
-    if compute_container is None:
-        return Launcher(pod, spec, release, slots, None, vmi=vmi)
+    if compute is None or compute_container is None:
+        return Launcher(pod, spec, release, tuple(slots), None, vmi=vmi)
     security = compute_container.get("securityContext")
     privileged = security is not None and security.get("privileged") is True
     emulated = policy.emulation or runs_emulated(compute_container)
     hypervisor = not catalogue.HYPERVISOR_RESOURCES.isdisjoint(_device_resources(compute_container))
-    compute = slots[compute_at]
+    net_admin = (privileged or profile.needs_net_admin) and grants_net_admin(profile)
     return Launcher(
         pod,
         spec,
         release,
-        slots,
+        tuple(slots),
         compute,
         emulated=emulated,
         privileged=privileged,
@@ -336,6 +340,7 @@ def read_launcher(
             emulated=emulated,
             requests_hypervisor=hypervisor,
         ),
+        compute_requires=(catalogue.NET_ADMIN,) if net_admin else (),
         vmi=vmi,
     )
 

@@ -15,8 +15,8 @@ from typing import Any
 
 from virtdev import catalogue
 from webhook.rules.answer import fit_warning
-from webhook.rules.launcher import Launcher, Slot, grants_net_admin, permitted
-from webhook.rules.policy import LauncherPolicy, normalise_capability
+from webhook.rules.launcher import Launcher, Slot
+from webhook.rules.policy import LauncherPolicy, normalise_capability, permitted
 
 Operation = dict[str, Any]
 
@@ -176,9 +176,7 @@ def mutate(
                 slot.container,
                 injected,
             )
-            needs = privileged_compute or launcher.profile.needs_net_admin
-            if needs and grants_net_admin(launcher.profile):
-                required = (catalogue.NET_ADMIN,)
+            required = launcher.compute_requires
         _restrict_privileges(mutation, slot, launcher, policy, required=required)
     if privileged_compute:
         _keep_selinux_domain(mutation, launcher)

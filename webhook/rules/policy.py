@@ -31,6 +31,12 @@ def normalise_capability(name: str) -> str:
     return (text.upper() if text.isascii() else text).removeprefix("CAP_")
 
 
+def permitted(allowed: frozenset[str], capability: str) -> bool:
+    """Whether `allowed` holds the capability, however it is spelt (`cap_sys_nice`)."""
+    # Most spellings are already Kubernetes' own: one set lookup, then normalise.
+    return capability in allowed or normalise_capability(capability) in allowed
+
+
 @dataclass(frozen=True, slots=True)
 class LauncherPolicy:
     """The admin's settings; what each KubeVirt release needs comes from

@@ -20,8 +20,13 @@ from typing import Any
 from virtdev import catalogue
 from webhook.rules import baseline, shapes
 from webhook.rules.answer import MAX_WARNING
-from webhook.rules.launcher import Launcher, Slot, permitted
-from webhook.rules.policy import LauncherPolicy, normalise_capability, normalise_host_path
+from webhook.rules.launcher import Launcher, Slot
+from webhook.rules.policy import (
+    LauncherPolicy,
+    normalise_capability,
+    normalise_host_path,
+    permitted,
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,8 @@
 """The webhook's ASGI app: POST /mutate, /validate and /guard, plus FastAPI for the rest.
 
 `create_app(settings)` wires the pure rules (with the live node view, when there is one) into
-the two admission endpoints (`webhook.serving.endpoint`, plain ASGI for speed) and gives FastAPI the
-lifespan (background tasks: certificate reload, node watch) and the OpenAPI description.
+the three admission endpoints (`webhook.serving.endpoint`, plain ASGI for speed) and gives
+FastAPI the lifespan (background tasks: certificate reload, node watch) and the OpenAPI description.
 """
 
 from __future__ import annotations
@@ -186,7 +186,7 @@ def create_app(
 
 
 def _openapi(api: FastAPI) -> dict[str, Any]:
-    """FastAPI's description of the port, plus the two admission endpoints declared by hand."""
+    """FastAPI's description of the port, plus the three admission endpoints declared by hand."""
     if api.openapi_schema is None:
         schema = get_openapi(title=api.title, version=api.version, routes=api.routes)
         schema.setdefault("paths", {}).update(admission_paths())

@@ -204,7 +204,7 @@ Outcome = tuple[int, bytes, RequestVerdict, int, bool]
 
 
 class AdmissionEndpoint:
-    """POST handler for /mutate or /validate; `decide` is the pure rule for the endpoint."""
+    """POST handler for /mutate, /validate or /guard; `decide` is the pure rule for the endpoint."""
 
     def __init__(
         self,

@@ -3,8 +3,8 @@
 The endpoints are plain ASGI (see `webhook.serving.endpoint`) and read the raw body, so FastAPI can
 neither route nor infer them; without this the published spec would say nothing and API tools
 (schemathesis, client generators) would have nothing to work from. The object under admission
-is described from `shapes.py`'s shapes, so the two cannot drift; the envelope mirrors
-`review.py`'s reading of it. Fields virtdev does not read are free-form.
+is described from `webhook.rules.shapes`' shapes, so the two cannot drift; the envelope
+mirrors `webhook.serving.review`'s reading of it. Fields virtdev does not read are free-form.
 """
 
 from __future__ import annotations

@@ -199,7 +199,7 @@ resources = st.fixed_dictionaries(
 
 @st.composite
 def launchers(draw: st.DrawFn) -> dict[str, Any]:
-    """A random pod of `test_node_index.pods` made a launcher: privileged (devices injected) or
+    """A random pod of `test_index.pods` made a launcher: privileged (devices injected) or
     not, with random device requests of its own."""
     pod = draw(pods())
     compute: dict[str, Any] = {
