@@ -87,19 +87,15 @@ class Slot:
     #: it gets no launcher exception and may not mount the pod's hostPath volumes.
     trusted: bool = True
 
-    @property
-    def pointer(self) -> str:
-        """Its JSON Pointer; list fields and indices need no escaping."""
-        return f"/spec/{self.list_field}/{self.index}"
+    #: Its JSON Pointer (list fields and indices need no escaping) and its name in messages,
+    #: worked out as it is read: /mutate writes both for each container it changes.
+    pointer: str = ""
+    label: str = ""
 
     @property
     def path(self) -> str:
         """Its field path as `kubectl explain` spells it."""
         return f"spec.{self.list_field}[{self.index}]"
-
-    @property
-    def label(self) -> str:
-        return str(self.container.get("name") or f"{self.list_field}[{self.index}]")[:40]
 
 
 @dataclass(slots=True)
@@ -276,9 +272,17 @@ def _slot(
 ) -> Slot:
     """Ephemeral containers are never KubeVirt's (`kubectl debug` adds them): baseline's
     capabilities alone, whoever asks."""
-    if list_field == "ephemeralContainers":
-        return Slot(list_field, index, container, role, baseline.CAPABILITIES, trusted=False)
-    return Slot(list_field, index, container, role, allowed_capabilities(profile, role, policy))
+    trusted = list_field != "ephemeralContainers"
+    return Slot(
+        list_field,
+        index,
+        container,
+        role,
+        allowed_capabilities(profile, role, policy) if trusted else baseline.CAPABILITIES,
+        trusted,
+        f"/spec/{list_field}/{index}",
+        str(container.get("name") or f"{list_field}[{index}]")[:40],
+    )
 
 
 def _compute_container(spec: dict[str, Any], name: str) -> dict[str, Any] | None:

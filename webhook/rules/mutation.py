@@ -187,7 +187,7 @@ def _keep_selinux_domain(mutation: Mutation, launcher: Launcher) -> None:
     """Give the pod the SELinux type its release runs unprivileged launchers in, where it sets
     none: a privileged container already ran as `spc_t`, and without it libvirt fails on
     SELinux hosts (why KubeVirt v0.7 set it when it dropped `privileged`)."""
-    wanted = launcher.profile.selinux_type
+    wanted = launcher.release.profile.selinux_type
     security = launcher.spec.get("securityContext")
     options = (security or {}).get("seLinuxOptions")
     if not wanted or (options or {}).get("type"):
