@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from virtdev import catalogue
@@ -31,6 +31,13 @@ class Release:
 
     profile: Profile
     why: str
+    #: Who grants the exceptions, for messages: `KubeVirt v1.7+`, or "" (nobody: baseline).
+    #: Worked out once, with the release: every container's checks name it.
+    exceptions: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        who = "" if self.profile is profiles.BASELINE else f"KubeVirt {self.profile.name}"
+        object.__setattr__(self, "exceptions", who)
 
     def describe(self, baseline: str = "") -> str:
         """`KubeVirt v0.20 profile on Pod Security baseline v1.37, image tag v0.20`: what judged
@@ -39,11 +46,6 @@ class Release:
             return f"{self.profile.name}{' ' + baseline if baseline else ''}, {self.why}"
         on = f" on Pod Security baseline {baseline}" if baseline else ""
         return f"KubeVirt {self.profile.name} profile{on}, {self.why}"
-
-    @property
-    def exceptions(self) -> str:
-        """Who grants the exceptions, for messages: `KubeVirt v1.7+`, or nobody."""
-        return "" if self.profile is profiles.BASELINE else f"KubeVirt {self.profile.name}"
 
 
 #: Pods that are not launchers get baseline and nothing more.
@@ -87,15 +89,12 @@ class Slot:
     #: it gets no launcher exception and may not mount the pod's hostPath volumes.
     trusted: bool = True
 
-    #: Its JSON Pointer (list fields and indices need no escaping) and its name in messages,
-    #: worked out as it is read: /mutate writes both for each container it changes.
+    #: Its JSON Pointer (list fields and indices need no escaping), its field path as `kubectl
+    #: explain` spells it and its name in messages, worked out as it is read: /mutate writes the
+    #: pointer and the label of each container it changes, /validate the path of each it checks.
     pointer: str = ""
+    path: str = ""
     label: str = ""
-
-    @property
-    def path(self) -> str:
-        """Its field path as `kubectl explain` spells it."""
-        return f"spec.{self.list_field}[{self.index}]"
 
 
 @dataclass(slots=True)
@@ -126,10 +125,6 @@ class Launcher:
     #: The requester's standing: "" where the rules take the pod for KubeVirt's (or it claims
     #: nothing); else whose launcher- or hotplug-labelled pod it is, as messages name them.
     other_requester: str = ""
-
-    @property
-    def profile(self) -> Profile:
-        return self.release.profile
 
     @property
     def injected_without_kvm(self) -> tuple[catalogue.Device, ...]:
@@ -281,6 +276,7 @@ def _slot(
         allowed_capabilities(profile, role, policy) if trusted else baseline.CAPABILITIES,
         trusted,
         f"/spec/{list_field}/{index}",
+        f"spec.{list_field}[{index}]",
         str(container.get("name") or f"{list_field}[{index}]")[:40],
     )
 

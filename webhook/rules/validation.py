@@ -51,8 +51,8 @@ def _allowed_types(launcher: Launcher, policy: LauncherPolicy) -> frozenset[str]
     types = policy.baseline.controls.selinux_types
     if not launcher.release.exceptions:  # not a launcher: baseline's types only
         return types
-    extra = {launcher.profile.selinux_type} if launcher.profile.selinux_type else set()
-    return types | extra | policy.selinux_types
+    own = launcher.release.profile.selinux_type
+    return types | ({own} if own else set()) | policy.selinux_types
 
 
 def _selinux(
@@ -124,7 +124,7 @@ def _profiles(
 def _pod_level(
     launcher: Launcher, policy: LauncherPolicy, selinux_types: frozenset[str]
 ) -> Iterator[Violation]:
-    spec, profile = launcher.spec, launcher.profile
+    spec, profile = launcher.spec, launcher.release.profile
     for name in baseline.HOST_NAMESPACES:
         if name == "hostNetwork" and _hotplug_host_network(launcher):
             continue  # KubeVirt v0.36 - v0.46 render their hotplug pods so
@@ -216,7 +216,7 @@ def _hotplug_host_network(launcher: Launcher) -> bool:
     """Whether the pod is a hotplug pod its release puts on the host's network (v0.36 - v0.46)."""
     return (
         launcher.hotplug
-        and launcher.profile.hotplug_host_network
+        and launcher.release.profile.hotplug_host_network
         and (launcher.spec.get("hostNetwork") is True)
     )
 

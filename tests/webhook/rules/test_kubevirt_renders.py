@@ -333,7 +333,7 @@ def test_validate_allows_what_mutate_makes_of_any_render_and_nothing_allowed_is_
     pod, profile = case
     policy = LauncherPolicy()
     launcher = read_launcher(pod, policy)
-    assert launcher.profile is profile
+    assert launcher.release.profile is profile
     after, _ = mutated(pod, policy)
     verdict = validate_review(as_request(after), policy)
     assert verdict.allowed, verdict.message

@@ -275,7 +275,7 @@ def test_a_privileged_compute_is_replaced_and_a_rendered_one_keeps_its_requests(
             or ()
         }
         # v0.7 rendered NET_ADMIN in place of privileged; from v0.41 no release needs it.
-        profile = read_launcher(pod, chosen).profile
+        profile = read_launcher(pod, chosen).release.profile
         assert ("NET_ADMIN" in added) is grants_net_admin(profile)
     elif hypervisor:
         after = compute.get("resources") or {}

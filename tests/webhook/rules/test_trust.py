@@ -335,7 +335,7 @@ def test_a_container_disk_image_tag_picks_no_release() -> None:
     for container in pod["spec"]["containers"]:
         if container["name"] != "compute":
             container["image"] = "quay.io/kubevirt/virt-launcher:v0.20.0"
-    assert read_launcher(pod, POLICY).profile.since == (1, 7)
+    assert read_launcher(pod, POLICY).release.profile.since == (1, 7)
 
 
 # --- NET_ADMIN -----------------------------------------------------------------------------
