@@ -25,6 +25,7 @@ from virtdev.kube import add_flags as add_kube_flags
 if TYPE_CHECKING:  # the rules are imported when a command runs, not to build the parser
     from webhook.rules.policy import LauncherPolicy
 from webhook.options import (
+    BAD_INPUT,
     DEFAULT_BODY_SECONDS,
     DEFAULT_ENFORCEMENT,
     DEFAULT_HEAD_SECONDS,
@@ -180,7 +181,7 @@ def _with_policy(
         policy = launcher_policy(args)
     except ValueError as error:
         print(f"virtdev {command}: {error}", file=sys.stderr)
-        return 2
+        return BAD_INPUT
     return run(args, policy)
 
 

@@ -87,14 +87,13 @@ class Slot:
     capabilities: frozenset[str]
     #: False for a container an UPDATE by anyone but KubeVirt's controller added or changed:
     #: it gets no launcher exception and may not mount the pod's hostPath volumes.
-    trusted: bool = True
-
+    trusted: bool
     #: Its JSON Pointer (list fields and indices need no escaping), its field path as `kubectl
     #: explain` spells it and its name in messages, worked out as it is read: /mutate writes the
     #: pointer and the label of each container it changes, /validate the path of each it checks.
-    pointer: str = ""
-    path: str = ""
-    label: str = ""
+    pointer: str
+    path: str
+    label: str
 
 
 @dataclass(slots=True)
@@ -104,8 +103,8 @@ class Launcher:
     release: Release
     slots: tuple[Slot, ...]
     compute: Slot | None
-    #: The VM runs without a hypervisor device: KubeVirt rendered it for software emulation
-    #: (`--allow-emulation`/`--use-emulation`), or the admin's `--emulation` says so.
+    #: Compute runs its VM without a hypervisor device: KubeVirt rendered it for software
+    #: emulation (`--allow-emulation`/`--use-emulation`), or the admin's `--emulation` says so.
     emulated: bool = False
     #: Compute runs `privileged` (a render /mutate rewrites into device requests).
     privileged: bool = False
@@ -309,7 +308,7 @@ def read_launcher(
     compute = None
     for list_field, index, container in containers(spec):
         role = role_of(list_field, container, policy.compute_container)
-        if role == "compute" and container is not compute_container:
+        if role == "compute" and (compute is not None or container is not compute_container):
             role = "unknown"  # a second container of that name is not KubeVirt's
         slot = _slot(list_field, index, container, role, profile, policy)
         if role == "compute":

@@ -17,6 +17,7 @@ import copy
 import ssl
 import subprocess
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -170,6 +171,23 @@ def test_a_requester_the_api_server_did_not_name_is_not_kubevirts_controller() -
     answer = validate_review(no_user, POLICY)
     assert not answer.allowed
     assert "a requester the API server did not name" in answer.message
+
+
+@pytest.mark.parametrize("endpoint", ["mutate", "validate", "guard"])
+def test_the_audit_annotation_names_an_unnamed_requester_as_messages_do(endpoint: str) -> None:
+    """Where `userInfo.username` is empty, the `requester` annotation says so in words (it was
+    `other: ` and nothing after it), on every endpoint that takes the pod for another's."""
+    decide: dict[str, Callable[[Request, LauncherPolicy], Answer]] = {
+        "mutate": mutate_review,
+        "validate": validate_review,
+        "guard": guard_review,
+    }
+    answer = decide[endpoint](request(forged_launcher(), ""), POLICY)
+    expected = "other: a requester the API server did not name"
+    assert answer.audit_annotations["requester"] == expected
+    assert answer.other_requester == "a requester the API server did not name"
+    hotplug = guard_review(request(hotplug_pod(), ""), POLICY)
+    assert hotplug.audit_annotations["requester"] == expected
 
 
 def test_a_group_or_a_lookalike_name_is_not_kubevirts_controller() -> None:
