@@ -356,7 +356,7 @@ def _judged(
             other_requester=other,
         )
     warnings = []
-    if request.operation == "CREATE" and launcher.release.exceptions:
+    if request.operation == "CREATE" and launcher.exceptions:
         warnings = device_warnings(launcher)
     elif request.operation == "CREATE" and other:
         # The verdict first: a long username is what the 120-character limit cuts.

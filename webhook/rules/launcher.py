@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from virtdev import catalogue
@@ -31,13 +31,6 @@ class Release:
 
     profile: Profile
     why: str
-    #: Who grants the exceptions, for messages: `KubeVirt v1.7+`, or "" (nobody: baseline).
-    #: Worked out once, with the release: every container's checks name it.
-    exceptions: str = field(init=False)
-
-    def __post_init__(self) -> None:
-        who = "" if self.profile is profiles.BASELINE else f"KubeVirt {self.profile.name}"
-        object.__setattr__(self, "exceptions", who)
 
     def describe(self, baseline: str = "") -> str:
         """`KubeVirt v0.20 profile on Pod Security baseline v1.37, image tag v0.20`: what judged
@@ -115,6 +108,9 @@ class Launcher:
     #: The capabilities compute must hold once /mutate is done: NET_ADMIN where its release
     #: renders it, or where a privileged render loses `privileged` and the release grants it.
     compute_requires: tuple[str, ...] = ()
+    #: Who grants the pod's exceptions, as messages name it: `KubeVirt v1.7+`, or "" where its
+    #: release is baseline (every container /validate checks names it).
+    exceptions: str = ""
     #: A KubeVirt hotplug attachment pod (judged by /guard, by its release).
     hotplug: bool = False
     #: Who added or changed the untrusted slots (for messages); "" when no requester did.
@@ -315,8 +311,9 @@ def read_launcher(
             compute = slot
         slots.append(slot)
     vmi = _created_by(pod) if vmi is None else vmi
+    granter = profiles.GRANTERS.get(profile.since, "")
     if compute is None or compute_container is None:
-        return Launcher(pod, spec, release, tuple(slots), None, vmi=vmi)
+        return Launcher(pod, spec, release, tuple(slots), None, exceptions=granter, vmi=vmi)
     security = compute_container.get("securityContext")
     privileged = security is not None and security.get("privileged") is True
     emulated = policy.emulation or runs_emulated(compute_container)
@@ -340,6 +337,7 @@ def read_launcher(
             requests_hypervisor=hypervisor,
         ),
         compute_requires=(catalogue.NET_ADMIN,) if net_admin else (),
+        exceptions=granter,
         vmi=vmi,
     )
 
@@ -376,9 +374,16 @@ def read_pod(
         _slot(field, index, container, "unknown", release.profile, policy)
         for field, index, container in containers(spec)
     )
-    hotplug = release.exceptions != ""
+    granter = profiles.GRANTERS.get(release.profile.since, "")
     return Launcher(
-        pod, spec, release, slots, None, hotplug=hotplug, other_requester=other_requester
+        pod,
+        spec,
+        release,
+        slots,
+        None,
+        exceptions=granter,
+        hotplug=granter != "",
+        other_requester=other_requester,
     )
 
 

@@ -442,6 +442,9 @@ BASELINE = Profile(
 #: Each row's name, worked out once: every launcher's audit annotation carries it.
 _NAMES: dict[Version, str] = {}
 _NAMES.update({profile.since: _span(profile) for profile in PROFILES})
+#: Who grants each row's exceptions, as messages name it (`KubeVirt v1.7+`); BASELINE grants
+#: none, so it has no entry. Worked out once: every container /validate checks names it.
+GRANTERS: dict[Version, str] = {since: f"KubeVirt {name}" for since, name in _NAMES.items()}
 
 
 def newest() -> Profile:

@@ -49,7 +49,7 @@ class Violation:
 
 def _allowed_types(launcher: Launcher, policy: LauncherPolicy) -> frozenset[str]:
     types = policy.baseline.controls.selinux_types
-    if not launcher.release.exceptions:  # not a launcher: baseline's types only
+    if not launcher.exceptions:  # not a launcher: baseline's types only
         return types
     own = launcher.release.profile.selinux_type
     return types | ({own} if own else set()) | policy.selinux_types
@@ -142,7 +142,7 @@ def _pod_level(
         "spec.securityContext",
         ("pod",),
         selinux_types,
-        launcher.release.exceptions,
+        launcher.exceptions,
         policy,
     )
     yield from _profiles(security, "spec.securityContext", ("pod",), policy)
@@ -175,7 +175,7 @@ def _pod_level(
         if host_path is None:
             continue
         path = host_path.get("path") or ""
-        who = launcher.release.exceptions
+        who = launcher.exceptions
         normal = normalise_host_path(path)
         if who and (profile.mounts(normal, vmi=launcher.vmi) or policy.host_path_permitted(path)):
             continue
@@ -238,7 +238,7 @@ def _container_level(
     security = container.get("securityContext") or {}
     # Who grants this container exceptions: its release, or nobody (added or changed by a
     # tenant, whose containers are judged by baseline alone).
-    who = launcher.release.exceptions if slot.trusted else ""
+    who = launcher.exceptions if slot.trusted else ""
     if not slot.trusted:
         baseline_types = policy.baseline.controls.selinux_types
         yield from _untrusted_container(slot, launcher, selinux_types, baseline_types, host_paths)
