@@ -68,29 +68,21 @@ def back_in_the_reader(request: Request, endpoint: str) -> list[str]:
     ]
 
 
-def with_requester(body: dict[str, Any], username: str) -> Request:
+def as_requested(name: str, username: str) -> Request:
+    """A fixture review (`*.json`) or a KubeVirt render (`*.yaml`), as `username` sends it."""
+    if name.endswith(".yaml"):
+        pod = yaml.safe_load((RENDERS / name).read_text(encoding="utf-8"))
+        return as_request(pod, username)
+    body = load_fixture(name)
     body["request"]["userInfo"] = {"username": username}
     return review.parse(orjson.dumps(body))
 
 
 @pytest.mark.parametrize("endpoint", sorted(ENDPOINTS))
 @pytest.mark.parametrize("username", [CONTROLLER, TENANT])
-@pytest.mark.parametrize("name", FIXTURE_NAMES)
-def test_fixture_reviews_are_decided_from_the_value(
-    name: str, username: str, endpoint: str
-) -> None:
-    request = with_requester(load_fixture(name), username)
-    assert back_in_the_reader(request, endpoint) == []
-
-
-@pytest.mark.parametrize("endpoint", sorted(ENDPOINTS))
-@pytest.mark.parametrize("username", [CONTROLLER, TENANT])
-@pytest.mark.parametrize("name", RENDER_NAMES)
-def test_kubevirt_renders_are_decided_from_the_value(
-    name: str, username: str, endpoint: str
-) -> None:
-    pod = yaml.safe_load((RENDERS / name).read_text(encoding="utf-8"))
-    assert back_in_the_reader(as_request(pod, username), endpoint) == []
+@pytest.mark.parametrize("name", [*FIXTURE_NAMES, *RENDER_NAMES])
+def test_every_review_is_decided_from_the_value(name: str, username: str, endpoint: str) -> None:
+    assert back_in_the_reader(as_requested(name, username), endpoint) == []
 
 
 def test_the_check_catches_a_rule_that_asks_the_reader(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -105,5 +97,5 @@ def test_the_check_catches_a_rule_that_asks_the_reader(monkeypatch: pytest.Monke
     source += "    return real(found, policy, **kw)\n"
     exec(source, scope)
     monkeypatch.setattr(admission, "mutate", scope["asking"])
-    request = with_requester(load_fixture("v1-launcher-2018-privileged.json"), CONTROLLER)
+    request = as_requested("v1-launcher-2018-privileged.json", CONTROLLER)
     assert back_in_the_reader(request, "mutate") == [f"{DECIDERS[0]} -> {READER}.describe"]
