@@ -7,7 +7,6 @@ commands are run against the API stand-in through the real `kubernetes` client.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -150,10 +149,9 @@ def test_the_webhook_reads_only_its_flag_or_its_pod(
 
 
 @pytest.fixture
-def stand_in() -> Iterator[StandIn]:
-    with StandIn().running() as running:
-        running.put_object(node_object("n1"))
-        yield running
+def stand_in(stand_in: StandIn) -> StandIn:
+    stand_in.put_object(node_object("n1"))
+    return stand_in
 
 
 def test_capacity_uses_kubeconfig_from_the_environment(

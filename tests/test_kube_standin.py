@@ -6,7 +6,6 @@ import base64
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,16 +22,8 @@ ADMISSION = "admissionregistration.k8s.io/v1"
 
 
 @pytest.fixture
-def stand_in() -> Iterator[StandIn]:
-    with StandIn().running() as running:
-        yield running
-
-
-@pytest.fixture
-def core(stand_in: StandIn) -> Core:
-    configuration = client.Configuration()
-    configuration.host = stand_in.url
-    return client.CoreV1Api(client.ApiClient(configuration))
+def core(stand_in_client: client.ApiClient) -> Core:
+    return client.CoreV1Api(stand_in_client)
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,16 +18,8 @@ APPLY = "application/apply-patch+yaml"
 
 
 @pytest.fixture
-def stand_in() -> Iterator[StandIn]:
-    with StandIn().running() as running:
-        yield running
-
-
-@pytest.fixture
-def custom(stand_in: StandIn) -> Custom:
-    configuration = client.Configuration()
-    configuration.host = stand_in.url
-    return client.CustomObjectsApi(client.ApiClient(configuration))
+def custom(stand_in_client: client.ApiClient) -> Custom:
+    return client.CustomObjectsApi(stand_in_client)
 
 
 def policy_report(name: str = "r", namespace: str = "vms", **fields: Any) -> dict[str, Any]:

@@ -24,17 +24,8 @@ def a_node(name: str, **labels: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def stand_in() -> Iterator[StandIn]:
-    with StandIn().running() as server:
-        yield server
-
-
-@pytest.fixture
-def core(stand_in: StandIn) -> Iterator[Core]:
-    configuration = client.Configuration()
-    configuration.host = stand_in.url
-    with client.ApiClient(configuration) as api_client:
-        yield client.CoreV1Api(api_client)
+def core(stand_in_client: client.ApiClient) -> Core:
+    return client.CoreV1Api(stand_in_client)
 
 
 def events(response: Any) -> Iterator[dict[str, Any]]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -102,12 +101,6 @@ def kubevirts(namespace: str, vm: str) -> str:
 
 def not_vouched(why: str) -> str:
     return f" [judged as any pod, not vouched for by KubeVirt: {why}]"
-
-
-@pytest.fixture
-def stand_in() -> Iterator[StandIn]:
-    with StandIn().running() as running:
-        yield running
 
 
 @pytest.fixture

@@ -33,12 +33,11 @@ T = TypeVar("T")
 
 
 @pytest.fixture
-def stand_in() -> Iterator[StandIn]:
-    with StandIn().running() as server:
-        server.bookmark_seconds = 0.2
-        server.put_object(node_object("kvm-1"))
-        server.put_object(node_object("plain-1", kvm=None))
-        yield server
+def stand_in(stand_in: StandIn) -> StandIn:
+    stand_in.bookmark_seconds = 0.2
+    stand_in.put_object(node_object("kvm-1"))
+    stand_in.put_object(node_object("plain-1", kvm=None))
+    return stand_in
 
 
 @contextmanager

@@ -88,11 +88,10 @@ def devices_in(response: dict[str, Any]) -> set[str]:
 
 
 @pytest.fixture
-def stand_in() -> Iterator[StandIn]:
-    with StandIn().running() as server:
-        server.put_object(node_object("kvm-1"))
-        server.put_object(node_object("plain-1", kvm=None))
-        yield server
+def stand_in(stand_in: StandIn) -> StandIn:
+    stand_in.put_object(node_object("kvm-1"))
+    stand_in.put_object(node_object("plain-1", kvm=None))
+    return stand_in
 
 
 def drop_kvm(stand_in: StandIn) -> None:
