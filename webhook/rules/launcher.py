@@ -128,7 +128,7 @@ class Launcher:
 
 
 def injected_devices(
-    compute: Slot | None,
+    compute: dict[str, Any],
     profile: Profile,
     policy: LauncherPolicy,
     *,
@@ -139,12 +139,10 @@ def injected_devices(
     """What /mutate adds to compute: the policy's devices, only where KubeVirt requested none
     (<= v0.6, or a privileged render that loses `privileged`), never kvm when emulated, never
     one it already requests."""
-    if compute is None or requests_hypervisor:
-        return ()
-    if profile.requests_devices and not privileged:
+    if requests_hypervisor or (profile.requests_devices and not privileged):
         return ()
     # Requested in limits and requests both: one in a single section is completed.
-    have = _device_resources(compute.container, both=True)
+    have = _device_resources(compute, both=True)
     return tuple(
         device
         for device in policy.devices
@@ -312,12 +310,12 @@ def read_launcher(
         slots.append(slot)
     vmi = _created_by(pod) if vmi is None else vmi
     granter = profiles.GRANTERS.get(profile.since, "")
-    if compute is None or compute_container is None:
+    if compute is None:
         return Launcher(pod, spec, release, tuple(slots), None, exceptions=granter, vmi=vmi)
-    security = compute_container.get("securityContext")
+    security = compute.container.get("securityContext")
     privileged = security is not None and security.get("privileged") is True
-    emulated = policy.emulation or runs_emulated(compute_container)
-    hypervisor = not catalogue.HYPERVISOR_RESOURCES.isdisjoint(_device_resources(compute_container))
+    emulated = policy.emulation or runs_emulated(compute.container)
+    hypervisor = not catalogue.HYPERVISOR_RESOURCES.isdisjoint(_device_resources(compute.container))
     net_admin = (privileged or profile.needs_net_admin) and grants_net_admin(profile)
     return Launcher(
         pod,
@@ -329,7 +327,7 @@ def read_launcher(
         privileged=privileged,
         requests_hypervisor=hypervisor,
         injected=injected_devices(
-            compute,
+            compute.container,
             profile,
             policy,
             privileged=privileged,

@@ -84,14 +84,7 @@ def _request_in_sections(
                 mutation.add(base + "/resources/" + section + "/" + escape(resource), "1")
 
 
-def _restrict_privileges(
-    mutation: Mutation,
-    slot: Slot,
-    launcher: Launcher,
-    policy: LauncherPolicy,
-    *,
-    required: tuple[str, ...],
-) -> None:
+def _restrict_privileges(mutation: Mutation, slot: Slot, *, required: tuple[str, ...]) -> None:
     """`privileged` off; keep every capability baseline, the release or the admin allows on this
     container, drop the rest, add `required`."""
     base, label = slot.pointer, slot.label
@@ -177,7 +170,7 @@ def mutate(
                 injected,
             )
             required = launcher.compute_requires
-        _restrict_privileges(mutation, slot, launcher, policy, required=required)
+        _restrict_privileges(mutation, slot, required=required)
     if privileged_compute:
         _keep_selinux_domain(mutation, launcher)
     return mutation
