@@ -3,7 +3,7 @@ the other pods of guarded namespaces.
 
 Each pod is judged by `validate_review` (launchers) or `guard_review` (every other pod of a
 namespace labelled `virtdev.io/guard=baseline`, or of the namespaces named with `--guard`) on
-the CREATE review the API server would send for it (`webhook.serving.review.create_review`): when
+the CREATE review the API server would send for it (`webhook.serving.review.as_request`): when
 virt-controller next creates a launcher like it — a VM restart, a migration — or a controller
 re-creates the pod, this is what the webhook will answer. The lines and the exit status say what
 `deny` would do, whatever the webhook runs with now; `--enforcement warn` makes only the
@@ -49,8 +49,7 @@ from webhook.rules.policy import LauncherPolicy
 from webhook.rules.reports import GUARD_POLICY, LAUNCHER_POLICY, Judged, Judgement
 from webhook.rules.shapes import BadInput
 from webhook.rules.vouching import KUBEVIRT_GROUP, Index, Vouching, read_instance, vouch
-from webhook.serving import review
-from webhook.serving.review import create_review
+from webhook.serving.review import as_request
 
 CONNECT_TIMEOUT_SECONDS = 5
 LIST_TIMEOUT_SECONDS = 60
@@ -113,8 +112,8 @@ def judge(
     if vouching is not None:
         basis.update(vouched=vouching.vouched, vouching=vouching.why)
     try:
-        created = create_review(pod) if trusted else create_review(pod, UNVOUCHED)
-        answer = decide(review.parse(orjson.dumps(created)), policy, trusted=trusted)
+        request = as_request(pod, policy.controller if trusted else UNVOUCHED)
+        answer = decide(request, policy, trusted=trusted)
     except BadInput as error:
         return Judged(namespace, name, "error", message=str(error), **basis)
     verdict: Judgement = (
